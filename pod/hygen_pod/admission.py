@@ -1,0 +1,129 @@
+"""Phase-2 admission: which offline work joins an iteration, and how many tokens each.
+
+Pure policy (no vLLM): the adapter describes the iteration's online work as a
+`BatchShape` and each offline candidate as an `OfflineCandidate`, and gets back
+token allocations. The same function drives the simulator.
+
+Rules, in order: offline decodes first (they hold KV and are cheap), then
+prefill chunks. Every admission keeps predicted time <= budget (budget mode),
+and fits the token budget, the free KV blocks and the free request slots. A
+candidate may get fewer tokens than it wants (a partial chunk) only when
+``allow_partial`` is set, and then it is the last admission.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import dataclass
+from typing import Any
+
+from hygen_pod.batch import BatchShape
+from hygen_pod.predictor import LatencyPredictor
+
+
+def cdiv(a: int, b: int) -> int:
+    return -(-a // b)
+
+
+@dataclass(slots=True)
+class OfflineCandidate:
+    """An offline request that could run this iteration."""
+
+    ref: Any  # the caller's request object
+    computed: int  # tokens already in its KV cache (incl. prefix-cache hits)
+    wanted: int  # tokens it would compute this step if unconstrained
+    num_prompt_tokens: int
+    held_blocks: int  # KV blocks it holds (or would adopt from the prefix cache)
+    running: bool  # already running (vs. waiting to start)
+
+    @property
+    def is_decode(self) -> bool:
+        return self.wanted == 1 and self.computed >= self.num_prompt_tokens
+
+
+@dataclass(slots=True)
+class Limits:
+    """What is left of this iteration after the online work."""
+
+    budget_s: float | None  # None = no latency cap (QPS mode)
+    tokens: int
+    free_blocks: int
+    slots: int
+    block_size: int
+    allow_partial: bool = True
+
+
+class Admitter:
+    """Admits offline candidates one at a time into an iteration that already holds
+    the online work ``online``; ``offer`` returns the tokens granted (0 = not now)."""
+
+    def __init__(
+        self, predictor: LatencyPredictor | None, online: BatchShape, limits: Limits
+    ) -> None:
+        if limits.budget_s is not None and predictor is None:
+            raise ValueError("a latency budget needs a predictor")
+        self.predictor = predictor
+        self.limits = limits
+        self.shape = online.copy()
+        self.tokens = limits.tokens
+        self.blocks = limits.free_blocks
+        self.slots = limits.slots
+        self.allocations: list[tuple[OfflineCandidate, int]] = []
+        self.partial: OfflineCandidate | None = None
+        # Online work alone may already exceed the budget: then nothing offline fits.
+        self._predicted = predictor.predict(self.shape) if predictor is not None else 0.0
+        over = limits.budget_s is not None and self._predicted > limits.budget_s
+        self.closed = over
+
+    @property
+    def granted_tokens(self) -> int:
+        return sum(n for _, n in self.allocations)
+
+    def offer(self, c: OfflineCandidate) -> int:
+        if self.closed or self.slots <= 0 or self.tokens <= 0 or c.wanted <= 0:
+            return 0
+        lim, pred, budget = self.limits, self.predictor, self.limits.budget_s
+        if c.is_decode:
+            if cdiv(c.computed + 1, lim.block_size) - c.held_blocks > self.blocks:
+                return 0
+            if budget is not None:
+                assert pred is not None
+                if self._predicted + pred.decode_cost(self.shape, c.computed + 1) > budget:
+                    return 0
+            self.shape.add_decode(c.computed + 1)
+            n = 1
+        else:
+            n = min(c.wanted, self.tokens)
+            # KV: tokens that fit in the held blocks plus the free ones.
+            n = min(n, (c.held_blocks + self.blocks) * lim.block_size - c.computed)
+            if budget is not None:
+                assert pred is not None
+                n = min(n, pred.max_prefill_tokens(self.shape, budget, c.computed))
+            if n <= 0 or (n < c.wanted and not lim.allow_partial):
+                return 0
+            self.shape.add_prefill(n, c.computed)
+        if pred is not None:
+            self._predicted = pred.predict(self.shape)
+        self.blocks -= max(0, cdiv(c.computed + n, lim.block_size) - c.held_blocks)
+        self.tokens -= n
+        self.slots -= 1
+        self.allocations.append((c, n))
+        if n < c.wanted:
+            # A partial chunk must be the iteration's last item (see module doc).
+            self.partial = c
+            self.closed = True
+        return n
+
+
+def admit(
+    predictor: LatencyPredictor | None,
+    online: BatchShape,
+    candidates: Iterable[OfflineCandidate],
+    limits: Limits,
+) -> Admitter:
+    """Offer decodes first, then prefills, in the given order; returns the admitter."""
+    cands = list(candidates)
+    a = Admitter(predictor, online, limits)
+    for c in [c for c in cands if c.is_decode] + [c for c in cands if not c.is_decode]:
+        a.offer(c)
+    return a

@@ -1,0 +1,91 @@
+"""Offline control: the budget / QPS setting and the file that carries it at run time.
+
+The scheduler lives in vLLM's engine-core process, which may be a different
+process from the API server that receives control requests. A small JSON file,
+replaced atomically by the writer and re-read by the scheduler when its mtime
+changes, is the channel: it needs no extra port, survives restarts, and is easy
+to inspect. Writers use `write_control`; the scheduler uses `ControlFile.poll`.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import tempfile
+from pathlib import Path
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+
+class OfflineControl(BaseModel):
+    """How much offline work the scheduler may add to each iteration.
+
+    - ``budget`` (HyGen): offline tokens join an iteration while its predicted
+      time stays <= ``budget_ms``; 0 means online only.
+    - ``qps`` (HyGen*): offline requests start at most ``qps`` per second and then
+      run without a latency cap; 0 means online only, ``None`` means no rate cap.
+    """
+
+    model_config = ConfigDict(extra="forbid")
+
+    mode: Literal["budget", "qps"] = "budget"
+    budget_ms: float = Field(0.0, ge=0.0, description="per-iteration latency budget (ms)")
+    qps: float | None = Field(None, ge=0.0, description="offline request starts per second")
+
+    @model_validator(mode="after")
+    def _finite(self) -> OfflineControl:
+        if not math.isfinite(self.budget_ms):
+            raise ValueError("budget_ms must be finite")
+        if self.qps is not None and not math.isfinite(self.qps):
+            raise ValueError("qps must be finite (use null for no rate cap)")
+        return self
+
+    @property
+    def online_only(self) -> bool:
+        if self.mode == "budget":
+            return self.budget_ms <= 0
+        return self.qps == 0
+
+
+def write_control(path: str | Path, control: OfflineControl) -> None:
+    """Atomically replace the control file (readers never see a partial write)."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".control-", suffix=".json")
+    try:
+        with os.fdopen(fd, "w") as f:
+            f.write(control.model_dump_json())
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+class ControlFile:
+    """Re-reads a control file when it changes; keeps the last good value on errors."""
+
+    def __init__(self, path: str | Path) -> None:
+        self.path = Path(path)
+        self._stamp: tuple[int, int] | None = None
+        self.last_error: str | None = None
+
+    def poll(self) -> OfflineControl | None:
+        """The new control if the file changed since the last call, else None."""
+        try:
+            st = os.stat(self.path)
+        except FileNotFoundError:
+            return None
+        stamp = (st.st_mtime_ns, st.st_ino)
+        if stamp == self._stamp:
+            return None
+        self._stamp = stamp
+        try:
+            control = OfflineControl.model_validate_json(self.path.read_text())
+        except (OSError, ValidationError) as e:
+            self.last_error = f"{self.path}: {e}"
+            return None
+        self.last_error = None
+        return control

@@ -1,0 +1,412 @@
+"""HyGen's two-phase scheduler as a vLLM v1 ``--scheduler-cls`` plugin.
+
+This is the one module that imports vLLM. It wraps the stock
+``Scheduler.schedule()`` rather than forking it:
+
+1. *Phase 1 (online)*: offline requests are taken out of the stock queues, so the
+   base method sees only online work and schedules it exactly as stock vLLM
+   would. Before that, a shadow of the base's arithmetic works out the online
+   work of this step (tokens, request slots, KV blocks) and, if the KV cache
+   is short, offline requests are preempted so that online work never waits
+   behind offline work.
+2. *Phase 2 (offline)*: `hygen_pod.admission` picks offline decodes and prefill
+   chunks that fit the latency budget (by the predictor), the rest of the token
+   budget, the free KV blocks and request slots. The admitted requests are put
+   behind the online ones (running list, then waiting queue) and the step's
+   token budget is set to online + admitted tokens, so the base method grants
+   each exactly its allocation. A partial chunk is only ever the last item.
+
+Offline requests that are running but not admitted this step stay out of the
+base method's reach; the engine keeps their KV and resumes them later.
+Preempted offline requests go back to the front of the offline queue.
+"""
+
+from __future__ import annotations
+
+import itertools
+import logging
+import time
+from typing import Any
+
+from vllm.v1.core.sched.request_queue import SchedulingPolicy
+from vllm.v1.core.sched.scheduler import Scheduler
+from vllm.v1.request import Request, RequestStatus
+
+from hygen_pod.admission import Admitter, Limits, OfflineCandidate, cdiv
+from hygen_pod.batch import BatchShape
+from hygen_pod.control import ControlFile, OfflineControl
+from hygen_pod.offline_queue import OfflineQueue
+from hygen_pod.predictor import LatencyPredictor
+from hygen_pod.settings import SchedulerSettings, request_class
+from hygen_pod.step_trace import StepRecord, StepTrace
+
+logger = logging.getLogger("hygen.scheduler")
+
+# Far beyond any step counter: the base schedule() skips a running request whose
+# next_decode_eligible_step is in the future, which is how non-admitted offline
+# requests stay visible (as preemption victims) without being scheduled.
+_NEVER = 1 << 62
+_NOT_STARTED = (RequestStatus.WAITING, RequestStatus.PREEMPTED)
+
+
+class HyGenScheduler(Scheduler):
+    """Online-first scheduler that fills each iteration with offline work up to a budget."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        extra = self.vllm_config.additional_config
+        raw = extra.get("hygen", {}) if isinstance(extra, dict) else {}
+        self.hygen = SchedulerSettings.model_validate(raw)
+        if self.policy != SchedulingPolicy.FCFS:
+            raise ValueError(
+                "HyGenScheduler needs --scheduling-policy fcfs (it orders offline work itself)"
+            )
+        self.predictor: LatencyPredictor | None = (
+            LatencyPredictor.load(self.hygen.predictor_path) if self.hygen.predictor_path else None
+        )
+        self._control_file = (
+            ControlFile(self.hygen.control_path) if self.hygen.control_path else None
+        )
+        self.control = self.hygen.initial
+        self._check_control(self.control)
+        self.offline_queue: OfflineQueue[Request] = OfflineQueue(
+            max_bypass=self.hygen.max_bypass, max_wait_s=self.hygen.max_wait_s
+        )
+        self.offline_ids: set[str] = set()
+        self.trace = StepTrace(keep=self.hygen.trace_keep, path=self.hygen.trace_path)
+        self._pending: StepRecord | None = None
+        self._sched_end = 0.0
+        self._step = 0
+        self._qps_bucket = 0.0
+        self._qps_last = time.monotonic()
+        self._inside_base = False
+        self._base_counts: tuple[int, int] = (0, 0)
+        self._preempted_offline = 0
+        self._preempted_online = 0
+        logger.info("HyGen scheduler ready: %s, predictor=%s", self.control, self.predictor)
+
+    # ------------------------------------------------------------ control
+    def set_control(self, control: OfflineControl) -> None:
+        """Change the offline budget / QPS; takes effect at the next step."""
+        self._check_control(control)
+        if control.mode == "qps" and self.control.mode != "qps":
+            self._qps_bucket, self._qps_last = 0.0, time.monotonic()
+        self.control = control
+        logger.info("offline control set to %s", control)
+
+    def _check_control(self, control: OfflineControl) -> None:
+        if control.mode == "budget" and control.budget_ms > 0 and self.predictor is None:
+            raise ValueError(
+                "a non-zero offline latency budget needs a predictor: set hygen.predictor_path "
+                "(fit one with `hygen-pod fit-predictor`)"
+            )
+
+    def _poll_control(self) -> None:
+        if self._control_file is None:
+            return
+        new = self._control_file.poll()
+        if self._control_file.last_error:
+            logger.error("ignoring bad control file: %s", self._control_file.last_error)
+        if new is not None and new != self.control:
+            try:
+                self.set_control(new)
+            except ValueError as e:
+                logger.error("ignoring control %s: %s", new, e)
+
+    # ------------------------------------------------------- request entry
+    def is_offline(self, request: Request) -> bool:
+        return request.request_id in self.offline_ids
+
+    def add_request(self, request: Request) -> None:
+        sp = request.sampling_params
+        if (
+            sp is not None
+            and request_class(sp.extra_args) == "offline"
+            and request.request_id not in self.requests
+        ):
+            self.offline_ids.add(request.request_id)
+            self.requests[request.request_id] = request
+            self.offline_queue.add(request.request_id, request.prompt_token_ids or (), request)
+            return
+        super().add_request(request)
+
+    def _free_request(self, request: Request, delay_free_blocks: bool = False):  # type: ignore[override]
+        # Every finish (stop, length, abort) passes here: forget offline bookkeeping.
+        if request.request_id in self.offline_ids:
+            self.offline_queue.remove(request.request_id)
+            self.offline_ids.discard(request.request_id)
+        return super()._free_request(request, delay_free_blocks=delay_free_blocks)
+
+    def _preempt_request(self, request: Request, timestamp: float, **kw: Any) -> None:
+        super()._preempt_request(request, timestamp, **kw)
+        if self.is_offline(request):
+            self._preempted_offline += 1
+            self.waiting.remove_request(request)
+            self.offline_queue.push_front(request.request_id, request)
+        else:
+            self._preempted_online += 1
+
+    def get_request_counts(self) -> tuple[int, int]:
+        if self._inside_base:
+            # The base method sizes its long-prefill cap from these: show it the
+            # online view so phase 1 matches stock vLLM serving online work alone.
+            return self._base_counts
+        running, waiting = super().get_request_counts()
+        return running, waiting + len(self.offline_queue)
+
+    # ------------------------------------------------------------ schedule
+    def schedule(self, throttle_prefills: bool = False):  # type: ignore[override]
+        self._poll_control()
+        self._step += 1
+        self._preempted_offline = self._preempted_online = 0
+        if not self.offline_ids:
+            out = self._call_base(throttle_prefills, len(self.running))
+        else:
+            out = self._schedule_two_phase(throttle_prefills)
+        self._record(out)
+        self._sched_end = time.perf_counter()
+        return out
+
+    def _call_base(self, throttle_prefills: bool, online_running: int):
+        self._base_counts = (
+            online_running,
+            len(self.waiting) + len(self.kv_holding_waiting),
+        )
+        self._inside_base = True
+        try:
+            return super().schedule(throttle_prefills)
+        finally:
+            self._inside_base = False
+
+    def _long_prefill_cap(self, num_eligible: int) -> int:
+        cap = self.scheduler_config.long_prefill_token_threshold if num_eligible > 1 else 0
+        if cap > 0 and self.adaptive_long_prefill_threshold:
+            cap = max(cap, self.scheduler_config.max_num_batched_tokens // num_eligible)
+        return cap
+
+    def _held_blocks(self, request: Request) -> int:
+        ids = self.kv_cache_manager.get_block_ids(request.request_id)
+        return len(ids[0]) if ids else 0
+
+    def _cached_tokens(self, request: Request) -> int:
+        if request.num_computed_tokens:
+            return request.num_computed_tokens
+        return self.kv_cache_manager.get_computed_blocks(request)[1]
+
+    def _schedule_two_phase(self, throttle_prefills: bool):
+        bs = self.block_size
+        online_run = [r for r in self.running if not self.is_offline(r)]
+        offline_run = [r for r in self.running if self.is_offline(r)]
+        online_waiting = len(self.waiting) + len(self.kv_holding_waiting)
+        cap = self._long_prefill_cap(len(online_run) + online_waiting)
+        stock_tokens = self.max_num_scheduled_tokens
+
+        # --- Phase 1 shadow: what the base method will give online work.
+        online = BatchShape()
+        tokens_left = stock_tokens
+        kv_need = 0
+        for r in online_run:
+            n = r.num_tokens_with_spec + r.num_output_placeholders - r.num_computed_tokens
+            if cap:
+                n = min(n, cap)
+            n = min(n, tokens_left, self.max_model_len - r.num_computed_tokens - 1)
+            if n <= 0:
+                continue
+            online.add(n, r.num_computed_tokens, r.num_prompt_tokens)
+            need = cdiv(r.num_computed_tokens + n + self.num_lookahead_tokens, bs)
+            kv_need += max(0, need - self._held_blocks(r))
+            tokens_left -= n
+        slots_left = (
+            self.max_num_active_reqs - len(online_run) - self.num_waiting_for_streaming_input
+        )
+        online_wait_sched = 0
+        for r in itertools.chain(self.kv_holding_waiting, self.waiting):
+            if tokens_left <= 0 or slots_left <= 0:
+                break
+            if self._is_blocked_waiting_status(r.status) or r in self.deferred_waiting:
+                continue
+            cached = self._cached_tokens(r)
+            n = r.num_tokens - cached
+            if cap:
+                n = min(n, cap)
+            n = min(n, tokens_left)
+            if n <= 0:
+                continue
+            online.add(n, cached, r.num_prompt_tokens)
+            kv_need += cdiv(cached + n, bs)
+            tokens_left -= n
+            slots_left -= 1
+            online_wait_sched += 1
+        online_tokens = stock_tokens - tokens_left
+
+        # --- KV for online first: preempt offline (newest first) if short.
+        free = self.kv_cache_manager.block_pool.get_num_free_blocks()
+        free -= self.kv_cache_manager.watermark_blocks
+        now = time.monotonic()
+        while free < kv_need and offline_run:
+            victim = offline_run.pop()
+            freed = self._held_blocks(victim)
+            self.running.remove(victim)
+            self._preempt_request(victim, now)
+            free += freed
+
+        # --- Phase 2: admit offline work.
+        budget_s = self._budget_s()
+        admitter = Admitter(
+            self.predictor if budget_s is not None else None,
+            online,
+            Limits(
+                budget_s=budget_s,
+                tokens=tokens_left,
+                free_blocks=max(0, free - kv_need),
+                slots=max(0, slots_left),
+                block_size=bs,
+                allow_partial=online_wait_sched == 0,
+            ),
+        )
+        admitted_run: list[Request] = []
+        admitted_wait: list[Request] = []
+        if not self.control.online_only:
+            self._admit_running(admitter, offline_run, cap, admitted_run)
+            self._admit_waiting(admitter, cap, admitted_wait)
+        granted = admitter.granted_tokens
+
+        # --- Arrange the queues for the base method.
+        admitted = set(admitted_run)
+        idle = [r for r in offline_run if r not in admitted]
+        room = max(0, admitter.slots)
+        visible_idle, hidden = idle[:room], idle[room:]
+        saved_eligible = [(r, r.next_decode_eligible_step) for r in visible_idle]
+        for r in visible_idle:
+            r.next_decode_eligible_step = _NEVER
+        self.running = online_run + admitted_run + visible_idle
+        for r in admitted_wait:
+            self.waiting.add_request(r)
+        self.max_num_scheduled_tokens = online_tokens + granted
+        try:
+            out = self._call_base(throttle_prefills, len(online_run))
+        finally:
+            self.max_num_scheduled_tokens = stock_tokens
+            for r, step in saved_eligible:
+                r.next_decode_eligible_step = step
+            self.running.extend(hidden)
+            # Admitted offline requests the base method did not start go back first.
+            for r in admitted_wait:
+                if (
+                    r.status in (RequestStatus.WAITING, RequestStatus.PREEMPTED)
+                    and r in self.waiting
+                ):
+                    self.waiting.remove_request(r)
+                    self.offline_queue.push_front(r.request_id, r)
+        return out
+
+    def _admit_running(
+        self, admitter: Admitter, offline_run: list[Request], cap: int, out: list[Request]
+    ) -> None:
+        cands = []
+        for r in offline_run:
+            wanted = r.num_tokens_with_spec + r.num_output_placeholders - r.num_computed_tokens
+            if cap:
+                wanted = min(wanted, cap)
+            wanted = min(wanted, self.max_model_len - r.num_computed_tokens - 1)
+            if wanted <= 0:
+                continue
+            cands.append(
+                OfflineCandidate(
+                    ref=r,
+                    computed=r.num_computed_tokens,
+                    wanted=wanted,
+                    num_prompt_tokens=r.num_prompt_tokens,
+                    held_blocks=self._held_blocks(r),
+                    running=True,
+                )
+            )
+        # Decodes first (cheap, and they release KV sooner), then prefill chunks.
+        for c in sorted(cands, key=lambda c: not c.is_decode):
+            if admitter.offer(c):
+                out.append(c.ref)
+            if admitter.closed:
+                return
+
+    def _admit_waiting(self, admitter: Admitter, cap: int, out: list[Request]) -> None:
+        while not admitter.closed and self.offline_queue:
+            if self.control.mode == "qps" and not self._take_qps_token():
+                return
+            r = self.offline_queue.peek()
+            assert r is not None
+            cached = self._cached_tokens(r)
+            wanted = r.num_tokens - cached
+            if cap:
+                wanted = min(wanted, cap)
+            c = OfflineCandidate(
+                ref=r,
+                computed=cached,
+                wanted=wanted,
+                num_prompt_tokens=r.num_prompt_tokens,
+                held_blocks=0,  # conservative: count its cached blocks as new
+                running=False,
+            )
+            if not admitter.offer(c):
+                if self.control.mode == "qps":
+                    self._qps_bucket += 1  # not started: give the token back
+                return  # keep the queue's order: do not skip ahead
+            self.offline_queue.pop()
+            out.append(r)
+
+    def _budget_s(self) -> float | None:
+        if self.control.mode == "budget":
+            return self.control.budget_ms / 1000.0
+        return None
+
+    def _take_qps_token(self) -> bool:
+        qps = self.control.qps
+        if qps is None:
+            return True
+        now = time.monotonic()
+        self._qps_bucket = min(max(1.0, qps), self._qps_bucket + (now - self._qps_last) * qps)
+        self._qps_last = now
+        if self._qps_bucket >= 1.0:
+            self._qps_bucket -= 1.0
+            return True
+        return False
+
+    # -------------------------------------------------------------- trace
+    def _record(self, out) -> None:
+        shape = BatchShape()
+        rec = StepRecord(step=self._step, mode=self.control.mode)
+        for rid, n in out.num_scheduled_tokens.items():
+            r = self.requests[rid]
+            shape.add(n, r.num_computed_tokens - n, r.num_prompt_tokens)
+            if self.is_offline(r):
+                rec.offline_tokens += n
+                rec.offline_reqs += 1
+            else:
+                rec.online_tokens += n
+                rec.online_reqs += 1
+        rec.shape = shape.as_dict()
+        rec.budget_s = self._budget_s()
+        if self.predictor is not None and not shape.empty:
+            rec.predicted_s = self.predictor.predict(shape)
+        rec.offline_preempted = self._preempted_offline
+        rec.online_preempted = self._preempted_online
+        rec.online_waiting = len(self.waiting)
+        rec.offline_waiting = len(self.offline_queue)
+        if rec.over_budget:
+            logger.warning("step %d over budget: %s", self._step, rec)
+        if shape.empty:
+            self._pending = None
+            self.trace.append(rec)
+        else:
+            self._pending = rec
+
+    def update_from_output(self, scheduler_output, model_runner_output):  # type: ignore[override]
+        elapsed = time.perf_counter() - self._sched_end
+        if self._pending is not None:
+            self._pending.measured_s = elapsed
+            self.trace.append(self._pending)
+            self._pending = None
+        return super().update_from_output(scheduler_output, model_runner_output)
+
+    def shutdown(self) -> None:
+        self.trace.close()
+        super().shutdown()
