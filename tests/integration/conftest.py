@@ -48,8 +48,16 @@ def fresh(harness):
 
 
 def random_requests(
-    seed: int, n: int, *, offline: bool, lo: int = 8, hi: int = 300, out_lo: int = 4,
-    out_hi: int = 32, arrive_by: int = 0, prefix: str = "",
+    seed: int,
+    n: int,
+    *,
+    offline: bool,
+    lo: int = 8,
+    hi: int = 300,
+    out_lo: int = 4,
+    out_hi: int = 32,
+    arrive_by: int = 0,
+    prefix: str = "",
 ) -> list[Req]:
     rng = random.Random(seed)
     return [
@@ -84,7 +92,9 @@ def fitted_predictor(harness):
     model, table = LatencyPredictor.select_and_fit(shapes[:cut], secs[:cut])
     held = model.mape(shapes[cut:], secs[cut:])
     model.meta["heldout_mape"] = held
-    print(f"\nCPU engine predictor: {len(shapes)} captured steps, features {model.features}, "
-          f"CV MAPE {table[0][1]:.1%}, held-out MAPE {held:.1%}")
+    print(
+        f"\nCPU engine predictor: {len(shapes)} captured steps, features {model.features}, "
+        f"CV MAPE {table[0][1]:.1%}, held-out MAPE {held:.1%}"
+    )
     s.predictor = model
     return model

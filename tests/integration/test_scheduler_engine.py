@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import itertools
 import json
 import os
 import subprocess
@@ -26,9 +27,18 @@ def test_online_only_matches_stock_vllm_step_for_step(fresh, tiny_model, tmp_pat
     (tmp_path / "reqs.json").write_text(json.dumps([dataclasses.asdict(r) for r in reqs]))
     env = dict(os.environ, PYTHONPATH=str(ROOT), VLLM_ENABLE_V1_MULTIPROCESSING="0")
     subprocess.run(
-        [sys.executable, "-m", "tests.helpers.stock_run", str(tiny_model),
-         str(tmp_path / "reqs.json"), str(tmp_path / "stock.json")],
-        check=True, env=env, cwd=ROOT, timeout=600,
+        [
+            sys.executable,
+            "-m",
+            "tests.helpers.stock_run",
+            str(tiny_model),
+            str(tmp_path / "reqs.json"),
+            str(tmp_path / "stock.json"),
+        ],
+        check=True,
+        env=env,
+        cwd=ROOT,
+        timeout=600,
     )
     stock = json.loads((tmp_path / "stock.json").read_text())
     ours = fresh.run(reqs)
@@ -37,9 +47,7 @@ def test_online_only_matches_stock_vllm_step_for_step(fresh, tiny_model, tmp_pat
     assert ours == stock["outputs"]
 
 
-def test_offline_work_respects_the_budget_and_never_blocks_online(
-    fresh, fitted_predictor
-) -> None:
+def test_offline_work_respects_the_budget_and_never_blocks_online(fresh, fitted_predictor) -> None:
     s: HyGenScheduler = fresh.scheduler
     # Budget: an iteration of 96 fresh prefill tokens, so long prompts must be chunked.
     probe = BatchShape()
@@ -84,8 +92,12 @@ def test_budget_zero_is_online_only_and_control_file_changes_it_live(
     from vllm import SamplingParams
 
     for r in offline + online:
-        sp = SamplingParams(max_tokens=r.max_tokens, temperature=0.0, ignore_eos=True,
-                            extra_args={"hygen_class": "offline"} if r.offline else None)
+        sp = SamplingParams(
+            max_tokens=r.max_tokens,
+            temperature=0.0,
+            ignore_eos=True,
+            extra_args={"hygen_class": "offline"} if r.offline else None,
+        )
         fresh.engine.add_request(r.rid, {"prompt_token_ids": r.tokens}, sp)
     for _ in range(10):
         fresh.engine.step()
@@ -112,8 +124,9 @@ def test_preempted_offline_requests_finish_with_the_same_output(fresh) -> None:
         alone |= fresh.run([dataclasses.replace(r, at_step=0)])
     assert s.reset_prefix_cache()
     s.trace.records.clear()
-    online = random_requests(32, 10, offline=False, lo=300, hi=500, out_lo=10, out_hi=20,
-                             arrive_by=60)
+    online = random_requests(
+        32, 10, offline=False, lo=300, hi=500, out_lo=10, out_hi=20, arrive_by=60
+    )
     online = [dataclasses.replace(r, at_step=r.at_step + 20) for r in online]
     mixed = fresh.run(offline + online)
     preempted = sum(rec.offline_preempted for rec in s.trace)
@@ -149,5 +162,5 @@ def test_offline_requests_sharing_a_prefix_run_back_to_back(fresh) -> None:
                 started.append(rid)
     groups = [int(r.split("-")[1]) % 3 for r in started]
     # Three runs of four: each shared prefix is computed once, then reused from cache.
-    changes = sum(1 for a, b in zip(groups, groups[1:], strict=False) if a != b)
+    changes = sum(1 for a, b in itertools.pairwise(groups) if a != b)
     assert changes == 2, (started, groups)
