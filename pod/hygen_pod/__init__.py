@@ -1,6 +1,6 @@
 """HyGen serving pod: latency predictor, offline queue and the vLLM scheduler plugin.
 
-Policy modules here import neither vllm nor torch; `hygen_pod.vllm_scheduler` is the
+Policy modules here import neither vllm nor torch; `hygen_pod.vllm_adapter.scheduler` is the
 one adapter that binds them to vLLM.
 """
 

@@ -2,7 +2,7 @@
 
 Example::
 
-    vllm serve MODEL --scheduler-cls hygen_pod.vllm_scheduler.HyGenScheduler \\
+    vllm serve MODEL --scheduler-cls hygen_pod.vllm_adapter.scheduler.HyGenScheduler \\
         --additional-config '{"hygen": {"predictor_path": "/profile/predictor.json",
                                         "control_path": "/state/control.json",
                                         "initial": {"mode": "budget", "budget_ms": 40}}}'

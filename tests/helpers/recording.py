@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from vllm.v1.core.sched.scheduler import Scheduler
 
-from hygen_pod.vllm_scheduler import HyGenScheduler
+from hygen_pod.vllm_adapter.scheduler import HyGenScheduler
 
 
 class RecordingMixin:

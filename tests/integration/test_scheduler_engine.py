@@ -14,7 +14,7 @@ import pytest
 
 from hygen_pod.batch import BatchShape
 from hygen_pod.control import ControlFile, OfflineControl, write_control
-from hygen_pod.vllm_scheduler import HyGenScheduler
+from hygen_pod.vllm_adapter.scheduler import HyGenScheduler
 from tests.helpers.engine import Req
 from tests.integration.conftest import random_requests
 

@@ -1,0 +1,155 @@
+"""``hygen-pod``: the pod's command line (demo, predictor fitting, control, tiny model)."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+from pydantic import ValidationError
+
+
+def _cmd_demo(args: argparse.Namespace) -> int:
+    from hygen_pod.demo import DemoConfig, format_table, run_demo
+
+    cfg = DemoConfig(
+        workdir=Path(args.workdir),
+        data_dir=Path(args.data) if args.data else None,
+        online_requests=args.online,
+        online_qps=args.online_qps,
+        offline_requests=args.offline,
+        seed=args.seed,
+    )
+    rows = run_demo(cfg)
+    print()
+    print(format_table(rows))
+    print(
+        f"\nstep trace: {cfg.workdir / 'steps.jsonl'}; predictor: {cfg.workdir / 'predictor.json'}"
+    )
+    return 0
+
+
+def _cmd_fit(args: argparse.Namespace) -> int:
+    import random
+
+    from hygen_pod.predictor import LatencyPredictor
+    from hygen_pod.step_trace import read_trace, timing_samples
+
+    if bool(args.trace) == bool(args.oracle):
+        print("error: give either --trace FILE... or --oracle GPU", file=sys.stderr)
+        return 2
+    if args.oracle:
+        from hygen_pod.oracle import KernelOracle, random_batches, sample
+
+        oracle = KernelOracle(args.oracle, args.model)
+        shapes, secs = sample(oracle, random_batches(random.Random(args.seed), args.samples))
+        source = f"oracle {args.oracle} {args.model}"
+    else:
+        recs = []
+        for path in args.trace:
+            recs.extend(read_trace(path)[args.skip :])
+        shapes, secs = timing_samples(recs)
+        source = "trace " + ",".join(args.trace)
+    if len(shapes) < 20:
+        print(f"error: only {len(shapes)} measured steps; capture more", file=sys.stderr)
+        return 2
+    order = list(range(len(shapes)))
+    random.Random(args.seed).shuffle(order)
+    cut = int(len(order) * (1 - args.holdout))
+    train, test = order[:cut], order[cut:]
+    model, table = LatencyPredictor.select_and_fit(
+        [shapes[i] for i in train], [secs[i] for i in train], seed=args.seed
+    )
+    held = model.mape([shapes[i] for i in test], [secs[i] for i in test])
+    model.meta |= {"heldout_mape": held, "source": source}
+    print(f"{'cv MAPE':>8}  features")
+    for feats, err in table:
+        print(f"{err:>8.2%}  {', '.join(feats)}")
+    print(f"chosen: {', '.join(model.features)}; held-out MAPE {held:.2%} on {len(test)} steps")
+    model.save(args.out)
+    print(f"wrote {args.out}")
+    return 0
+
+
+def _cmd_control(args: argparse.Namespace) -> int:
+    from hygen_pod.control import OfflineControl, write_control
+
+    try:
+        control = OfflineControl(mode=args.mode, budget_ms=args.budget_ms or 0.0, qps=args.qps)
+    except ValidationError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    write_control(args.file, control)
+    print(control.model_dump_json())
+    return 0
+
+
+def _cmd_tiny(args: argparse.Namespace) -> int:
+    from hygen_pod.tiny_model import build_tiny_llama
+
+    print(build_tiny_llama(args.out, seed=args.seed))
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="hygen-pod",
+        description="HyGen serving pod: online/offline co-location in one vLLM engine.",
+    )
+    sub = p.add_subparsers(dest="command", required=True)
+
+    d = sub.add_parser(
+        "demo",
+        help="local main job: tiny model on the CPU engine, Azure trace online + offline batch",
+        description="Fit the predictor on captured steps, then replay a slice of the Azure "
+        "conversation trace alone, with naive co-location, and with HyGen; print a table.",
+    )
+    d.add_argument("--workdir", default=".hygen-demo", help="model, trace and predictor go here")
+    d.add_argument("--data", help="shared data folder (default: $HYGEN_DATA or ../shared/data)")
+    d.add_argument("--online", type=int, default=48, help="online requests to replay")
+    d.add_argument("--online-qps", type=float, default=3.0, help="online request rate")
+    d.add_argument("--offline", type=int, default=96, help="offline backlog size")
+    d.add_argument("--seed", type=int, default=0)
+    d.set_defaults(func=_cmd_demo)
+
+    f = sub.add_parser(
+        "fit-predictor",
+        help="fit the batch latency predictor from captured steps or the GPU kernel oracle",
+    )
+    f.add_argument("--trace", nargs="+", help="step trace JSONL file(s) written by the scheduler")
+    f.add_argument("--oracle", choices=["a100", "h100", "h200"], help="sample the GPU oracle")
+    f.add_argument("--model", default="meta-llama/Meta-Llama-3.1-8B", help="oracle model")
+    f.add_argument("--samples", type=int, default=1000, help="oracle batches to sample")
+    f.add_argument("--skip", type=int, default=5, help="warm-up steps to drop per trace")
+    f.add_argument("--holdout", type=float, default=0.2, help="fraction held out for MAPE")
+    f.add_argument("--seed", type=int, default=0)
+    f.add_argument("--out", required=True, help="predictor JSON to write")
+    f.set_defaults(func=_cmd_fit)
+
+    c = sub.add_parser(
+        "set-control", help="write the offline control file a running scheduler watches"
+    )
+    c.add_argument("--file", required=True)
+    c.add_argument("--mode", choices=["budget", "qps"], default="budget")
+    c.add_argument("--budget-ms", type=float, help="per-iteration latency budget; 0 = online only")
+    c.add_argument("--qps", type=float, help="offline request starts per second (qps mode)")
+    c.set_defaults(func=_cmd_control)
+
+    t = sub.add_parser("tiny-model", help="write a tiny random-weight Llama + tokenizer")
+    t.add_argument("--out", required=True)
+    t.add_argument("--seed", type=int, default=0)
+    t.set_defaults(func=_cmd_tiny)
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return int(args.func(args))
+    except (FileNotFoundError, ValueError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,203 @@
+"""The local main job: HyGen on a CPU vLLM engine with a tiny generated model.
+
+1. capture steps on the engine and fit the latency predictor;
+2. replay a slice of the Azure conversation trace as online load, alone;
+3. replay it again with an offline backlog (arXiv summarization lengths) under
+   (a) naive co-location: offline admitted without a latency budget, and
+   (b) HyGen with a latency budget;
+4. print online TTFT/TBT and offline throughput side by side.
+
+The budget here is a simple rule (a margin over the online-only step time);
+the SLO-aware profiler chooses it properly.
+"""
+
+from __future__ import annotations
+
+import random
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from hygen_pod.control import OfflineControl
+from hygen_pod.latency import LatencySummary, summarize
+from hygen_pod.predictor import LatencyPredictor
+from hygen_pod.settings import SchedulerSettings
+from hygen_pod.step_trace import timing_samples
+from hygen_pod.tiny_model import build_tiny_llama
+from hygen_pod.traces import arxiv_summarization, azure_conversation
+from hygen_pod.workload import offline_backlog, online_slice, random_tokens
+
+
+@dataclass
+class DemoConfig:
+    workdir: Path
+    data_dir: Path | None = None
+    online_requests: int = 48
+    online_qps: float = 3.0
+    offline_requests: int = 96
+    seed: int = 0
+    budget_margin: float = 1.5
+
+
+@dataclass
+class RunRow:
+    name: str
+    online: LatencySummary
+    offline_tokens: int
+    wall_s: float
+    over_budget: int
+    offline_steps: int
+    budgeted: bool
+
+    @property
+    def budget_column(self) -> str:
+        """Steps with offline tokens over the budget / all steps with offline tokens."""
+        return f"{self.over_budget}/{self.offline_steps}" if self.budgeted else "-"
+
+    @property
+    def offline_tps(self) -> float:
+        return self.offline_tokens / self.wall_s if self.wall_s else 0.0
+
+    @property
+    def total_tps(self) -> float:
+        return (self.online.tokens + self.offline_tokens) / self.wall_s if self.wall_s else 0.0
+
+
+def _progress(label: str, total: int):
+    try:
+        from tqdm import tqdm
+    except ImportError:  # pragma: no cover
+        return lambda done_in, done_out: None
+    bar = tqdm(total=total, desc=label, unit="req", leave=False, file=sys.stderr)
+
+    def update(_admitted: int, finished: int) -> None:
+        bar.update(finished - bar.n)
+        if finished >= total:
+            bar.close()
+
+    return update
+
+
+def run_demo(cfg: DemoConfig) -> list[RunRow]:
+    from hygen_pod.vllm_adapter.engine import Engine, EngineOptions, ReplayRequest
+
+    cfg.workdir.mkdir(parents=True, exist_ok=True)
+    azure = azure_conversation(cfg.data_dir)
+    arxiv = arxiv_summarization(cfg.data_dir)
+    model_dir = cfg.workdir / "tiny-llama"
+    if not (model_dir / "model.safetensors").exists():
+        print(f"building tiny model in {model_dir} ...", flush=True)
+        build_tiny_llama(model_dir, seed=cfg.seed)
+    t0 = time.perf_counter()
+    eng = Engine(
+        EngineOptions(
+            model=str(model_dir),
+            hygen=SchedulerSettings(trace_path=str(cfg.workdir / "steps.jsonl")),
+        )
+    )
+    print(f"engine started in {time.perf_counter() - t0:.1f} s", flush=True)
+    s = eng.scheduler
+    rng = random.Random(cfg.seed)
+    vocab = eng.vocab_size
+
+    def online_reqs(tag: str) -> list[ReplayRequest]:
+        r = random.Random(cfg.seed + 1)
+        rows = online_slice(
+            azure,
+            start=1000,
+            count=cfg.online_requests,
+            qps=cfg.online_qps,
+            prompt_scale=1 / 8,
+            output_scale=1 / 4,
+            max_prompt=512,
+            max_output=64,
+        )
+        return [
+            ReplayRequest(f"{tag}-on-{i}", random_tokens(r, p, vocab), o, False, at)
+            for i, (at, p, o) in enumerate(rows)
+        ]
+
+    def offline_reqs(tag: str, n: int, seed: int) -> list[ReplayRequest]:
+        r = random.Random(seed)
+        rows = offline_backlog(
+            arxiv,
+            count=n,
+            seed=seed,
+            prompt_scale=1 / 8,
+            output_scale=1 / 2,
+            max_prompt=1024,
+            max_output=64,
+        )
+        return [
+            ReplayRequest(f"{tag}-off-{i}", random_tokens(r, p, vocab), o, True, 0.0)
+            for i, (p, o) in enumerate(rows)
+        ]
+
+    # 1. Capture real steps (offline burst plus some online) and fit the predictor.
+    s.set_control(OfflineControl(mode="qps", qps=None))
+    s.trace.records.clear()
+    capture = offline_reqs("cap", 48, rng.randrange(1 << 30)) + online_reqs("cap")[:16]
+    eng.replay(capture, on_step=_progress("capture", len(capture)))
+    shapes, secs = timing_samples(list(s.trace)[5:])
+    cut = int(len(shapes) * 0.8)
+    predictor, _ = LatencyPredictor.select_and_fit(shapes[:cut], secs[:cut])
+    predictor.meta["heldout_mape"] = predictor.mape(shapes[cut:], secs[cut:])
+    predictor.meta["source"] = "tiny-llama on the CPU engine (demo capture)"
+    predictor.save(cfg.workdir / "predictor.json")
+    print(
+        f"predictor: {len(shapes)} captured steps, features {', '.join(predictor.features)}; "
+        f"held-out MAPE {predictor.meta['heldout_mape']:.1%} (CPU timings are noisy)",
+        flush=True,
+    )
+    s.predictor = predictor
+
+    rows: list[RunRow] = []
+
+    def run(name: str, control: OfflineControl, with_offline: bool) -> list[float]:
+        s.set_control(control)
+        s.trace.records.clear()
+        assert s.reset_prefix_cache()
+        reqs = online_reqs(name)
+        if with_offline:
+            reqs += offline_reqs(name, cfg.offline_requests, cfg.seed + 7)
+        res = eng.replay(reqs, on_step=_progress(name, len(reqs)))
+        recs = list(s.trace)
+        rows.append(
+            RunRow(
+                name=name,
+                online=summarize(res.by_class(offline=False)),
+                offline_tokens=sum(len(t.token_times) for t in res.by_class(offline=True)),
+                wall_s=res.wall_s,
+                over_budget=sum(1 for r in recs if r.over_budget),
+                offline_steps=sum(1 for r in recs if r.offline_tokens),
+                budgeted=control.mode == "budget" and with_offline,
+            )
+        )
+        return [predictor.predict(r.batch_shape()) for r in recs if r.online_tokens]
+
+    online_steps = run("online-only", OfflineControl(mode="budget", budget_ms=0), False)
+    budget_ms = float(np.percentile(online_steps, 90)) * cfg.budget_margin * 1000
+    run("naive co-location", OfflineControl(mode="qps", qps=None), True)
+    run(f"HyGen (budget {budget_ms:.1f} ms)", OfflineControl(budget_ms=budget_ms), True)
+    return rows
+
+
+def format_table(rows: list[RunRow]) -> str:
+    base = rows[0]
+    head = (
+        f"{'policy':<26} {'TTFT mean':>9} {'TTFT p99':>9} {'TBT mean':>9} {'TBT p99':>9} "
+        f"{'offline tok/s':>13} {'total tok/s':>11} {'x online-only':>13} {'over budget':>11}"
+    )
+    lines = [head, "-" * len(head)]
+    for r in rows:
+        o = r.online
+        lines.append(
+            f"{r.name:<26} {o.mean_ttft * 1e3:>7.0f}ms {o.p99_ttft * 1e3:>7.0f}ms "
+            f"{o.mean_tbt * 1e3:>7.1f}ms {o.p99_tbt * 1e3:>7.1f}ms {r.offline_tps:>13.0f} "
+            f"{r.total_tps:>11.0f} {r.total_tps / base.total_tps:>12.2f}x "
+            f"{r.budget_column:>11}"
+        )
+    return "\n".join(lines)

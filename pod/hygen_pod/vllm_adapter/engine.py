@@ -1,0 +1,145 @@
+"""Build an in-process vLLM engine with the HyGen scheduler and replay workloads on it.
+
+Used by the CLI's demo and predictor capture. Requests are fed at their arrival
+times (wall clock) and each emitted token is timestamped, so TTFT and TBT are
+measured on the real engine. The engine runs in this process
+(VLLM_ENABLE_V1_MULTIPROCESSING=0) so the scheduler object is reachable.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from pydantic import BaseModel, Field
+
+from hygen_pod.latency import RequestTiming
+from hygen_pod.settings import CLASS_KEY, SchedulerSettings
+
+
+class EngineOptions(BaseModel):
+    """Engine arguments the CLI exposes (CPU-friendly defaults)."""
+
+    model: str
+    dtype: str = "float32"
+    kv_cache_tokens: int = Field(16384, gt=0)
+    max_model_len: int = Field(2048, gt=0)
+    max_num_batched_tokens: int = Field(512, gt=0)
+    max_num_seqs: int = Field(32, gt=0)
+    block_size: int = Field(32, gt=0)
+    enable_prefix_caching: bool = True
+    seed: int = 0
+    hygen: SchedulerSettings = Field(default_factory=SchedulerSettings)
+
+
+def _kv_bytes_per_token(model_dir: Path, dtype: str) -> int:
+    import json
+
+    cfg = json.loads((model_dir / "config.json").read_text())
+    head_dim = cfg.get("head_dim") or cfg["hidden_size"] // cfg["num_attention_heads"]
+    kv_heads = cfg.get("num_key_value_heads", cfg["num_attention_heads"])
+    elem = 4 if dtype == "float32" else 2
+    return 2 * cfg["num_hidden_layers"] * kv_heads * head_dim * elem
+
+
+@dataclass
+class ReplayRequest:
+    rid: str
+    prompt_token_ids: list[int]
+    max_tokens: int
+    offline: bool
+    arrival_s: float  # relative to the replay start
+
+
+@dataclass
+class ReplayResult:
+    wall_s: float
+    timings: dict[str, RequestTiming] = field(default_factory=dict)
+    offline_ids: set[str] = field(default_factory=set)
+    outputs: dict[str, list[int]] = field(default_factory=dict)
+
+    def by_class(self, offline: bool) -> list[RequestTiming]:
+        return [t for rid, t in self.timings.items() if (rid in self.offline_ids) == offline]
+
+
+class Engine:
+    """An in-process vLLM LLMEngine running HyGenScheduler."""
+
+    def __init__(self, opts: EngineOptions) -> None:
+        os.environ.setdefault("VLLM_ENABLE_V1_MULTIPROCESSING", "0")
+        from vllm import LLM
+
+        from hygen_pod.vllm_adapter.scheduler import HyGenScheduler
+
+        model_dir = Path(opts.model)
+        kv_bytes = opts.kv_cache_tokens * _kv_bytes_per_token(model_dir, opts.dtype)
+        self.llm = LLM(
+            model=str(model_dir),
+            dtype=opts.dtype,
+            enforce_eager=True,
+            kv_cache_memory_bytes=kv_bytes,
+            max_model_len=opts.max_model_len,
+            max_num_batched_tokens=opts.max_num_batched_tokens,
+            max_num_seqs=opts.max_num_seqs,
+            block_size=opts.block_size,
+            enable_prefix_caching=opts.enable_prefix_caching,
+            seed=opts.seed,
+            scheduler_cls=HyGenScheduler,
+            additional_config={"hygen": opts.hygen.model_dump()},
+        )
+        self.engine = self.llm.llm_engine
+        self.scheduler: HyGenScheduler = self.engine.engine_core.engine_core.scheduler
+        self.vocab_size = self.engine.model_config.get_vocab_size()
+
+    def replay(
+        self,
+        requests: Sequence[ReplayRequest],
+        *,
+        on_step: Callable[[int, int], Any] | None = None,
+        time_limit_s: float | None = None,
+    ) -> ReplayResult:
+        """Feed requests at their arrival times, step until all finish; time every token."""
+        from vllm import SamplingParams
+
+        pending = sorted(requests, key=lambda r: r.arrival_s)
+        res = ReplayResult(wall_s=0.0, offline_ids={r.rid for r in requests if r.offline})
+        seen: dict[str, int] = {}
+        start = time.perf_counter()
+        i = 0
+        total = len(pending)
+        while i < total or self.engine.has_unfinished_requests():
+            now = time.perf_counter() - start
+            if time_limit_s is not None and now > time_limit_s:
+                raise TimeoutError(f"replay did not finish within {time_limit_s:.0f} s")
+            while i < total and pending[i].arrival_s <= now:
+                r = pending[i]
+                sp = SamplingParams(
+                    max_tokens=r.max_tokens,
+                    temperature=0.0,
+                    ignore_eos=True,
+                    extra_args={CLASS_KEY: "offline"} if r.offline else None,
+                )
+                self.engine.add_request(r.rid, {"prompt_token_ids": r.prompt_token_ids}, sp)
+                res.timings[r.rid] = RequestTiming(arrival=start + r.arrival_s)
+                i += 1
+            if not self.engine.has_unfinished_requests():
+                time.sleep(min(0.01, max(0.0, pending[i].arrival_s - now)))
+                continue
+            outs = self.engine.step()
+            t = time.perf_counter()
+            for out in outs:
+                n = len(out.outputs[0].token_ids)
+                new = n - seen.get(out.request_id, 0)
+                if new > 0:
+                    res.timings[out.request_id].token_times.extend([t] * new)
+                    seen[out.request_id] = n
+                if out.finished:
+                    res.outputs[out.request_id] = list(out.outputs[0].token_ids)
+            if on_step is not None:
+                on_step(i, len(res.outputs))
+        res.wall_s = time.perf_counter() - start
+        return res
