@@ -54,22 +54,25 @@ class Harness:
         self.engine = llm.llm_engine
         self.scheduler = self.engine.engine_core.engine_core.scheduler
 
-    def run(self, reqs: list[Req], max_steps: int = 20000) -> dict[str, list[int]]:
+    def submit(self, r: Req) -> None:
+        """Add one greedy request to the engine (offline ones carry the class marker)."""
         from vllm import SamplingParams
 
+        sp = SamplingParams(
+            max_tokens=r.max_tokens,
+            temperature=0.0,
+            ignore_eos=True,
+            extra_args={"hygen_class": "offline"} if r.offline else None,
+        )
+        self.engine.add_request(r.rid, {"prompt_token_ids": r.tokens}, sp)
+
+    def run(self, reqs: list[Req], max_steps: int = 20000) -> dict[str, list[int]]:
         pending = sorted(reqs, key=lambda r: r.at_step)
         done: dict[str, list[int]] = {}
         step = 0
         while pending or self.engine.has_unfinished_requests():
             while pending and pending[0].at_step <= step:
-                r = pending.pop(0)
-                sp = SamplingParams(
-                    max_tokens=r.max_tokens,
-                    temperature=0.0,
-                    ignore_eos=True,
-                    extra_args={"hygen_class": "offline"} if r.offline else None,
-                )
-                self.engine.add_request(r.rid, {"prompt_token_ids": r.tokens}, sp)
+                self.submit(pending.pop(0))
             for out in self.engine.step():
                 if out.finished:
                     assert out.request_id not in done, f"{out.request_id} finished twice"
