@@ -155,3 +155,25 @@ def test_offline_requests_sharing_a_prefix_run_back_to_back(fresh) -> None:
     # Three runs of four: each shared prefix is computed once, then reused from cache.
     changes = sum(1 for a, b in itertools.pairwise(groups) if a != b)
     assert changes == 2, (started, groups)
+
+
+def test_qps_mode_gates_offline_starts(fresh) -> None:
+    s: HyGenScheduler = fresh.scheduler
+    # A rate so low that no start is due during the test: nothing offline may begin.
+    s.set_control(OfflineControl(mode="qps", qps=1e-6))
+    offline = random_requests(41, 4, offline=True, hi=64, out_hi=4)
+    online = random_requests(42, 3, offline=False, hi=64, out_lo=8, out_hi=8)
+    for r in offline + online:
+        fresh.submit(r)
+    for _ in range(20):
+        fresh.engine.step()
+    assert sum(rec.online_tokens for rec in s.trace) > 0
+    assert all(rec.offline_tokens == 0 for rec in s.trace)
+    assert len(s.offline_queue) == 4
+    # Lifting the cap starts them all, behind online work.
+    s.set_control(OfflineControl(mode="qps", qps=None))
+    done = set()
+    while fresh.engine.has_unfinished_requests():
+        done |= {o.request_id for o in fresh.engine.step() if o.finished}
+    assert {r.rid for r in offline} <= done
+    assert len(s.offline_queue) == 0 and not s.offline_ids

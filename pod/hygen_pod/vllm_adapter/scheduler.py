@@ -37,6 +37,7 @@ from hygen_pod.batch import BatchShape
 from hygen_pod.control import ControlFile, OfflineControl
 from hygen_pod.offline_queue import OfflineQueue
 from hygen_pod.predictor import LatencyPredictor
+from hygen_pod.rate import TokenBucket
 from hygen_pod.settings import SchedulerSettings, request_class
 from hygen_pod.step_trace import StepRecord, StepTrace
 
@@ -46,6 +47,7 @@ logger = logging.getLogger("hygen.scheduler")
 # next_decode_eligible_step is in the future, which is how non-admitted offline
 # requests stay visible (as preemption victims) without being scheduled.
 _NEVER = 1 << 62
+_IDLE_SLEEP_S = 0.002
 _NOT_STARTED = (RequestStatus.WAITING, RequestStatus.PREEMPTED)
 
 
@@ -77,8 +79,7 @@ class HyGenScheduler(Scheduler):
         self._pending: StepRecord | None = None
         self._sched_end = 0.0
         self._step = 0
-        self._qps_bucket = 0.0
-        self._qps_last = time.monotonic()
+        self._bucket = TokenBucket(self.control.qps if self.control.mode == "qps" else None)
         self._inside_base = False
         self._base_counts: tuple[int, int] = (0, 0)
         self._preempted_offline = 0
@@ -89,8 +90,8 @@ class HyGenScheduler(Scheduler):
     def set_control(self, control: OfflineControl) -> None:
         """Change the offline budget / QPS; takes effect at the next step."""
         self._check_control(control)
-        if control.mode == "qps" and self.control.mode != "qps":
-            self._qps_bucket, self._qps_last = 0.0, time.monotonic()
+        if control.mode == "qps" and (self.control.mode, self.control.qps) != ("qps", control.qps):
+            self._bucket = TokenBucket(control.qps)
         self.control = control
         logger.info("offline control set to %s", control)
 
@@ -164,6 +165,11 @@ class HyGenScheduler(Scheduler):
         else:
             out = self._schedule_two_phase(throttle_prefills)
         self._record(out)
+        if not out.total_num_scheduled_tokens and self.offline_queue:
+            # Offline work is pending but may not run (budget 0, QPS gap): vLLM's busy
+            # loop would spin on empty steps. Yield briefly; online arrivals are picked
+            # up right after this step returns.
+            time.sleep(_IDLE_SLEEP_S)
         self._sched_end = time.perf_counter()
         return out
 
@@ -330,7 +336,7 @@ class HyGenScheduler(Scheduler):
 
     def _admit_waiting(self, admitter: Admitter, cap: int, out: list[Request]) -> None:
         while not admitter.closed and self.offline_queue:
-            if self.control.mode == "qps" and not self._take_qps_token():
+            if self.control.mode == "qps" and not self._bucket.take():
                 return
             r = self.offline_queue.peek()
             assert r is not None
@@ -348,7 +354,7 @@ class HyGenScheduler(Scheduler):
             )
             if not admitter.offer(c):
                 if self.control.mode == "qps":
-                    self._qps_bucket += 1  # not started: give the token back
+                    self._bucket.give_back()  # not started
                 return  # keep the queue's order: do not skip ahead
             self.offline_queue.pop()
             out.append(r)
@@ -357,18 +363,6 @@ class HyGenScheduler(Scheduler):
         if self.control.mode == "budget":
             return self.control.budget_ms / 1000.0
         return None
-
-    def _take_qps_token(self) -> bool:
-        qps = self.control.qps
-        if qps is None:
-            return True
-        now = time.monotonic()
-        self._qps_bucket = min(max(1.0, qps), self._qps_bucket + (now - self._qps_last) * qps)
-        self._qps_last = now
-        if self._qps_bucket >= 1.0:
-            self._qps_bucket -= 1.0
-            return True
-        return False
 
     # -------------------------------------------------------------- trace
     def _record(self, out) -> None:

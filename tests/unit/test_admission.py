@@ -1,0 +1,70 @@
+"""Phase-2 admission policy, without an engine."""
+
+from __future__ import annotations
+
+from hygen_pod.admission import Limits, OfflineCandidate, admit
+from hygen_pod.batch import BatchShape
+from hygen_pod.predictor import LatencyPredictor
+
+# 1 ms per step + 10 us per prefill token + 100 us per decode.
+PRED = LatencyPredictor(["intercept", "prefill_tokens", "num_decodes"], [1e-3, 1e-2, 1e-4])
+
+
+def cand(name, computed, wanted, prompt, held=0, running=True):
+    return OfflineCandidate(name, computed, wanted, prompt, held, running)
+
+
+def limits(budget_ms=None, tokens=1000, blocks=1000, slots=100, partial=True):
+    return Limits(
+        budget_ms / 1e3 if budget_ms is not None else None, tokens, blocks, slots, 16, partial
+    )
+
+
+def test_decodes_first_then_prefill_up_to_budget_with_partial_last() -> None:
+    online = BatchShape()
+    online.add_prefill(100)  # 1 ms + 1 ms
+    cands = [cand("p1", 0, 300, 300), cand("d1", 50, 1, 40, held=4), cand("p2", 0, 50, 50)]
+    a = admit(PRED, online, cands, limits(budget_ms=3.1))
+    got = [(c.ref, n) for c, n in a.allocations]
+    # 3.1 ms - 2 ms online - 0.1 ms decode leaves 1.0 ms = 100 prefill tokens for p1 (partial).
+    assert got == [("d1", 1), ("p1", 100)]
+    assert a.partial is not None and a.partial.ref == "p1" and a.closed
+    assert PRED.predict(a.shape) <= 3.1e-3 + 1e-12
+
+
+def test_no_partial_when_not_allowed_and_full_chunks_still_fit() -> None:
+    cands = [cand("big", 0, 500, 500), cand("small", 0, 40, 40)]
+    a = admit(PRED, BatchShape(), cands, limits(budget_ms=2.0, partial=False))
+    assert [(c.ref, n) for c, n in a.allocations] == [("small", 40)]
+    assert a.partial is None
+
+
+def test_online_alone_over_budget_admits_nothing() -> None:
+    online = BatchShape()
+    online.add_prefill(500)
+    a = admit(PRED, online, [cand("d", 10, 1, 5, held=1)], limits(budget_ms=2.0))
+    assert a.allocations == [] and a.closed
+
+
+def test_token_slot_and_kv_limits() -> None:
+    cands = [cand(f"p{i}", 0, 64, 64) for i in range(5)]
+    # Tokens: 100 -> one full chunk of 64 and a partial of 36.
+    a = admit(None, BatchShape(), cands, limits(tokens=100))
+    assert [n for _, n in a.allocations] == [64, 36]
+    # Slots: 2.
+    a = admit(None, BatchShape(), cands, limits(slots=2))
+    assert len(a.allocations) == 2
+    # KV: 5 blocks of 16 tokens -> 64 + 16.
+    a = admit(None, BatchShape(), cands, limits(blocks=5))
+    assert [n for _, n in a.allocations] == [64, 16]
+    # A decode that needs a new block it cannot get is skipped.
+    d = cand("d", 32, 1, 10, held=2)
+    assert admit(None, BatchShape(), [d], limits(blocks=0)).allocations == []
+    assert admit(None, BatchShape(), [d], limits(blocks=1)).allocations[0][1] == 1
+
+
+def test_budget_without_predictor_is_an_error() -> None:
+    import pytest
+
+    with pytest.raises(ValueError, match="predictor"):
+        admit(None, BatchShape(), [], limits(budget_ms=5))
