@@ -74,15 +74,41 @@ class Admitter:
         self._predicted = predictor.predict(self.shape) if predictor is not None else 0.0
         over = limits.budget_s is not None and self._predicted > limits.budget_s
         self.closed = over
+        self.progress_step = False
 
     @property
     def granted_tokens(self) -> int:
         return sum(n for _, n in self.allocations)
 
     def offer(self, c: OfflineCandidate) -> int:
+        return self._offer(c, self.limits.budget_s)
+
+    def progress(self, c: OfflineCandidate, max_chunk: int) -> int:
+        """Admit ``c`` with at most ``max_chunk`` tokens, ignoring the latency budget.
+
+        Liveness for an otherwise idle engine: with no online work in the step and
+        nothing fitting the budget (e.g. a long prompt whose next chunk alone
+        costs more than the budget), offline work would never finish. The caller
+        marks such steps; resource limits still apply.
+        """
+        self.closed = False
+        c = OfflineCandidate(
+            c.ref,
+            c.computed,
+            min(c.wanted, max_chunk),
+            c.num_prompt_tokens,
+            c.held_blocks,
+            c.running,
+        )
+        n = self._offer(c, None)
+        self.closed = True
+        self.progress_step = n > 0
+        return n
+
+    def _offer(self, c: OfflineCandidate, budget: float | None) -> int:
         if self.closed or self.slots <= 0 or self.tokens <= 0 or c.wanted <= 0:
             return 0
-        lim, pred, budget = self.limits, self.predictor, self.limits.budget_s
+        lim, pred = self.limits, self.predictor
         if c.is_decode:
             if cdiv(c.computed + 1, lim.block_size) - c.held_blocks > self.blocks:
                 return 0

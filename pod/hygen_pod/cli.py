@@ -10,6 +10,10 @@ from pydantic import ValidationError
 
 
 def _cmd_demo(args: argparse.Namespace) -> int:
+    import os
+
+    # vLLM logs every engine detail to stdout; the demo's output is the table.
+    os.environ.setdefault("VLLM_LOGGING_LEVEL", "WARNING")
     from hygen_pod.demo import DemoConfig, format_table, run_demo
 
     cfg = DemoConfig(
@@ -23,9 +27,8 @@ def _cmd_demo(args: argparse.Namespace) -> int:
     rows = run_demo(cfg)
     print()
     print(format_table(rows))
-    print(
-        f"\nstep trace: {cfg.workdir / 'steps.jsonl'}; predictor: {cfg.workdir / 'predictor.json'}"
-    )
+    print(f"\nstep trace: {cfg.workdir / 'steps.jsonl'}")
+    print(f"predictor:  {cfg.workdir / 'predictor.json'}")
     return 0
 
 

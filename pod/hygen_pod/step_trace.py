@@ -31,6 +31,7 @@ class StepRecord(BaseModel):
     budget_s: float | None = None
     predicted_s: float | None = None
     measured_s: float | None = None
+    progress: bool = False  # idle-engine progress step, exempt from the budget (see docs)
     offline_preempted: int = 0
     online_preempted: int = 0
     online_waiting: int = 0
@@ -38,9 +39,11 @@ class StepRecord(BaseModel):
 
     @property
     def over_budget(self) -> bool:
-        """True when offline tokens ran in a step predicted to exceed the budget."""
+        """True when offline tokens ran in a step predicted to exceed the budget
+        (progress steps, which carry no online work, are exempt by design)."""
         return (
             self.mode == "budget"
+            and not self.progress
             and self.offline_tokens > 0
             and self.budget_s is not None
             and self.predicted_s is not None

@@ -70,6 +70,8 @@ def test_offline_work_respects_the_budget_and_never_blocks_online(fresh, fitted_
         assert r.predicted_s is not None and r.predicted_s <= budget_ms / 1000 * (1 + 1e-9)
     # Long offline prompts were chunked to fit the budget.
     assert max(r.offline_tokens for r in with_offline) < 600
+    # Idle-engine progress steps (exempt from the budget) never carry online work.
+    assert all(not r.online_tokens and not r.online_waiting for r in recs if r.progress)
     # An online request left waiting means the step carried no offline tokens.
     blocked = [r for r in recs if r.online_waiting and r.offline_tokens]
     assert not blocked, blocked[:3]
@@ -177,3 +179,23 @@ def test_qps_mode_gates_offline_starts(fresh) -> None:
         done |= {o.request_id for o in fresh.engine.step() if o.finished}
     assert {r.rid for r in offline} <= done
     assert len(s.offline_queue) == 0 and not s.offline_ids
+
+
+def test_budget_below_any_chunk_still_finishes_offline_work_when_idle(
+    fresh, fitted_predictor
+) -> None:
+    s: HyGenScheduler = fresh.scheduler
+    # Far below the predicted cost of any step: nothing ever fits the budget.
+    s.set_control(OfflineControl(mode="budget", budget_ms=1e-6))
+    offline = random_requests(51, 3, offline=True, lo=80, hi=120, out_hi=4)
+    out = fresh.run(offline)
+    assert {r.rid for r in offline} == set(out)
+    recs = [r for r in s.trace if r.offline_tokens]
+    assert recs and all(r.progress for r in recs)
+    assert all(r.offline_tokens <= 32 and r.offline_reqs == 1 for r in recs)
+    # With online work present, no progress step runs and the budget holds.
+    s.trace.records.clear()
+    online = random_requests(52, 2, offline=False, hi=64, out_lo=6, out_hi=6)
+    more = random_requests(53, 2, offline=True, hi=64, out_hi=4)
+    fresh.run(online + more)
+    assert all(r.offline_tokens == 0 for r in s.trace if r.online_tokens or r.online_waiting)

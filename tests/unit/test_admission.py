@@ -68,3 +68,18 @@ def test_budget_without_predictor_is_an_error() -> None:
 
     with pytest.raises(ValueError, match="predictor"):
         admit(None, BatchShape(), [], limits(budget_ms=5))
+
+
+def test_progress_ignores_the_budget_but_not_resources() -> None:
+    from hygen_pod.admission import Admitter
+
+    # Budget below the cost of any chunk (1 ms intercept alone exceeds 0.5 ms).
+    a = Admitter(PRED, BatchShape(), limits(budget_ms=0.5))
+    c = cand("long", 900, 124, 1024, held=57)
+    assert a.offer(c) == 0
+    assert a.progress(c, max_chunk=16) == 16
+    assert a.progress_step and a.closed
+    assert [(x.ref, n) for x, n in a.allocations] == [("long", 16)]
+    # Resource limits still hold: no free slot, no progress.
+    b = Admitter(PRED, BatchShape(), limits(budget_ms=0.5, slots=0))
+    assert b.progress(c, max_chunk=16) == 0 and not b.progress_step

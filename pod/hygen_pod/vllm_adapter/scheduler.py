@@ -160,6 +160,7 @@ class HyGenScheduler(Scheduler):
         self._poll_control()
         self._step += 1
         self._preempted_offline = self._preempted_online = 0
+        self._progress_step = False
         if not self.offline_ids:
             out = self._call_base(throttle_prefills, len(self.running))
         else:
@@ -275,6 +276,10 @@ class HyGenScheduler(Scheduler):
         if not self.control.online_only:
             self._admit_running(admitter, offline_run, cap, admitted_run)
             self._admit_waiting(admitter, cap, admitted_wait)
+            idle = online_tokens == 0 and online_waiting == 0
+            if budget_s is not None and idle and not admitter.allocations:
+                self._admit_progress(admitter, offline_run, cap, admitted_run, admitted_wait)
+        self._progress_step = admitter.progress_step
         granted = admitter.granted_tokens
 
         # --- Arrange the queues for the base method.
@@ -306,29 +311,44 @@ class HyGenScheduler(Scheduler):
                     self.offline_queue.push_front(r.request_id, r)
         return out
 
-    def _admit_running(
-        self, admitter: Admitter, offline_run: list[Request], cap: int, out: list[Request]
-    ) -> None:
+    def _running_candidates(self, offline_run: list[Request], cap: int) -> list[OfflineCandidate]:
+        """Running offline requests that have work, decodes first (cheap, and they free
+        KV sooner), then prefill chunks."""
         cands = []
         for r in offline_run:
             wanted = r.num_tokens_with_spec + r.num_output_placeholders - r.num_computed_tokens
             if cap:
                 wanted = min(wanted, cap)
             wanted = min(wanted, self.max_model_len - r.num_computed_tokens - 1)
-            if wanted <= 0:
-                continue
-            cands.append(
-                OfflineCandidate(
-                    ref=r,
-                    computed=r.num_computed_tokens,
-                    wanted=wanted,
-                    num_prompt_tokens=r.num_prompt_tokens,
-                    held_blocks=self._held_blocks(r),
-                    running=True,
+            if wanted > 0:
+                cands.append(
+                    OfflineCandidate(
+                        ref=r,
+                        computed=r.num_computed_tokens,
+                        wanted=wanted,
+                        num_prompt_tokens=r.num_prompt_tokens,
+                        held_blocks=self._held_blocks(r),
+                        running=True,
+                    )
                 )
-            )
-        # Decodes first (cheap, and they release KV sooner), then prefill chunks.
-        for c in sorted(cands, key=lambda c: not c.is_decode):
+        return sorted(cands, key=lambda c: not c.is_decode)
+
+    def _waiting_candidate(self, r: Request, cap: int) -> OfflineCandidate:
+        cached = self._cached_tokens(r)
+        wanted = r.num_tokens - cached
+        return OfflineCandidate(
+            ref=r,
+            computed=cached,
+            wanted=min(wanted, cap) if cap else wanted,
+            num_prompt_tokens=r.num_prompt_tokens,
+            held_blocks=0,  # conservative: count its cached blocks as new
+            running=False,
+        )
+
+    def _admit_running(
+        self, admitter: Admitter, offline_run: list[Request], cap: int, out: list[Request]
+    ) -> None:
+        for c in self._running_candidates(offline_run, cap):
             if admitter.offer(c):
                 out.append(c.ref)
             if admitter.closed:
@@ -340,24 +360,32 @@ class HyGenScheduler(Scheduler):
                 return
             r = self.offline_queue.peek()
             assert r is not None
-            cached = self._cached_tokens(r)
-            wanted = r.num_tokens - cached
-            if cap:
-                wanted = min(wanted, cap)
-            c = OfflineCandidate(
-                ref=r,
-                computed=cached,
-                wanted=wanted,
-                num_prompt_tokens=r.num_prompt_tokens,
-                held_blocks=0,  # conservative: count its cached blocks as new
-                running=False,
-            )
-            if not admitter.offer(c):
+            if not admitter.offer(self._waiting_candidate(r, cap)):
                 if self.control.mode == "qps":
                     self._bucket.give_back()  # not started
                 return  # keep the queue's order: do not skip ahead
             self.offline_queue.pop()
             out.append(r)
+
+    def _admit_progress(
+        self,
+        admitter: Admitter,
+        offline_run: list[Request],
+        cap: int,
+        admitted_run: list[Request],
+        admitted_wait: list[Request],
+    ) -> None:
+        """Idle engine, nothing fits the budget: one block-sized chunk keeps offline work
+        moving (see Admitter.progress). Running requests first: they hold KV."""
+        running = self._running_candidates(offline_run, cap)
+        if running:
+            if admitter.progress(running[0], self.block_size):
+                admitted_run.append(running[0].ref)
+            return
+        r = self.offline_queue.peek()
+        if r is not None and admitter.progress(self._waiting_candidate(r, cap), self.block_size):
+            self.offline_queue.pop()
+            admitted_wait.append(r)
 
     def _budget_s(self) -> float | None:
         if self.control.mode == "budget":
@@ -381,6 +409,7 @@ class HyGenScheduler(Scheduler):
         rec.budget_s = self._budget_s()
         if self.predictor is not None and not shape.empty:
             rec.predicted_s = self.predictor.predict(shape)
+        rec.progress = self._progress_step
         rec.offline_preempted = self._preempted_offline
         rec.online_preempted = self._preempted_online
         rec.online_waiting = len(self.waiting)
