@@ -1,0 +1,466 @@
+"""Discrete-event simulation of one vLLM engine under a co-location policy.
+
+The simulator replays online arrivals and an offline backlog through the SAME
+policy code the engine plugin uses (`admission.Admitter` for phase 2 and
+`offline_queue.OfflineQueue` for offline order), with vLLM's mechanics modelled
+in between: chunked prefill under a token budget, request slots, KV blocks,
+preemption (recompute) and a prefix cache at the trace's block granularity.
+Each iteration's duration comes from an oracle (measured GPU kernel tables), not
+from our predictor, so predictor error shows up in the results.
+
+Policies:
+
+* ``online_only``  - offline requests are ignored.
+* ``offline_only`` - only offline requests, no latency cap (the capacity limit).
+* ``naive``        - vLLM's priority scheduling with offline at low priority and no
+  budget: one running list in admission order, waiting by (priority, arrival),
+  the lowest-priority newest running request preempted when KV runs out.
+* ``hygen_qps``    - HyGen*: online first, offline starts capped at a fixed QPS.
+* ``hygen``        - HyGen: online first, offline admitted under a latency budget.
+
+Throughput counts served tokens (prompt, including prefix-cache hits, and
+generated) once; recomputation after a preemption is not counted again.
+"""
+
+from __future__ import annotations
+
+import heapq
+from collections import OrderedDict
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Literal
+
+from hygen_pod.admission import Admitter, Limits, OfflineCandidate, cdiv
+from hygen_pod.batch import BatchShape
+from hygen_pod.latency import LatencySummary, RequestTiming, summarize
+from hygen_pod.offline_queue import OfflineQueue
+from hygen_pod.oracle import MixedBatch
+from hygen_pod.predictor import LatencyPredictor
+from hygen_pod.rate import TokenBucket
+
+Policy = Literal["online_only", "offline_only", "naive", "hygen_qps", "hygen"]
+POLICIES: tuple[Policy, ...] = ("online_only", "offline_only", "naive", "hygen_qps", "hygen")
+
+
+@dataclass(frozen=True, slots=True)
+class RequestSpec:
+    """One request of a workload."""
+
+    arrival: float
+    prompt: int
+    output: int
+    offline: bool = False
+    prefix: tuple[int, ...] = ()  # chained ids of shared prefix blocks (Mooncake hash_ids)
+
+
+@dataclass(slots=True)
+class EngineSpec:
+    """The simulated engine's limits."""
+
+    kv_blocks: int = 28_000  # 16-token blocks (~448k tokens: Llama-3.1-8B on an 80 GB GPU)
+    block_size: int = 16
+    max_batched_tokens: int = 2048
+    max_seqs: int = 256
+    prefix_block_tokens: int = 512  # tokens per RequestSpec.prefix id
+
+
+@dataclass(slots=True, eq=False)  # identity equality: list membership stays cheap
+class _Req:
+    rid: int
+    spec: RequestSpec
+    computed: int = 0
+    generated: int = 0
+    blocks: int = 0
+    preemptions: int = 0
+    hwm: int = 0
+    cached_blocks: int = 0
+    active: bool = False  # in the running list
+    timing: RequestTiming | None = None
+
+    @property
+    def offline(self) -> bool:
+        return self.spec.offline
+
+    @property
+    def num_tokens(self) -> int:
+        return self.spec.prompt + self.generated
+
+    @property
+    def wanted(self) -> int:
+        return self.num_tokens - self.computed
+
+    @property
+    def done(self) -> bool:
+        return self.generated >= self.spec.output
+
+
+@dataclass
+class SimResult:
+    """What one simulated run measured over its window."""
+
+    policy: str
+    window_s: float
+    online: LatencySummary
+    online_tokens: int = 0
+    offline_tokens: int = 0
+    steps: int = 0
+    preemptions: int = 0
+    online_preemptions: int = 0
+    over_budget_steps: int = 0
+    progress_steps: int = 0
+    timings: list[RequestTiming] = field(default_factory=list, repr=False)
+
+    @property
+    def offline_tps(self) -> float:
+        return self.offline_tokens / self.window_s
+
+    @property
+    def online_tps(self) -> float:
+        return self.online_tokens / self.window_s
+
+    @property
+    def total_tps(self) -> float:
+        return (self.online_tokens + self.offline_tokens) / self.window_s
+
+
+class _Run:
+    """Mutable state of one simulation."""
+
+    def __init__(
+        self, sim: Simulator, policy: Policy, budget_s: float | None, qps: float | None
+    ) -> None:
+        self.sim, self.e, self.policy, self.budget_s = sim, sim.engine, policy, budget_s
+        self.now = 0.0
+        self.running: list[_Req] = []
+        self.used = 0  # KV blocks held by running requests
+        self.waiting: list[tuple[float, int, _Req]] = []  # online, heap by (arrival, rid)
+        # The naive policy is vLLM's queue: FIFO by arrival (max_bypass 0 = oldest first).
+        bypass = 0 if policy == "naive" else sim.max_bypass
+        self.queue: OfflineQueue[_Req] = OfflineQueue(max_bypass=bypass, clock=lambda: self.now)
+        self.cache: OrderedDict[int, None] = OrderedDict()  # prefix block ids, LRU
+        self.bucket = TokenBucket(qps, clock=lambda: self.now) if policy == "hygen_qps" else None
+        self.res = SimResult(policy, 0.0, summarize([]))
+
+    # ------------------------------------------------------------ helpers
+    def free(self) -> int:
+        return self.e.kv_blocks - self.used
+
+    def grow(self, r: _Req, n: int) -> int:
+        return max(0, cdiv(r.computed + n, self.e.block_size) - r.blocks)
+
+    def take(self, r: _Req, n: int) -> None:
+        g = self.grow(r, n)
+        r.blocks += g
+        self.used += g
+
+    def release(self, r: _Req) -> None:
+        self.used -= r.blocks
+        r.blocks = 0
+
+    def cached_tokens(self, r: _Req) -> int:
+        hit = 0
+        for b in r.spec.prefix:
+            if b not in self.cache:
+                break
+            self.cache.move_to_end(b)
+            hit += 1
+        return min(hit * self.e.prefix_block_tokens, r.num_tokens - 1)
+
+    def start(self, r: _Req) -> None:
+        self.running.append(r)
+        r.active = True
+
+    def stop(self, r: _Req) -> None:
+        self.running.remove(r)
+        r.active = False
+        self.release(r)
+
+    def preempt(self, r: _Req) -> None:
+        self.stop(r)
+        r.computed = 0
+        r.preemptions += 1
+        self.res.preemptions += 1
+        self.res.online_preemptions += not r.offline
+        if r.offline:
+            self.queue.push_front(str(r.rid), r)
+        else:
+            heapq.heappush(self.waiting, (r.spec.arrival, r.rid, r))
+
+    def evict_offline(self) -> bool:
+        for r in reversed(self.running):
+            if r.offline:
+                self.preempt(r)
+                return True
+        return False
+
+    # ------------------------------------------------------------- phases
+    def plan_online(self) -> tuple[list[tuple[_Req, int]], BatchShape, int]:
+        """vLLM's running loop then waiting loop, for online requests; offline work
+        is preempted (newest first) whenever online work needs its KV or slot."""
+        e = self.e
+        plan: list[tuple[_Req, int]] = []
+        shape = BatchShape()
+        tokens = e.max_batched_tokens
+        for r in [r for r in self.running if not r.offline]:
+            if tokens <= 0:
+                break
+            if not r.active:
+                continue
+            n = min(r.wanted, tokens)
+            while self.grow(r, n) > self.free() and self.evict_offline():
+                pass
+            while self.grow(r, n) > self.free():  # online victims: newest first
+                victim = next(x for x in reversed(self.running) if not x.offline)
+                self.preempt(victim)
+                if victim is r:
+                    break
+            if not r.active:
+                continue
+            shape.add(n, r.computed, r.spec.prompt)
+            self.take(r, n)
+            plan.append((r, n))
+            tokens -= n
+        while self.waiting and tokens > 0:
+            r = self.waiting[0][2]
+            if len(self.running) >= e.max_seqs and not self.evict_offline():
+                break
+            computed = self.cached_tokens(r)
+            n = min(r.num_tokens - computed, tokens)
+            need = cdiv(computed + n, e.block_size)
+            while need > self.free() and self.evict_offline():
+                pass
+            if need > self.free():
+                break
+            heapq.heappop(self.waiting)
+            r.computed = computed
+            shape.add(n, r.computed, r.spec.prompt)
+            self.take(r, n)
+            self.start(r)
+            plan.append((r, n))
+            tokens -= n
+        return plan, shape, tokens
+
+    def plan_offline(self, shape: BatchShape, tokens: int, idle: bool) -> list[tuple[_Req, int]]:
+        """Phase 2 with the engine plugin's own admission code."""
+        e, hygen = self.e, self.policy == "hygen"
+        adm = Admitter(
+            self.sim.predictor if hygen else None,
+            shape,
+            Limits(
+                budget_s=self.budget_s if hygen else None,
+                tokens=tokens,
+                free_blocks=self.free(),
+                slots=e.max_seqs - sum(1 for r in self.running if not r.offline),
+                block_size=e.block_size,
+            ),
+        )
+        cands = [
+            OfflineCandidate(r, r.computed, r.wanted, r.spec.prompt, r.blocks, True)
+            for r in self.running
+            if r.offline and r.wanted > 0
+        ]
+        cands.sort(key=lambda c: not c.is_decode)
+        for c in cands:
+            if adm.closed:
+                break
+            adm.offer(c)
+        while not adm.closed and self.queue:
+            if self.bucket is not None and not self.bucket.take():
+                break
+            r = self.queue.peek()
+            assert r is not None
+            c = OfflineCandidate(r, self.cached_tokens(r), 0, r.spec.prompt, 0, False)
+            c.wanted = r.num_tokens - c.computed
+            if not adm.offer(c):
+                if self.bucket is not None:
+                    self.bucket.give_back()
+                break
+            self.queue.pop()
+        if hygen and idle and not adm.allocations:
+            first = cands[0] if cands else None
+            if first is None and self.queue:
+                r = self.queue.peek()
+                assert r is not None
+                computed = self.cached_tokens(r)
+                first = OfflineCandidate(
+                    r, computed, r.num_tokens - computed, r.spec.prompt, 0, False
+                )
+            if first is not None and adm.progress(first, e.block_size):
+                if not first.running:
+                    self.queue.pop()
+                self.res.progress_steps += 1
+        plan = []
+        for c, n in adm.allocations:
+            r = c.ref
+            if not c.running:
+                r.computed = c.computed
+                self.start(r)
+            self.take(r, n)
+            plan.append((r, n))
+        if hygen and adm.allocations and not adm.progress_step:
+            assert self.sim.predictor is not None and self.budget_s is not None
+            if self.sim.predictor.predict(adm.shape) > self.budget_s * (1 + 1e-9):
+                self.res.over_budget_steps += 1
+        return plan
+
+    def plan_naive(self) -> list[tuple[_Req, int]]:
+        """vLLM priority scheduling: running list in admission order, then waiting by
+        (priority, arrival); a KV shortage preempts the lowest priority, newest."""
+        e = self.e
+        plan: list[tuple[_Req, int]] = []
+        tokens = e.max_batched_tokens
+        preempted = False
+        for r in list(self.running):
+            if tokens <= 0:
+                break
+            if not r.active:
+                continue
+            n = min(r.wanted, tokens)
+            while self.grow(r, n) > self.free():
+                victim = max(self.running, key=lambda x: (x.offline, x.spec.arrival, x.rid))
+                self.preempt(victim)
+                preempted = True
+                if victim is r:
+                    break
+            if not r.active:
+                continue
+            self.take(r, n)
+            plan.append((r, n))
+            tokens -= n
+        if preempted:
+            return plan
+        while tokens > 0 and len(self.running) < e.max_seqs:
+            r = self.waiting[0][2] if self.waiting else self.queue.peek()
+            if r is None:
+                break
+            computed = self.cached_tokens(r)
+            n = min(r.num_tokens - computed, tokens)
+            if cdiv(computed + n, e.block_size) > self.free():
+                break
+            if r.offline:
+                self.queue.pop()
+            else:
+                heapq.heappop(self.waiting)
+            r.computed = computed
+            self.take(r, n)
+            self.start(r)
+            plan.append((r, n))
+            tokens -= n
+        return plan
+
+    # ------------------------------------------------------------- apply
+    def apply(self, plan: list[tuple[_Req, int]], window_s: float) -> int:
+        """Advance requests after a step ending at ``self.now``; returns online finishes."""
+        e, res = self.e, self.res
+        finished_online = 0
+        in_window = self.now <= window_s
+        for r, n in plan:
+            r.computed += n
+            if r.computed >= r.num_tokens:  # a token is sampled
+                r.generated += 1
+                if r.timing is not None:
+                    r.timing.token_times.append(self.now)
+            if r.computed > r.hwm:
+                if in_window:
+                    if r.offline:
+                        res.offline_tokens += r.computed - r.hwm
+                    else:
+                        res.online_tokens += r.computed - r.hwm
+                r.hwm = r.computed
+            full = min(r.computed, r.spec.prompt) // e.prefix_block_tokens
+            while r.cached_blocks < min(full, len(r.spec.prefix)):
+                b = r.spec.prefix[r.cached_blocks]
+                self.cache[b] = None
+                self.cache.move_to_end(b)
+                r.cached_blocks += 1
+            if r.done:
+                self.stop(r)
+                if not r.offline and r.spec.arrival <= window_s:
+                    finished_online += 1
+        # The prefix cache lives in free KV blocks: evict LRU beyond them.
+        room = self.free() * e.block_size // e.prefix_block_tokens
+        while len(self.cache) > room:
+            self.cache.popitem(last=False)
+        return finished_online
+
+
+class Simulator:
+    """Runs a workload under one policy; step time from ``step_seconds``."""
+
+    def __init__(
+        self,
+        step_seconds: Callable[[MixedBatch], float],
+        engine: EngineSpec | None = None,
+        *,
+        predictor: LatencyPredictor | None = None,
+        max_bypass: int = 256,
+    ) -> None:
+        self.step_seconds = step_seconds
+        self.engine = engine or EngineSpec()
+        self.predictor = predictor
+        self.max_bypass = max_bypass
+
+    def run(
+        self,
+        workload: Sequence[RequestSpec],
+        policy: Policy,
+        *,
+        window_s: float,
+        budget_s: float | None = None,
+        qps: float | None = None,
+        max_steps: int = 10_000_000,
+    ) -> SimResult:
+        """Simulate until every online request that arrived in the window finished;
+        offline work counts inside the window only."""
+        if policy == "hygen" and (budget_s is None or self.predictor is None):
+            raise ValueError("the hygen policy needs budget_s and a predictor")
+        if policy not in POLICIES:
+            raise ValueError(f"unknown policy {policy!r}; choose one of {POLICIES}")
+        st = _Run(self, policy, budget_s, qps)
+        st.res.window_s = window_s
+        keep = [
+            s
+            for s in workload
+            if not (policy == "online_only" and s.offline)
+            and not (policy == "offline_only" and not s.offline)
+        ]
+        reqs = sorted((_Req(i, s) for i, s in enumerate(keep)), key=lambda r: r.spec.arrival)
+        pending_online = sum(1 for r in reqs if not r.offline and r.spec.arrival <= window_s)
+        nxt = 0
+        while pending_online > 0 or (
+            st.now < window_s and (st.queue or st.running or nxt < len(reqs))
+        ):
+            assert st.res.steps < max_steps, "simulation did not finish"
+            while nxt < len(reqs) and reqs[nxt].spec.arrival <= st.now:
+                r = reqs[nxt]
+                nxt += 1
+                if r.offline:
+                    st.queue.add(str(r.rid), r.spec.prefix or (-1 - r.rid,), r)
+                else:
+                    r.timing = RequestTiming(arrival=r.spec.arrival)
+                    heapq.heappush(st.waiting, (r.spec.arrival, r.rid, r))
+            if policy == "naive":
+                plan = st.plan_naive()
+            else:
+                plan, shape, tokens = st.plan_online()
+                if policy != "online_only":
+                    idle = not plan and not st.waiting
+                    plan += st.plan_offline(shape, tokens, idle)
+            if not plan:
+                if nxt < len(reqs):
+                    st.now = max(st.now, reqs[nxt].spec.arrival)
+                    continue
+                break
+            batch = MixedBatch(
+                tuple(
+                    (n, r.computed) for r, n in plan if not (n == 1 and r.computed >= r.spec.prompt)
+                ),
+                tuple(r.computed + 1 for r, n in plan if n == 1 and r.computed >= r.spec.prompt),
+            )
+            st.now += self.step_seconds(batch)
+            st.res.steps += 1
+            pending_online -= st.apply(plan, window_s)
+        timings = [r.timing for r in reqs if r.timing is not None and r.spec.arrival <= window_s]
+        st.res.online = summarize(timings)
+        st.res.timings = timings
+        return st.res
