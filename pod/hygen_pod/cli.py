@@ -74,6 +74,83 @@ def _cmd_fit(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_profile(args: argparse.Namespace) -> int:
+    import os
+    import random
+
+    from hygen_pod.profiler import ProfilerSettings, profile
+    from hygen_pod.traces import arxiv_summarization, azure_conversation
+
+    azure = azure_conversation(args.data)
+    arxiv = arxiv_summarization(args.data)
+    cfg = ProfilerSettings(
+        targets=args.targets, tolerance=args.tolerance, seed=args.seed, iters=args.iters
+    )
+    if args.oracle:
+        from hygen_pod.profiler import SimRunner
+        from hygen_pod.simulator import RequestSpec
+
+        rows = azure[args.start : args.start + int(args.online_qps * args.window * 1.5) + 10]
+        scale = (len(rows) - 1) / args.online_qps / (rows[-1].arrival_s - rows[0].arrival_s)
+        online = [
+            RequestSpec(
+                (r.arrival_s - rows[0].arrival_s) * scale, r.prompt_tokens, max(1, r.output_tokens)
+            )
+            for r in rows
+            if (r.arrival_s - rows[0].arrival_s) * scale <= args.window
+        ]
+        offline = [
+            RequestSpec(0.0, r.prompt_tokens, max(1, r.output_tokens), True)
+            for r in random.Random(args.seed).sample(arxiv, args.offline)
+        ]
+        runner = SimRunner(args.oracle, online + offline, args.window)
+    else:
+        os.environ.setdefault("VLLM_LOGGING_LEVEL", "WARNING")
+        from hygen_pod.tiny_model import build_tiny_llama
+        from hygen_pod.vllm_adapter.engine import Engine, EngineOptions, EngineRunner
+        from hygen_pod.workload import cpu_offline, cpu_online
+
+        model = Path(args.model) if args.model else Path(args.workdir) / "tiny-llama"
+        if not args.model and not (model / "model.safetensors").exists():
+            build_tiny_llama(model, seed=args.seed)
+        eng = Engine(EngineOptions(model=str(model)))
+        v = eng.vocab_size
+        runner = EngineRunner(
+            eng,
+            cpu_online(
+                azure,
+                tag="prof",
+                start=args.start,
+                count=args.online,
+                qps=args.online_qps,
+                vocab=v,
+                seed=args.seed,
+            ),
+            cpu_offline(arxiv, tag="prof", count=args.offline, vocab=v, seed=args.seed + 1),
+            cpu_offline(arxiv, tag="cap", count=48, vocab=v, seed=args.seed + 2)
+            + cpu_online(
+                azure,
+                tag="cap",
+                start=args.start,
+                count=16,
+                qps=args.online_qps,
+                vocab=v,
+                seed=args.seed + 3,
+            ),
+            model=str(model),
+        )
+    doc = profile(runner, cfg, progress=lambda msg: print(f"  {msg}", file=sys.stderr, flush=True))
+    doc.save(args.out)
+    print(
+        f"budget {doc.budget_ms:.2f} ms (offline {doc.offline_tps_budget:.0f} tok/s), "
+        f"HyGen* qps {doc.qps:.3f} (offline {doc.offline_tps_qps:.0f} tok/s); "
+        f"predictor MAPE {doc.predictor.heldout_mape:.1%}; "
+        f"profiling took {doc.profiler_seconds:.0f} s"
+    )
+    print(f"wrote {args.out}")
+    return 0
+
+
 def _cmd_control(args: argparse.Namespace) -> int:
     from hygen_pod.control import OfflineControl, write_control
 
@@ -128,6 +205,34 @@ def build_parser() -> argparse.ArgumentParser:
     f.add_argument("--seed", type=int, default=0)
     f.add_argument("--out", required=True, help="predictor JSON to write")
     f.set_defaults(func=_cmd_fit)
+
+    pr = sub.add_parser(
+        "profile",
+        help="SLO-aware profiling: fit the predictor, find the largest budget and offline QPS",
+        description="Replay a slice of the Azure conversation trace with an arXiv offline "
+        "backlog, on the CPU engine (default) or simulated on a GPU oracle (--oracle), and "
+        "bisect for the largest budget / QPS keeping the targets within tolerance.",
+    )
+    pr.add_argument("--oracle", choices=["a100", "h100", "h200"], help="simulate this GPU")
+    pr.add_argument("--model", help="model folder for the CPU engine (default: tiny model)")
+    pr.add_argument("--workdir", default=".hygen-profile", help="tiny model goes here")
+    pr.add_argument("--data", help="shared data folder (default: $HYGEN_DATA or ../shared/data)")
+    pr.add_argument(
+        "--targets",
+        nargs="+",
+        default=["p99_tbt"],
+        choices=["mean_ttft", "p99_ttft", "mean_tbt", "p99_tbt"],
+    )
+    pr.add_argument("--tolerance", type=float, default=0.1, help="e.g. 0.1 = 10%%")
+    pr.add_argument("--start", type=int, default=1000, help="first trace request of the slice")
+    pr.add_argument("--online", type=int, default=32, help="online requests (CPU engine)")
+    pr.add_argument("--online-qps", type=float, default=3.0)
+    pr.add_argument("--offline", type=int, default=64, help="offline backlog size")
+    pr.add_argument("--window", type=float, default=60.0, help="simulated seconds (--oracle)")
+    pr.add_argument("--iters", type=int, default=5, help="bisection steps per search")
+    pr.add_argument("--seed", type=int, default=0)
+    pr.add_argument("--out", required=True, help="profile JSON to write")
+    pr.set_defaults(func=_cmd_profile)
 
     c = sub.add_parser(
         "set-control", help="write the offline control file a running scheduler watches"

@@ -28,7 +28,7 @@ from hygen_pod.settings import SchedulerSettings
 from hygen_pod.step_trace import timing_samples
 from hygen_pod.tiny_model import build_tiny_llama
 from hygen_pod.traces import arxiv_summarization, azure_conversation
-from hygen_pod.workload import offline_backlog, online_slice, random_tokens
+from hygen_pod.workload import ReplayRequest, cpu_offline, cpu_online
 
 
 @dataclass
@@ -87,7 +87,7 @@ def _progress(label: str, total: int):
 
 
 def run_demo(cfg: DemoConfig) -> list[RunRow]:
-    from hygen_pod.vllm_adapter.engine import Engine, EngineOptions, ReplayRequest
+    from hygen_pod.vllm_adapter.engine import Engine, EngineOptions
 
     cfg.workdir.mkdir(parents=True, exist_ok=True)
     azure = azure_conversation(cfg.data_dir)
@@ -109,37 +109,18 @@ def run_demo(cfg: DemoConfig) -> list[RunRow]:
     vocab = eng.vocab_size
 
     def online_reqs(tag: str) -> list[ReplayRequest]:
-        r = random.Random(cfg.seed + 1)
-        rows = online_slice(
+        return cpu_online(
             azure,
+            tag=tag,
             start=1000,
             count=cfg.online_requests,
             qps=cfg.online_qps,
-            prompt_scale=1 / 8,
-            output_scale=1 / 4,
-            max_prompt=512,
-            max_output=64,
+            vocab=vocab,
+            seed=cfg.seed + 1,
         )
-        return [
-            ReplayRequest(f"{tag}-on-{i}", random_tokens(r, p, vocab), o, False, at)
-            for i, (at, p, o) in enumerate(rows)
-        ]
 
     def offline_reqs(tag: str, n: int, seed: int) -> list[ReplayRequest]:
-        r = random.Random(seed)
-        rows = offline_backlog(
-            arxiv,
-            count=n,
-            seed=seed,
-            prompt_scale=1 / 8,
-            output_scale=1 / 2,
-            max_prompt=1024,
-            max_output=64,
-        )
-        return [
-            ReplayRequest(f"{tag}-off-{i}", random_tokens(r, p, vocab), o, True, 0.0)
-            for i, (p, o) in enumerate(rows)
-        ]
+        return cpu_offline(arxiv, tag=tag, count=n, vocab=vocab, seed=seed)
 
     # 1. Capture real steps (offline burst plus some online) and fit the predictor.
     s.set_control(OfflineControl(mode="qps", qps=None))

@@ -30,10 +30,15 @@ class SchedulerSettings(BaseModel):
     predictor_path: str | None = Field(
         None, description="predictor JSON; required for a non-zero budget"
     )
+    profile_path: str | None = Field(
+        None,
+        description="profile JSON (hygen-pod profile): its predictor, and its budget as the "
+        "initial control unless 'initial' is given",
+    )
     control_path: str | None = Field(
         None, description="JSON control file re-read when it changes (budget/QPS at run time)"
     )
-    initial: OfflineControl = Field(default_factory=OfflineControl)
+    initial: OfflineControl | None = Field(None, description="default: online only")
     trace_path: str | None = Field(None, description="append one JSON line per step here")
     trace_keep: int = Field(100_000, ge=0, description="steps kept in memory")
     max_bypass: int = Field(

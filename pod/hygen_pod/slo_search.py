@@ -3,11 +3,12 @@
 Given an evaluation function (run the workload with a budget or QPS, return the
 online latency summary), find the largest value whose targeted metrics are all
 <= (1 + tolerance) x their online-only values. Interference grows with the
-setting, so a bisection over [lo, hi] finds the boundary in ``iters`` runs.
+setting, so a (geometric) bisection over [lo, hi] finds the boundary in ``iters`` runs.
 """
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
@@ -39,25 +40,35 @@ def largest_passing(
     hi: float,
     iters: int = 8,
 ) -> SearchResult:
-    """Bisect for the largest setting in [lo, hi] that keeps ``targets`` within tolerance."""
+    """Largest setting in [lo, hi] that keeps ``targets`` within tolerance.
+
+    Bisects geometrically (settings span orders of magnitude: a few ms to hundreds
+    of ms, a fraction of a request per second to dozens). ``lo`` must be > 0; when
+    even ``lo`` fails the result is 0 (online only) with ``passed`` False.
+    """
     unknown = [t for t in targets if t not in METRICS]
     if unknown:
         raise ValueError(f"unknown SLO metric(s) {unknown}; choose from {METRICS}")
     if tolerance < 0:
         raise ValueError("tolerance must be >= 0")
-    out = SearchResult(lo, False)
-    ok_hi = within(evaluate(hi), baseline, targets, tolerance)
-    out.probes.append((hi, ok_hi))
-    if ok_hi:
-        return SearchResult(hi, True, out.probes)
+    if not 0 < lo < hi:
+        raise ValueError("need 0 < lo < hi")
+    probes: list[tuple[float, bool]] = []
+
+    def ok(v: float) -> bool:
+        good = within(evaluate(v), baseline, targets, tolerance)
+        probes.append((v, good))
+        return good
+
+    if ok(hi):
+        return SearchResult(hi, True, probes)
+    if not ok(lo):
+        return SearchResult(0.0, False, probes)
     good, bad = lo, hi
     for _ in range(iters):
-        mid = (good + bad) / 2
-        ok = within(evaluate(mid), baseline, targets, tolerance)
-        out.probes.append((mid, ok))
-        if ok:
-            good, out.passed = mid, True
+        mid = math.sqrt(good * bad)
+        if ok(mid):
+            good = mid
         else:
             bad = mid
-    out.value = good
-    return out
+    return SearchResult(good, True, probes)

@@ -9,8 +9,20 @@ from __future__ import annotations
 
 import random
 from collections.abc import Sequence
+from dataclasses import dataclass
 
 from hygen_pod.traces import TraceRequest
+
+
+@dataclass
+class ReplayRequest:
+    """A concrete request for the real engine: token ids, class and arrival time."""
+
+    rid: str
+    prompt_token_ids: list[int]
+    max_tokens: int
+    offline: bool
+    arrival_s: float  # relative to the replay start
 
 
 def clip(x: int, lo: int, hi: int) -> int:
@@ -70,3 +82,52 @@ def offline_backlog(
 def random_tokens(rng: random.Random, n: int, vocab: int) -> list[int]:
     # Skip the first ids (special tokens of the tiny tokenizer).
     return [rng.randrange(8, vocab) for _ in range(n)]
+
+
+def cpu_online(
+    azure: Sequence[TraceRequest],
+    *,
+    tag: str,
+    start: int,
+    count: int,
+    qps: float,
+    vocab: int,
+    seed: int,
+) -> list[ReplayRequest]:
+    """Online requests for the tiny CPU model: Azure conversation lengths / 8 (prompt)
+    and / 4 (output), arrivals rescaled to ``qps``."""
+    rng = random.Random(seed)
+    rows = online_slice(
+        azure,
+        start=start,
+        count=count,
+        qps=qps,
+        prompt_scale=1 / 8,
+        output_scale=1 / 4,
+        max_prompt=512,
+        max_output=64,
+    )
+    return [
+        ReplayRequest(f"{tag}-on-{i}", random_tokens(rng, p, vocab), o, False, at)
+        for i, (at, p, o) in enumerate(rows)
+    ]
+
+
+def cpu_offline(
+    arxiv: Sequence[TraceRequest], *, tag: str, count: int, vocab: int, seed: int
+) -> list[ReplayRequest]:
+    """An offline backlog for the tiny CPU model: arXiv summarization lengths / 8 and / 2."""
+    rng = random.Random(seed)
+    rows = offline_backlog(
+        arxiv,
+        count=count,
+        seed=seed,
+        prompt_scale=1 / 8,
+        output_scale=1 / 2,
+        max_prompt=1024,
+        max_output=64,
+    )
+    return [
+        ReplayRequest(f"{tag}-off-{i}", random_tokens(rng, p, vocab), o, True, 0.0)
+        for i, (p, o) in enumerate(rows)
+    ]

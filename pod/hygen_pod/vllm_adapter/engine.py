@@ -8,17 +8,22 @@ measured on the real engine. The engine runs in this process
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from pydantic import BaseModel, Field
 
 from hygen_pod.latency import RequestTiming
 from hygen_pod.settings import CLASS_KEY, SchedulerSettings
+from hygen_pod.workload import ReplayRequest
+
+if TYPE_CHECKING:
+    from hygen_pod.vllm_adapter.scheduler import HyGenScheduler
 
 
 class EngineOptions(BaseModel):
@@ -47,15 +52,6 @@ def _kv_bytes_per_token(model_dir: Path, dtype: str) -> int:
 
 
 @dataclass
-class ReplayRequest:
-    rid: str
-    prompt_token_ids: list[int]
-    max_tokens: int
-    offline: bool
-    arrival_s: float  # relative to the replay start
-
-
-@dataclass
 class ReplayResult:
     wall_s: float
     timings: dict[str, RequestTiming] = field(default_factory=dict)
@@ -75,6 +71,7 @@ class Engine:
 
         from hygen_pod.vllm_adapter.scheduler import HyGenScheduler
 
+        self.opts = opts
         model_dir = Path(opts.model)
         kv_bytes = opts.kv_cache_tokens * _kv_bytes_per_token(model_dir, opts.dtype)
         self.llm = LLM(
@@ -91,6 +88,17 @@ class Engine:
             scheduler_cls=HyGenScheduler,
             additional_config={"hygen": opts.hygen.model_dump()},
         )
+        self._bind()
+
+    @classmethod
+    def from_llm(cls, llm: Any) -> Engine:
+        """Wrap an existing in-process LLM whose scheduler is a HyGenScheduler."""
+        self = cls.__new__(cls)
+        self.llm, self.opts = llm, None
+        self._bind()
+        return self
+
+    def _bind(self) -> None:
         self.engine = self.llm.llm_engine
         self.scheduler: HyGenScheduler = self.engine.engine_core.engine_core.scheduler
         self.vocab_size = self.engine.model_config.get_vocab_size()
@@ -143,3 +151,52 @@ class Engine:
                 on_step(i, len(res.outputs))
         res.wall_s = time.perf_counter() - start
         return res
+
+
+class EngineRunner:
+    """The profiler's `Runner` on a real engine: measured steps and latencies."""
+
+    def __init__(
+        self,
+        engine: Engine,
+        online: Sequence[ReplayRequest],
+        offline: Sequence[ReplayRequest],
+        capture: Sequence[ReplayRequest],
+        *,
+        model: str,
+        hardware: str = "cpu",
+    ) -> None:
+        self.eng, self.online, self.offline, self.capture_reqs = engine, online, offline, capture
+        self.model, self.hardware = model, hardware
+        self.engine_args: dict = engine.opts.model_dump(exclude={"hygen"}) if engine.opts else {}
+        self._round = 0
+
+    def _fresh(self, reqs: Sequence[ReplayRequest]) -> list[ReplayRequest]:
+        # Request ids must be unique per engine: tag each replay.
+        self._round += 1
+        return [dataclasses.replace(r, rid=f"{r.rid}-r{self._round}") for r in reqs]
+
+    def capture(self, seed: int):
+        from hygen_pod.control import OfflineControl
+        from hygen_pod.step_trace import timing_samples
+
+        s = self.eng.scheduler
+        s.set_control(OfflineControl(mode="qps", qps=None))
+        s.trace.records.clear()
+        self.eng.replay(self._fresh(self.capture_reqs))
+        return timing_samples(list(s.trace)[5:])  # skip warm-up steps
+
+    def use_predictor(self, predictor) -> None:
+        self.eng.scheduler.predictor = predictor
+
+    def run(self, control, with_offline: bool):
+        from hygen_pod.latency import summarize
+        from hygen_pod.profiler import RunOutcome
+
+        s = self.eng.scheduler
+        s.set_control(control)
+        assert s.reset_prefix_cache()
+        reqs = list(self.online) + (list(self.offline) if with_offline else [])
+        res = self.eng.replay(self._fresh(reqs))
+        offline_tokens = sum(len(t.token_times) for t in res.by_class(offline=True))
+        return RunOutcome(summarize(res.by_class(offline=False)), offline_tokens / res.wall_s)

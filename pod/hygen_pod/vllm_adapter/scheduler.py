@@ -37,6 +37,7 @@ from hygen_pod.batch import BatchShape
 from hygen_pod.control import ControlFile, OfflineControl
 from hygen_pod.offline_queue import OfflineQueue
 from hygen_pod.predictor import LatencyPredictor
+from hygen_pod.profile import ProfileDocument
 from hygen_pod.rate import TokenBucket
 from hygen_pod.settings import SchedulerSettings, request_class
 from hygen_pod.step_trace import StepRecord, StepTrace
@@ -63,13 +64,12 @@ class HyGenScheduler(Scheduler):
             raise ValueError(
                 "HyGenScheduler needs --scheduling-policy fcfs (it orders offline work itself)"
             )
-        self.predictor: LatencyPredictor | None = (
-            LatencyPredictor.load(self.hygen.predictor_path) if self.hygen.predictor_path else None
-        )
+        self.predictor: LatencyPredictor | None
+        self.predictor, initial = _load_policy(self.hygen)
         self._control_file = (
             ControlFile(self.hygen.control_path) if self.hygen.control_path else None
         )
-        self.control = self.hygen.initial
+        self.control = initial
         self._check_control(self.control)
         self.offline_queue: OfflineQueue[Request] = OfflineQueue(
             max_bypass=self.hygen.max_bypass, max_wait_s=self.hygen.max_wait_s
@@ -433,3 +433,16 @@ class HyGenScheduler(Scheduler):
     def shutdown(self) -> None:
         self.trace.close()
         super().shutdown()
+
+
+def _load_policy(settings: SchedulerSettings) -> tuple[LatencyPredictor | None, OfflineControl]:
+    """Predictor and initial control from the settings (a profile, a predictor file, or none)."""
+    if settings.profile_path and settings.predictor_path:
+        raise ValueError("give hygen.profile_path or hygen.predictor_path, not both")
+    if settings.profile_path:
+        doc = ProfileDocument.load(settings.profile_path)
+        predictor = LatencyPredictor.from_document(doc.predictor)
+        initial = settings.initial or OfflineControl(mode="budget", budget_ms=doc.budget_ms)
+        return predictor, initial
+    predictor = LatencyPredictor.load(settings.predictor_path) if settings.predictor_path else None
+    return predictor, settings.initial or OfflineControl()

@@ -1,0 +1,74 @@
+"""The Profile document: what profiling found, in the form pods load and the operator stores."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from hygen_pod.latency import LatencySummary
+from hygen_pod.predictor import PredictorDocument
+
+PROFILE_SCHEMA_VERSION = 1
+Metric = Literal["mean_ttft", "p99_ttft", "mean_tbt", "p99_tbt"]
+
+
+class MetricValues(BaseModel):
+    """Online latency (milliseconds) measured during profiling."""
+
+    mean_ttft_ms: float
+    p99_ttft_ms: float
+    mean_tbt_ms: float
+    p99_tbt_ms: float
+
+    @classmethod
+    def of(cls, s: LatencySummary) -> MetricValues:
+        return cls(
+            mean_ttft_ms=s.mean_ttft * 1e3,
+            p99_ttft_ms=s.p99_ttft * 1e3,
+            mean_tbt_ms=s.mean_tbt * 1e3,
+            p99_tbt_ms=s.p99_tbt * 1e3,
+        )
+
+
+class ProfileDocument(BaseModel):
+    """Versioned result of `hygen-pod profile`."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    schema_version: int = PROFILE_SCHEMA_VERSION
+    model: str
+    hardware: str = Field(description="e.g. 'cpu' or 'oracle:h100'")
+    engine: dict[str, Any] = Field(default_factory=dict, description="engine arguments used")
+    seed: int
+    targets: list[Metric] = Field(min_length=1)
+    tolerance: float = Field(ge=0)
+    predictor: PredictorDocument
+    budget_ms: float = Field(ge=0, description="HyGen: largest budget within tolerance")
+    qps: float = Field(ge=0, description="HyGen*: largest offline QPS within tolerance")
+    online_only: MetricValues
+    with_budget: MetricValues
+    with_qps: MetricValues
+    offline_tps_budget: float = Field(ge=0)
+    offline_tps_qps: float = Field(ge=0)
+    probes: dict[str, list[tuple[float, bool]]] = Field(default_factory=dict)
+    profiler_seconds: float = Field(ge=0)
+
+    def save(self, path: str | Path) -> None:
+        Path(path).write_text(self.model_dump_json(indent=2) + "\n")
+
+    @classmethod
+    def load(cls, path: str | Path) -> ProfileDocument:
+        try:
+            raw = json.loads(Path(path).read_text())
+        except json.JSONDecodeError as e:
+            raise ValueError(f"{path}: not valid JSON: {e}") from e
+        version = raw.get("schema_version") if isinstance(raw, dict) else None
+        if version != PROFILE_SCHEMA_VERSION:
+            raise ValueError(
+                f"{path}: profile schema_version {version!r} is not supported "
+                f"(this build reads {PROFILE_SCHEMA_VERSION})"
+            )
+        return cls.model_validate(raw)

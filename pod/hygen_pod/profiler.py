@@ -1,0 +1,169 @@
+"""The SLO-aware profiler: fit the predictor, then find the largest budget and QPS.
+
+It talks to a `Runner` - the real engine (`vllm_adapter.engine.EngineRunner`) or
+the simulator over a GPU oracle (`SimRunner`) - so the same search serves a CPU
+box, a GPU pod and the benchmark:
+
+1. capture step timings and fit the latency predictor (held-out MAPE recorded);
+2. replay the online workload alone (the baseline);
+3. bisect the offline latency budget (HyGen), then the offline QPS (HyGen*), for
+   the largest value whose targeted online metrics stay within
+   (1 + tolerance) x the baseline.
+"""
+
+from __future__ import annotations
+
+import random
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Protocol
+
+from hygen_pod.batch import BatchShape
+from hygen_pod.control import OfflineControl
+from hygen_pod.latency import LatencySummary
+from hygen_pod.predictor import LatencyPredictor
+from hygen_pod.profile import MetricValues, ProfileDocument
+from hygen_pod.simulator import RequestSpec, Simulator
+from hygen_pod.slo_search import METRICS, largest_passing
+
+
+@dataclass
+class RunOutcome:
+    online: LatencySummary
+    offline_tps: float
+
+
+class Runner(Protocol):
+    """Where the profiler's measurements come from."""
+
+    model: str
+    hardware: str
+    engine_args: dict
+
+    def capture(self, seed: int) -> tuple[list[BatchShape], list[float]]:
+        """Step shapes and measured seconds to fit the predictor on."""
+        ...
+
+    def use_predictor(self, predictor: LatencyPredictor) -> None: ...
+
+    def run(self, control: OfflineControl, with_offline: bool) -> RunOutcome:
+        """Replay the profiling workload under ``control``."""
+        ...
+
+
+@dataclass
+class ProfilerSettings:
+    targets: Sequence[str]
+    tolerance: float
+    seed: int = 0
+    iters: int = 6
+    budget_range_ms: tuple[float, float] = (1.0, 400.0)
+    qps_range: tuple[float, float] = (0.01, 20.0)
+
+
+def profile(
+    runner: Runner,
+    cfg: ProfilerSettings,
+    progress: Callable[[str], None] = lambda msg: None,
+) -> ProfileDocument:
+    bad = [t for t in cfg.targets if t not in METRICS]
+    if bad or not cfg.targets:
+        raise ValueError(
+            f"targets must be a non-empty subset of {METRICS}, got {list(cfg.targets)}"
+        )
+    if cfg.tolerance < 0:
+        raise ValueError("tolerance must be >= 0")
+    t0 = time.perf_counter()
+    progress("capturing step timings")
+    shapes, secs = runner.capture(cfg.seed)
+    if len(shapes) < 20:
+        raise ValueError(f"only {len(shapes)} steps captured; the predictor needs more")
+    order = list(range(len(shapes)))
+    random.Random(cfg.seed).shuffle(order)
+    cut = int(0.8 * len(order))
+    train = ([shapes[i] for i in order[:cut]], [secs[i] for i in order[:cut]])
+    test = ([shapes[i] for i in order[cut:]], [secs[i] for i in order[cut:]])
+    predictor, _ = LatencyPredictor.select_and_fit(*train, seed=cfg.seed)
+    predictor.meta["heldout_mape"] = predictor.mape(*test)
+    predictor.meta["source"] = f"profile {runner.hardware} {runner.model}"
+    runner.use_predictor(predictor)
+    progress(f"predictor fitted (held-out MAPE {predictor.meta['heldout_mape']:.1%})")
+
+    base = runner.run(OfflineControl(mode="budget", budget_ms=0), with_offline=False)
+    progress("online-only baseline measured")
+    outcomes: dict[tuple[str, float], RunOutcome] = {}
+
+    def measure(mode: str, value: float) -> LatencySummary:
+        if mode == "budget":
+            control = OfflineControl(mode="budget", budget_ms=value)
+        else:
+            control = OfflineControl(mode="qps", qps=value)
+        out = runner.run(control, with_offline=True)
+        outcomes[(mode, value)] = out
+        progress(
+            f"{mode}={value:.3g}: p99 TBT {out.online.p99_tbt * 1e3:.1f} ms, "
+            f"offline {out.offline_tps:.0f} tok/s"
+        )
+        return out.online
+
+    lo, hi = cfg.budget_range_ms
+    b = largest_passing(
+        lambda v: measure("budget", v), base.online, cfg.targets, cfg.tolerance, lo, hi, cfg.iters
+    )
+    qlo, qhi = cfg.qps_range
+    q = largest_passing(
+        lambda v: measure("qps", v), base.online, cfg.targets, cfg.tolerance, qlo, qhi, cfg.iters
+    )
+    with_b = outcomes.get(("budget", b.value), RunOutcome(base.online, 0.0))
+    with_q = outcomes.get(("qps", q.value), RunOutcome(base.online, 0.0))
+    return ProfileDocument(
+        model=runner.model,
+        hardware=runner.hardware,
+        engine=runner.engine_args,
+        seed=cfg.seed,
+        targets=list(cfg.targets),  # type: ignore[arg-type]
+        tolerance=cfg.tolerance,
+        predictor=predictor.to_document(),
+        budget_ms=b.value,
+        qps=q.value,
+        online_only=MetricValues.of(base.online),
+        with_budget=MetricValues.of(with_b.online),
+        with_qps=MetricValues.of(with_q.online),
+        offline_tps_budget=with_b.offline_tps,
+        offline_tps_qps=with_q.offline_tps,
+        probes={"budget_ms": b.probes, "qps": q.probes},
+        profiler_seconds=time.perf_counter() - t0,
+    )
+
+
+class SimRunner:
+    """Profiles against the simulator with a GPU kernel oracle: deterministic per seed."""
+
+    def __init__(self, gpu: str, workload: Sequence[RequestSpec], window_s: float) -> None:
+        from hygen_pod.oracle import DEFAULT_MODEL, KernelOracle
+
+        self.oracle = KernelOracle(gpu)
+        self.model, self.hardware = DEFAULT_MODEL, f"oracle:{gpu}"
+        self.engine_args: dict = {"simulated": True, "window_s": window_s}
+        self.workload, self.window_s = list(workload), window_s
+        self.sim = Simulator(self.oracle.step_seconds)
+
+    def capture(self, seed: int) -> tuple[list[BatchShape], list[float]]:
+        from hygen_pod.oracle import random_batches, sample
+
+        return sample(self.oracle, random_batches(random.Random(seed), 1000))
+
+    def use_predictor(self, predictor: LatencyPredictor) -> None:
+        self.sim.predictor = predictor
+
+    def run(self, control: OfflineControl, with_offline: bool) -> RunOutcome:
+        if not with_offline or control.online_only:
+            r = self.sim.run(self.workload, "online_only", window_s=self.window_s)
+        elif control.mode == "budget":
+            r = self.sim.run(
+                self.workload, "hygen", window_s=self.window_s, budget_s=control.budget_ms / 1e3
+            )
+        else:
+            r = self.sim.run(self.workload, "hygen_qps", window_s=self.window_s, qps=control.qps)
+        return RunOutcome(r.online, r.offline_tps)

@@ -1,0 +1,47 @@
+"""The profiler on the real CPU engine, and the scheduler loading its profile."""
+
+from __future__ import annotations
+
+import pytest
+
+from hygen_pod.profiler import ProfilerSettings, profile
+from hygen_pod.settings import SchedulerSettings
+from hygen_pod.traces import default_data_dir
+
+pytestmark = pytest.mark.engine
+
+
+def test_engine_profile_loads_into_the_scheduler(fresh, tiny_model, tmp_path) -> None:
+    if not (default_data_dir() / "azure-llm-trace-2023").is_dir():
+        pytest.skip("shared data folder not present")
+    from hygen_pod.traces import arxiv_summarization, azure_conversation
+    from hygen_pod.vllm_adapter.engine import Engine, EngineRunner
+    from hygen_pod.vllm_adapter.scheduler import _load_policy
+    from hygen_pod.workload import cpu_offline, cpu_online
+
+    azure, arxiv = azure_conversation(), arxiv_summarization()
+    eng = Engine.from_llm(fresh.llm)
+    v = eng.vocab_size
+    runner = EngineRunner(
+        eng,
+        cpu_online(azure, tag="p", start=500, count=10, qps=5.0, vocab=v, seed=1),
+        cpu_offline(arxiv, tag="p", count=10, vocab=v, seed=2),
+        cpu_offline(arxiv, tag="c", count=24, vocab=v, seed=3),
+        model=str(tiny_model),
+    )
+    saved_predictor = fresh.scheduler.predictor
+    try:
+        doc = profile(runner, ProfilerSettings(["p99_tbt"], 0.5, iters=2))
+    finally:
+        fresh.scheduler.predictor = saved_predictor
+    assert doc.hardware == "cpu" and doc.predictor.fitted_on >= 20
+    assert doc.probes["budget_ms"] and doc.probes["qps"]
+    if doc.budget_ms > 0:
+        assert doc.offline_tps_budget > 0
+    path = tmp_path / "profile.json"
+    doc.save(path)
+    predictor, control = _load_policy(SchedulerSettings(profile_path=str(path)))
+    assert predictor is not None and predictor.features == tuple(doc.predictor.features)
+    assert control.mode == "budget" and control.budget_ms == doc.budget_ms
+    with pytest.raises(ValueError, match="not both"):
+        _load_policy(SchedulerSettings(profile_path=str(path), predictor_path=str(path)))

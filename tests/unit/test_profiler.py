@@ -1,0 +1,72 @@
+"""The SLO-aware profiler over the simulator + GPU oracle (deterministic)."""
+
+from __future__ import annotations
+
+import json
+import random
+
+import pytest
+
+pytest.importorskip("aiconfigurator_core", reason="needs the 'oracle' extra")
+
+from hygen_pod.profile import ProfileDocument
+from hygen_pod.profiler import ProfilerSettings, SimRunner, profile
+from hygen_pod.simulator import RequestSpec
+from hygen_pod.slo_search import within
+
+pytestmark = pytest.mark.oracle
+
+
+def _workload(seed: int = 0) -> list[RequestSpec]:
+    rng = random.Random(seed)
+    t, out = 0.0, []
+    while (t := t + rng.expovariate(4.0)) < 20:
+        out.append(RequestSpec(t, rng.randint(200, 2000), rng.randint(20, 300)))
+    out += [
+        RequestSpec(0.0, rng.randint(1000, 4000), rng.randint(50, 300), True) for _ in range(400)
+    ]
+    return out
+
+
+def _run(seed: int = 0) -> ProfileDocument:
+    runner = SimRunner("h100", _workload(), window_s=20)
+    return profile(runner, ProfilerSettings(["p99_tbt"], 0.2, seed=seed, iters=4))
+
+
+def test_profile_is_deterministic_and_within_tolerance(tmp_path) -> None:
+    a, b = _run(), _run()
+    strip = {"profiler_seconds"}
+    assert a.model_dump(exclude=strip) == b.model_dump(exclude=strip)
+    assert a.budget_ms > 0 and a.offline_tps_budget > 0
+    assert a.with_budget.p99_tbt_ms <= 1.2 * a.online_only.p99_tbt_ms
+    assert a.with_qps.p99_tbt_ms <= 1.2 * a.online_only.p99_tbt_ms
+    assert a.predictor.heldout_mape is not None and a.predictor.heldout_mape < 0.05
+    assert a.hardware == "oracle:h100" and a.probes["budget_ms"]
+    path = tmp_path / "profile.json"
+    a.save(path)
+    assert ProfileDocument.load(path) == a
+
+
+def test_bad_settings_and_documents(tmp_path) -> None:
+    runner = SimRunner("h100", _workload(), window_s=5)
+    with pytest.raises(ValueError, match="targets"):
+        profile(runner, ProfilerSettings(["p50_tbt"], 0.1))
+    with pytest.raises(ValueError, match="tolerance"):
+        profile(runner, ProfilerSettings(["p99_tbt"], -0.1))
+    path = tmp_path / "p.json"
+    path.write_text(json.dumps({"schema_version": 99}))
+    with pytest.raises(ValueError, match="schema_version 99"):
+        ProfileDocument.load(path)
+    path.write_text("{")
+    with pytest.raises(ValueError, match="not valid JSON"):
+        ProfileDocument.load(path)
+
+
+def test_within_helper_matches_document() -> None:
+    doc = _run()
+    from hygen_pod.latency import LatencySummary
+
+    def summary(m) -> LatencySummary:
+        return LatencySummary(1, 1, m.mean_ttft_ms, m.p99_ttft_ms, m.mean_tbt_ms, m.p99_tbt_ms)
+
+    assert within(summary(doc.with_budget), summary(doc.online_only), doc.targets, doc.tolerance)
