@@ -109,8 +109,14 @@ class Engine:
         *,
         on_step: Callable[[int, int], Any] | None = None,
         time_limit_s: float | None = None,
+        until_online_done: bool = False,
     ) -> ReplayResult:
-        """Feed requests at their arrival times, step until all finish; time every token."""
+        """Feed requests at their arrival times, step until all finish; time every token.
+
+        With ``until_online_done`` the replay ends when the last online request
+        finishes: unfinished offline requests are aborted and offline throughput is
+        what was done in that window (as the simulator measures it).
+        """
         from vllm import SamplingParams
 
         pending = sorted(requests, key=lambda r: r.arrival_s)
@@ -119,7 +125,14 @@ class Engine:
         start = time.perf_counter()
         i = 0
         total = len(pending)
+        online_left = sum(1 for r in pending if not r.offline)
         while i < total or self.engine.has_unfinished_requests():
+            if until_online_done and online_left == 0:
+                left = [rid for rid in res.offline_ids if rid not in res.outputs]
+                self.engine.abort_request(left)
+                while self.engine.has_unfinished_requests():
+                    self.engine.step()
+                break
             now = time.perf_counter() - start
             if time_limit_s is not None and now > time_limit_s:
                 raise TimeoutError(f"replay did not finish within {time_limit_s:.0f} s")
@@ -147,9 +160,14 @@ class Engine:
                     seen[out.request_id] = n
                 if out.finished:
                     res.outputs[out.request_id] = list(out.outputs[0].token_ids)
+                    online_left -= out.request_id not in res.offline_ids
             if on_step is not None:
                 on_step(i, len(res.outputs))
         res.wall_s = time.perf_counter() - start
+        last = [t.token_times[-1] for t in res.by_class(offline=False) if t.token_times]
+        if until_online_done and last:
+            # The window ends at the last online token, not after the abort drain.
+            res.wall_s = max(last) - start
         return res
 
 
@@ -197,6 +215,6 @@ class EngineRunner:
         s.set_control(control)
         assert s.reset_prefix_cache()
         reqs = list(self.online) + (list(self.offline) if with_offline else [])
-        res = self.eng.replay(self._fresh(reqs))
+        res = self.eng.replay(self._fresh(reqs), until_online_done=True)
         offline_tokens = sum(len(t.token_times) for t in res.by_class(offline=True))
         return RunOutcome(summarize(res.by_class(offline=False)), offline_tokens / res.wall_s)
