@@ -63,3 +63,40 @@ def test_set_control_writes_what_the_scheduler_reads(tmp_path, capsys) -> None:
     path.write_text("{")
     assert reader.poll() is None and reader.last_error
     assert json.loads('{"mode": "qps"}')["mode"] == "qps"
+
+
+def test_profile_on_the_gpu_oracle(tmp_path, capsys) -> None:
+    import pytest
+
+    from hygen_pod.profile import ProfileDocument
+    from hygen_pod.traces import default_data_dir
+
+    pytest.importorskip("aiconfigurator_core")
+    if not (default_data_dir() / "azure-llm-trace-2023").is_dir():
+        pytest.skip("shared data folder not present")
+    out = tmp_path / "profile.json"
+    args = [
+        "profile",
+        "--oracle",
+        "h100",
+        "--window",
+        "10",
+        "--iters",
+        "2",
+        "--offline",
+        "200",
+        "--online-qps",
+        "3",
+        "--targets",
+        "mean_tbt",
+        "--tolerance",
+        "0.5",
+        "--out",
+        str(out),
+    ]
+    assert main(args) == 0
+    doc = ProfileDocument.load(out)
+    assert doc.hardware == "oracle:h100" and doc.targets == ["mean_tbt"]
+    assert doc.budget_ms > 0 and doc.with_budget.mean_tbt_ms <= 1.5 * doc.online_only.mean_tbt_ms
+    assert "budget" in capsys.readouterr().out
+    assert main([*args[:-2], "--tolerance", "-1", "--out", str(out)]) == 2
