@@ -25,6 +25,7 @@ import itertools
 import random
 import sys
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 from hygen_pod.oracle import KernelOracle, random_batches, sample
@@ -104,24 +105,21 @@ def main() -> int:
             base_e = sim.run(evalw, "online_only", window_s=args.window)
             naive = sim.run(evalw, "naive", window_s=args.window)
             cap = sim.run(evalw, "offline_only", window_s=args.window)
+            load = Load(
+                sim,
+                gpu,
+                qps,
+                prof,
+                evalw,
+                base_p,
+                base_e,
+                naive,
+                cap,
+                capacity,
+                mean_offline_tokens,
+            )
             for targets, tol in itertools.product(target_sets, args.tolerances):
-                run_one(
-                    sim,
-                    gpu,
-                    qps,
-                    tol,
-                    targets,
-                    prof,
-                    evalw,
-                    base_p,
-                    base_e,
-                    naive,
-                    cap,
-                    capacity,
-                    mean_offline_tokens,
-                    args,
-                    rows,
-                )
+                run_one(load, targets, tol, args, rows)
                 print(
                     f"[{time.perf_counter() - t_start:6.0f}s] {gpu} qps={qps} "
                     f"tol={tol:.0%} target={'+'.join(targets)}",
@@ -139,25 +137,28 @@ def main() -> int:
     return 0
 
 
-def run_one(
-    sim,
-    gpu,
-    qps,
-    tol,
-    targets,
-    prof,
-    evalw,
-    base_p,
-    base_e,
-    naive,
-    cap,
-    capacity,
-    mean_offline_tokens,
-    args,
-    rows,
-) -> None:
+@dataclass
+class Load:
+    """One GPU at one online load: the simulator, both slices and the fixed baselines."""
+
+    sim: Simulator
+    gpu: str
+    qps: float
+    prof: list[RequestSpec]
+    evalw: list[RequestSpec]
+    base_p: SimResult
+    base_e: SimResult
+    naive: SimResult
+    cap: SimResult
+    capacity: float
+    mean_offline_tokens: float
+
+
+def run_one(load: Load, targets: list[str], tol: float, args, rows: list[dict]) -> None:
     """Profile HyGen and HyGen* on the profiling slice, evaluate all on the other."""
     w = args.window
+    sim, prof, evalw, base_p, base_e = load.sim, load.prof, load.evalw, load.base_p, load.base_e
+    capacity, mean_offline_tokens = load.capacity, load.mean_offline_tokens
     b = largest_passing(
         lambda v: sim.run(prof, "hygen", window_s=w, budget_s=v).online,
         base_p.online,
@@ -181,8 +182,8 @@ def run_one(
     hs = sim.run(evalw, "hygen_qps", window_s=w, qps=q.value) if q.value > 0 else base_e
     runs: list[tuple[str, SimResult, str]] = [
         ("online-only", base_e, ""),
-        ("offline-only", cap, ""),
-        ("naive (priority)", naive, ""),
+        ("offline-only", load.cap, ""),
+        ("naive (priority)", load.naive, ""),
         ("HyGen*", hs, f"qps={q.value:.2f}"),
         ("HyGen", hy, f"budget={b.value * 1e3:.1f}ms"),
     ]
@@ -196,8 +197,8 @@ def run_one(
             met = "NO: " + ",".join(bad)
         rows.append(
             {
-                "gpu": gpu,
-                "online_qps": qps,
+                "gpu": load.gpu,
+                "online_qps": load.qps,
                 "target": "+".join(targets),
                 "tolerance": tol,
                 "policy": name,

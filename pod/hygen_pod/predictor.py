@@ -9,7 +9,6 @@ in every feature (more work never predicts less time) and MAPE is what is minimi
 
 from __future__ import annotations
 
-import json
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -21,6 +20,7 @@ from pydantic import BaseModel, Field
 from scipy.optimize import nnls
 
 from hygen_pod.batch import BatchShape
+from hygen_pod.jsonio import read_json
 
 FeatureName = Literal[
     "intercept",
@@ -295,11 +295,7 @@ class LatencyPredictor:
 
     @classmethod
     def load(cls, path: str | Path) -> LatencyPredictor:
-        try:
-            raw = json.loads(Path(path).read_text())
-        except json.JSONDecodeError as e:
-            raise ValueError(f"{path}: not valid JSON: {e}") from e
-        return cls.from_document(PredictorDocument.model_validate(raw))
+        return cls.from_document(PredictorDocument.model_validate(read_json(path)))
 
     def __repr__(self) -> str:
         terms = ", ".join(

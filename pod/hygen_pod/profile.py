@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from hygen_pod.jsonio import read_json
 from hygen_pod.latency import LatencySummary
 from hygen_pod.predictor import PredictorDocument
 
@@ -61,10 +61,7 @@ class ProfileDocument(BaseModel):
 
     @classmethod
     def load(cls, path: str | Path) -> ProfileDocument:
-        try:
-            raw = json.loads(Path(path).read_text())
-        except json.JSONDecodeError as e:
-            raise ValueError(f"{path}: not valid JSON: {e}") from e
+        raw = read_json(path)
         version = raw.get("schema_version") if isinstance(raw, dict) else None
         if version != PROFILE_SCHEMA_VERSION:
             raise ValueError(
