@@ -199,3 +199,26 @@ def test_budget_below_any_chunk_still_finishes_offline_work_when_idle(
     more = random_requests(53, 2, offline=True, hi=64, out_hi=4)
     fresh.run(online + more)
     assert all(r.offline_tokens == 0 for r in s.trace if r.online_tokens or r.online_waiting)
+
+
+def test_held_offline_work_does_not_spin_the_engine_loop(fresh) -> None:
+    import time
+
+    s: HyGenScheduler = fresh.scheduler
+    s.set_control(OfflineControl(mode="qps", qps=None))
+    for r in random_requests(61, 2, offline=True, lo=40, hi=60, out_lo=30, out_hi=30):
+        fresh.submit(r)
+    for _ in range(3):
+        fresh.engine.step()
+    assert len(s.offline_queue) == 0 and s.offline_ids  # running, not queued
+    s.set_control(OfflineControl(mode="budget", budget_ms=0))
+    t0 = time.perf_counter()
+    for _ in range(5):
+        fresh.engine.step()
+    # Nothing may run, and each empty step yields (>= 2 ms) instead of spinning.
+    assert all(r.offline_tokens == 0 for r in list(s.trace)[-5:])
+    assert time.perf_counter() - t0 >= 5 * 0.002
+    s.set_control(OfflineControl(mode="qps", qps=None))
+    while fresh.engine.has_unfinished_requests():
+        fresh.engine.step()
+    assert not s.offline_ids

@@ -162,23 +162,25 @@ class HyGenScheduler(Scheduler):
         self._preempted_offline = self._preempted_online = 0
         self._progress_step = False
         if not self.offline_ids:
-            out = self._call_base(throttle_prefills, len(self.running))
+            out = self._call_base(
+                throttle_prefills,
+                (len(self.running), len(self.waiting) + len(self.kv_holding_waiting)),
+            )
         else:
             out = self._schedule_two_phase(throttle_prefills)
         self._record(out)
-        if not out.total_num_scheduled_tokens and self.offline_queue:
-            # Offline work is pending but may not run (budget 0, QPS gap): vLLM's busy
+        if not out.total_num_scheduled_tokens and self.offline_ids:
+            # Offline work is pending (queued or held) but may not run (budget 0, QPS
+            # gap): vLLM's busy
             # loop would spin on empty steps. Yield briefly; online arrivals are picked
             # up right after this step returns.
             time.sleep(_IDLE_SLEEP_S)
         self._sched_end = time.perf_counter()
         return out
 
-    def _call_base(self, throttle_prefills: bool, online_running: int):
-        self._base_counts = (
-            online_running,
-            len(self.waiting) + len(self.kv_holding_waiting),
-        )
+    def _call_base(self, throttle_prefills: bool, online_counts: tuple[int, int]):
+        """Run the stock schedule(), showing it the online (running, waiting) counts."""
+        self._base_counts = online_counts
         self._inside_base = True
         try:
             return super().schedule(throttle_prefills)
@@ -258,7 +260,8 @@ class HyGenScheduler(Scheduler):
             free += freed
 
         # --- Phase 2: admit offline work.
-        budget_s = self._budget_s()
+        # Online-only needs no predictor: nothing offline is offered at all.
+        budget_s = None if self.control.online_only else self._budget_s()
         admitter = Admitter(
             self.predictor if budget_s is not None else None,
             online,
@@ -295,7 +298,7 @@ class HyGenScheduler(Scheduler):
             self.waiting.add_request(r)
         self.max_num_scheduled_tokens = online_tokens + granted
         try:
-            out = self._call_base(throttle_prefills, len(online_run))
+            out = self._call_base(throttle_prefills, (len(online_run), online_waiting))
         finally:
             self.max_num_scheduled_tokens = stock_tokens
             for r, step in saved_eligible:
