@@ -32,7 +32,7 @@ from hygen_pod.oracle import KernelOracle, random_batches, sample
 from hygen_pod.predictor import LatencyPredictor
 from hygen_pod.simulator import RequestSpec, SimResult, Simulator
 from hygen_pod.slo_search import METRICS, largest_passing, within
-from hygen_pod.traces import arxiv_summarization, azure_conversation
+from hygen_pod.traces import arxiv_summarization, azure_conversation, mooncake_conversation
 
 DEFAULT_LOADS = {"a100": [1.0, 2.0, 3.0], "h100": [2.0, 4.0, 6.0], "h200": [2.0, 4.0, 6.0]}
 
@@ -47,7 +47,7 @@ def online_slice(trace, start: int, qps: float, window: float) -> list[RequestSp
         t = (r.arrival_s - rows[0].arrival_s) * scale
         if t > window:
             break
-        out.append(RequestSpec(t, r.prompt_tokens, max(1, r.output_tokens)))
+        out.append(RequestSpec(t, r.prompt_tokens, max(1, r.output_tokens), False, r.prefix_blocks))
     return out
 
 
@@ -66,6 +66,19 @@ def main() -> int:
     ap.add_argument("--window", type=float, default=90.0, help="simulated seconds per run")
     ap.add_argument("--iters", type=int, default=7, help="bisection steps per search")
     ap.add_argument("--offline", type=int, default=4000, help="offline backlog size")
+    ap.add_argument(
+        "--online-trace",
+        choices=["azure", "mooncake"],
+        default="azure",
+        help="online arrivals: Azure conversation, or Mooncake (burstier, long)",
+    )
+    ap.add_argument(
+        "--offline-set",
+        choices=["arxiv", "mooncake"],
+        default="arxiv",
+        help="offline lengths: arXiv summarization, or Mooncake requests with "
+        "their shared-prefix block ids (prefix-heavy)",
+    )
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--out", default="bench/out", help="folder for CSV and plot")
     ap.add_argument(
@@ -77,15 +90,23 @@ def main() -> int:
         args.loads = args.loads or [4.0]
         args.targets = args.targets or ["p99_tbt"]
     try:
-        azure = azure_conversation(args.data)
-        arxiv = arxiv_summarization(args.data)
+        online_trace = (
+            mooncake_conversation(args.data)
+            if args.online_trace == "mooncake"
+            else azure_conversation(args.data)
+        )
+        offline_pool = (
+            mooncake_conversation(args.data)
+            if args.offline_set == "mooncake"
+            else arxiv_summarization(args.data)
+        )
     except FileNotFoundError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
     rng = random.Random(args.seed)
     offline = [
-        RequestSpec(0.0, r.prompt_tokens, max(1, r.output_tokens), True)
-        for r in rng.sample(arxiv, args.offline)
+        RequestSpec(0.0, r.prompt_tokens, max(1, r.output_tokens), True, r.prefix_blocks)
+        for r in rng.sample(offline_pool, args.offline)
     ]
     mean_offline_tokens = sum(s.prompt + s.output for s in offline) / len(offline)
     target_sets = [args.targets] if args.targets else [[m] for m in METRICS]
@@ -99,8 +120,8 @@ def main() -> int:
         sim = Simulator(oracle.step_seconds, predictor=pred)
         capacity = sim.run(offline, "offline_only", window_s=args.window).offline_tps
         for qps in args.loads or DEFAULT_LOADS[gpu]:
-            prof = online_slice(azure, 1000, qps, args.window) + offline
-            evalw = online_slice(azure, 9000, qps, args.window) + offline
+            prof = online_slice(online_trace, 1000, qps, args.window) + offline
+            evalw = online_slice(online_trace, 9000, qps, args.window) + offline
             base_p = sim.run(prof, "online_only", window_s=args.window)
             base_e = sim.run(evalw, "online_only", window_s=args.window)
             naive = sim.run(evalw, "naive", window_s=args.window)
@@ -221,7 +242,8 @@ def run_one(load: Load, targets: list[str], tol: float, args, rows: list[dict]) 
 def print_table(rows: list[dict], args) -> None:
     print(
         "SLO met: the target metric within (1+tol) x online-only on the evaluation slice; "
-        f"{args.window:.0f} s simulated per run; Llama-3.1-8B; latencies in ms"
+        f"{args.window:.0f} s simulated per run; Llama-3.1-8B; latencies in ms; online "
+        f"{args.online_trace}, offline {args.offline_set}"
     )
     head = (
         f"{'gpu':<5}{'qps':>5} {'target':<10}{'tol':>4}  {'policy':<17}{'setting':<16}"
