@@ -67,6 +67,10 @@ class KernelOracle:
         self._breakdown = lru_cache(maxsize=1 << 16)(self._engine.mixed_step_breakdown)
         self._attn_floor = self._breakdown(1, 0, 1, 2, 0)[2]
 
+    def shared_ms(self, n: int) -> float:
+        """Non-attention (GEMM, norm, ...) time of one step of ``n`` prefill tokens, ms."""
+        return self._breakdown(n, 0, n, 2, 0)[1]
+
     def _prefill_attn_work(self, n: int) -> float:
         """Measured attention of a fresh n-token prefill, less the launch floor (ms)."""
         if n <= 0:
