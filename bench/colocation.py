@@ -31,7 +31,7 @@ from pathlib import Path
 from hygen_pod.oracle import KernelOracle, random_batches, sample
 from hygen_pod.predictor import LatencyPredictor
 from hygen_pod.simulator import RequestSpec, SimResult, Simulator
-from hygen_pod.slo_search import METRICS, largest_passing, within
+from hygen_pod.slo_search import METRICS, check_targets, largest_setting, within
 from hygen_pod.traces import arxiv_summarization, azure_conversation, mooncake_conversation
 
 DEFAULT_LOADS = {"a100": [1.0, 2.0, 3.0], "h100": [2.0, 4.0, 6.0], "h200": [2.0, 4.0, 6.0]}
@@ -79,12 +79,21 @@ def main() -> int:
         help="offline lengths: arXiv summarization, or Mooncake requests with "
         "their shared-prefix block ids (prefix-heavy)",
     )
+    ap.add_argument(
+        "--profile-slices",
+        type=int,
+        default=1,
+        help="profile on this many trace slices (all must pass); the evaluation "
+        "slice is always a different one",
+    )
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--out", default="bench/out", help="folder for CSV and plot")
     ap.add_argument(
         "--quick", action="store_true", help="h100, one load, P99 TBT, tolerances 10%%/50%%"
     )
     args = ap.parse_args()
+    if args.profile_slices < 1:
+        ap.error("--profile-slices must be >= 1")
     if args.quick:
         args.gpus, args.tolerances, args.window, args.iters = ["h100"], [0.1, 0.5], 60.0, 6
         args.loads = args.loads or [4.0]
@@ -120,9 +129,11 @@ def main() -> int:
         sim = Simulator(oracle.step_seconds, predictor=pred)
         capacity = sim.run(offline, "offline_only", window_s=args.window).offline_tps
         for qps in args.loads or DEFAULT_LOADS[gpu]:
-            prof = online_slice(online_trace, 1000, qps, args.window) + offline
+            profs = []
+            for k in range(args.profile_slices):
+                prof = online_slice(online_trace, 1000 + 4000 * k, qps, args.window) + offline
+                profs.append((prof, sim.run(prof, "online_only", window_s=args.window)))
             evalw = online_slice(online_trace, 9000, qps, args.window) + offline
-            base_p = sim.run(prof, "online_only", window_s=args.window)
             base_e = sim.run(evalw, "online_only", window_s=args.window)
             naive = sim.run(evalw, "naive", window_s=args.window)
             cap = sim.run(evalw, "offline_only", window_s=args.window)
@@ -130,9 +141,8 @@ def main() -> int:
                 sim,
                 gpu,
                 qps,
-                prof,
+                profs,
                 evalw,
-                base_p,
                 base_e,
                 naive,
                 cap,
@@ -165,9 +175,8 @@ class Load:
     sim: Simulator
     gpu: str
     qps: float
-    prof: list[RequestSpec]
+    profs: list[tuple[list[RequestSpec], SimResult]]  # profiling slices, online-only runs
     evalw: list[RequestSpec]
-    base_p: SimResult
     base_e: SimResult
     naive: SimResult
     cap: SimResult
@@ -178,27 +187,20 @@ class Load:
 def run_one(load: Load, targets: list[str], tol: float, args, rows: list[dict]) -> None:
     """Profile HyGen and HyGen* on the profiling slice, evaluate all on the other."""
     w = args.window
-    sim, prof, evalw, base_p, base_e = load.sim, load.prof, load.evalw, load.base_p, load.base_e
+    sim, evalw, base_e = load.sim, load.evalw, load.base_e
     capacity, mean_offline_tokens = load.capacity, load.mean_offline_tokens
-    b = largest_passing(
-        lambda v: sim.run(prof, "hygen", window_s=w, budget_s=v).online,
-        base_p.online,
-        targets,
-        tol,
-        1e-3,
-        0.4,
-        args.iters,
-    )
+    check_targets(targets, tol)
+
+    def ok(policy: str, **kw: float) -> bool:
+        # Every profiling slice must stay within tolerance of its own online-only run.
+        return all(
+            within(sim.run(p, policy, window_s=w, **kw).online, base.online, targets, tol)
+            for p, base in load.profs
+        )
+
+    b = largest_setting(lambda v: ok("hygen", budget_s=v), 1e-3, 0.4, args.iters)
     q_hi = 2 * capacity / mean_offline_tokens
-    q = largest_passing(
-        lambda v: sim.run(prof, "hygen_qps", window_s=w, qps=v).online,
-        base_p.online,
-        targets,
-        tol,
-        q_hi / 1000,
-        q_hi,
-        args.iters,
-    )
+    q = largest_setting(lambda v: ok("hygen_qps", qps=v), q_hi / 1000, q_hi, args.iters)
     hy = sim.run(evalw, "hygen", window_s=w, budget_s=b.value) if b.value > 0 else base_e
     hs = sim.run(evalw, "hygen_qps", window_s=w, qps=q.value) if q.value > 0 else base_e
     runs: list[tuple[str, SimResult, str]] = [

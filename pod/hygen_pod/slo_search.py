@@ -40,34 +40,45 @@ def largest_passing(
     hi: float,
     iters: int = 8,
 ) -> SearchResult:
-    """Largest setting in [lo, hi] that keeps ``targets`` within tolerance.
+    """Largest setting in [lo, hi] that keeps ``targets`` within tolerance of ``baseline``."""
+    check_targets(targets, tolerance)
+    return largest_setting(
+        lambda v: within(evaluate(v), baseline, targets, tolerance), lo, hi, iters
+    )
 
-    Bisects geometrically (settings span orders of magnitude: a few ms to hundreds
-    of ms, a fraction of a request per second to dozens). ``lo`` must be > 0; when
-    even ``lo`` fails the result is 0 (online only) with ``passed`` False.
-    """
+
+def check_targets(targets: Sequence[str], tolerance: float) -> None:
     unknown = [t for t in targets if t not in METRICS]
     if unknown:
         raise ValueError(f"unknown SLO metric(s) {unknown}; choose from {METRICS}")
     if tolerance < 0:
         raise ValueError("tolerance must be >= 0")
+
+
+def largest_setting(ok: Callable[[float], bool], lo: float, hi: float, iters: int) -> SearchResult:
+    """Largest value in [lo, hi] for which ``ok`` holds, assuming it holds below some bound.
+
+    Bisects geometrically (settings span orders of magnitude: a few ms to hundreds
+    of ms, a fraction of a request per second to dozens). ``lo`` must be > 0; when
+    even ``lo`` fails the result is 0 (online only) with ``passed`` False.
+    """
     if not 0 < lo < hi:
         raise ValueError("need 0 < lo < hi")
     probes: list[tuple[float, bool]] = []
 
-    def ok(v: float) -> bool:
-        good = within(evaluate(v), baseline, targets, tolerance)
+    def probe(v: float) -> bool:
+        good = ok(v)
         probes.append((v, good))
         return good
 
-    if ok(hi):
+    if probe(hi):
         return SearchResult(hi, True, probes)
-    if not ok(lo):
+    if not probe(lo):
         return SearchResult(0.0, False, probes)
     good, bad = lo, hi
     for _ in range(iters):
         mid = math.sqrt(good * bad)
-        if ok(mid):
+        if probe(mid):
             good = mid
         else:
             bad = mid
