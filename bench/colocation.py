@@ -30,25 +30,17 @@ from pathlib import Path
 
 from hygen_pod.oracle import KernelOracle, random_batches, sample
 from hygen_pod.predictor import LatencyPredictor
-from hygen_pod.simulator import RequestSpec, SimResult, Simulator
+from hygen_pod.simulator import (
+    RequestSpec,
+    SimResult,
+    Simulator,
+    offline_requests,
+    online_requests,
+)
 from hygen_pod.slo_search import METRICS, check_targets, largest_setting, within
 from hygen_pod.traces import arxiv_summarization, azure_conversation, mooncake_conversation
 
 DEFAULT_LOADS = {"a100": [1.0, 2.0, 3.0], "h100": [2.0, 4.0, 6.0], "h200": [2.0, 4.0, 6.0]}
-
-
-def online_slice(trace, start: int, qps: float, window: float) -> list[RequestSpec]:
-    """Requests from ``start`` with gaps rescaled to mean rate ``qps``, within ``window``."""
-    rows = trace[start : start + int(qps * window * 1.5) + 10]
-    span = rows[-1].arrival_s - rows[0].arrival_s
-    scale = (len(rows) - 1) / qps / span
-    out = []
-    for r in rows:
-        t = (r.arrival_s - rows[0].arrival_s) * scale
-        if t > window:
-            break
-        out.append(RequestSpec(t, r.prompt_tokens, max(1, r.output_tokens), False, r.prefix_blocks))
-    return out
 
 
 def main() -> int:
@@ -112,11 +104,7 @@ def main() -> int:
     except FileNotFoundError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
-    rng = random.Random(args.seed)
-    offline = [
-        RequestSpec(0.0, r.prompt_tokens, max(1, r.output_tokens), True, r.prefix_blocks)
-        for r in rng.sample(offline_pool, args.offline)
-    ]
+    offline = offline_requests(offline_pool, args.offline, args.seed)
     mean_offline_tokens = sum(s.prompt + s.output for s in offline) / len(offline)
     target_sets = [args.targets] if args.targets else [[m] for m in METRICS]
     rows: list[dict] = []
@@ -131,9 +119,9 @@ def main() -> int:
         for qps in args.loads or DEFAULT_LOADS[gpu]:
             profs = []
             for k in range(args.profile_slices):
-                prof = online_slice(online_trace, 1000 + 4000 * k, qps, args.window) + offline
+                prof = online_requests(online_trace, 1000 + 4000 * k, qps, args.window) + offline
                 profs.append((prof, sim.run(prof, "online_only", window_s=args.window)))
-            evalw = online_slice(online_trace, 9000, qps, args.window) + offline
+            evalw = online_requests(online_trace, 9000, qps, args.window) + offline
             base_e = sim.run(evalw, "online_only", window_s=args.window)
             naive = sim.run(evalw, "naive", window_s=args.window)
             cap = sim.run(evalw, "offline_only", window_s=args.window)

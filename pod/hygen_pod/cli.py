@@ -56,19 +56,15 @@ def _cmd_fit(args: argparse.Namespace) -> int:
     if len(shapes) < 20:
         print(f"error: only {len(shapes)} measured steps; capture more", file=sys.stderr)
         return 2
-    order = list(range(len(shapes)))
-    random.Random(args.seed).shuffle(order)
-    cut = int(len(order) * (1 - args.holdout))
-    train, test = order[:cut], order[cut:]
-    model, table = LatencyPredictor.select_and_fit(
-        [shapes[i] for i in train], [secs[i] for i in train], seed=args.seed
+    model, table, n_test = LatencyPredictor.fit_with_holdout(
+        shapes, secs, holdout=args.holdout, seed=args.seed
     )
-    held = model.mape([shapes[i] for i in test], [secs[i] for i in test])
-    model.meta |= {"heldout_mape": held, "source": source}
+    model.meta["source"] = source
+    held = model.meta["heldout_mape"]
     print(f"{'cv MAPE':>8}  features")
     for feats, err in table:
         print(f"{err:>8.2%}  {', '.join(feats)}")
-    print(f"chosen: {', '.join(model.features)}; held-out MAPE {held:.2%} on {len(test)} steps")
+    print(f"chosen: {', '.join(model.features)}; held-out MAPE {held:.2%} on {n_test} steps")
     model.save(args.out)
     print(f"wrote {args.out}")
     return 0
@@ -76,7 +72,6 @@ def _cmd_fit(args: argparse.Namespace) -> int:
 
 def _cmd_profile(args: argparse.Namespace) -> int:
     import os
-    import random
 
     from hygen_pod.profiler import ProfilerSettings, profile
     from hygen_pod.traces import arxiv_summarization, azure_conversation
@@ -88,21 +83,10 @@ def _cmd_profile(args: argparse.Namespace) -> int:
     )
     if args.oracle:
         from hygen_pod.profiler import SimRunner
-        from hygen_pod.simulator import RequestSpec
+        from hygen_pod.simulator import offline_requests, online_requests
 
-        rows = azure[args.start : args.start + int(args.online_qps * args.window * 1.5) + 10]
-        scale = (len(rows) - 1) / args.online_qps / (rows[-1].arrival_s - rows[0].arrival_s)
-        online = [
-            RequestSpec(
-                (r.arrival_s - rows[0].arrival_s) * scale, r.prompt_tokens, max(1, r.output_tokens)
-            )
-            for r in rows
-            if (r.arrival_s - rows[0].arrival_s) * scale <= args.window
-        ]
-        offline = [
-            RequestSpec(0.0, r.prompt_tokens, max(1, r.output_tokens), True)
-            for r in random.Random(args.seed).sample(arxiv, args.offline)
-        ]
+        online = online_requests(azure, args.start, args.online_qps, args.window)
+        offline = offline_requests(arxiv, args.offline, args.seed)
         runner = SimRunner(args.oracle, online + offline, args.window)
     else:
         os.environ.setdefault("VLLM_LOGGING_LEVEL", "WARNING")

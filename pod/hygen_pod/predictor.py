@@ -10,6 +10,7 @@ in every feature (more work never predicts less time) and MAPE is what is minimi
 from __future__ import annotations
 
 import math
+import random
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -251,6 +252,28 @@ class LatencyPredictor:
         best = cls.fit(shapes, seconds, table[0][0])
         best.meta["cv_mape"] = table[0][1]
         return best, table
+
+    @classmethod
+    def fit_with_holdout(
+        cls,
+        shapes: Sequence[BatchShape],
+        seconds: Sequence[float],
+        holdout: float = 0.2,
+        seed: int = 0,
+    ) -> tuple[LatencyPredictor, list[tuple[tuple[str, ...], float]], int]:
+        """``select_and_fit`` on a random (1 - holdout) share; the held-out MAPE goes to
+        ``meta["heldout_mape"]``. Returns the model, the selection table and the test size."""
+        order = list(range(len(shapes)))
+        random.Random(seed).shuffle(order)
+        cut = int(len(order) * (1 - holdout))
+        train, test = order[:cut], order[cut:]
+        model, table = cls.select_and_fit(
+            [shapes[i] for i in train], [seconds[i] for i in train], seed=seed
+        )
+        model.meta["heldout_mape"] = model.mape(
+            [shapes[i] for i in test], [seconds[i] for i in test]
+        )
+        return model, table, len(test)
 
     def errors(self, shapes: Sequence[BatchShape], seconds: Sequence[float]) -> list[float]:
         return [abs(self.predict(s) - t) / t for s, t in zip(shapes, seconds, strict=True)]

@@ -79,13 +79,7 @@ def profile(
     shapes, secs = runner.capture(cfg.seed)
     if len(shapes) < 20:
         raise ValueError(f"only {len(shapes)} steps captured; the predictor needs more")
-    order = list(range(len(shapes)))
-    random.Random(cfg.seed).shuffle(order)
-    cut = int(0.8 * len(order))
-    train = ([shapes[i] for i in order[:cut]], [secs[i] for i in order[:cut]])
-    test = ([shapes[i] for i in order[cut:]], [secs[i] for i in order[cut:]])
-    predictor, _ = LatencyPredictor.select_and_fit(*train, seed=cfg.seed)
-    predictor.meta["heldout_mape"] = predictor.mape(*test)
+    predictor, _, _ = LatencyPredictor.fit_with_holdout(shapes, secs, seed=cfg.seed)
     predictor.meta["source"] = f"profile {runner.hardware} {runner.model}"
     runner.use_predictor(predictor)
     progress(f"predictor fitted (held-out MAPE {predictor.meta['heldout_mape']:.1%})")

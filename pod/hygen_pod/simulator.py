@@ -25,6 +25,7 @@ generated) once; recomputation after a preemption is not counted again.
 from __future__ import annotations
 
 import heapq
+import random
 from collections import OrderedDict
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -37,6 +38,7 @@ from hygen_pod.offline_queue import OfflineQueue
 from hygen_pod.oracle import MixedBatch
 from hygen_pod.predictor import LatencyPredictor
 from hygen_pod.rate import TokenBucket
+from hygen_pod.traces import TraceRequest
 
 Policy = Literal["online_only", "offline_only", "naive", "hygen_qps", "hygen"]
 POLICIES: tuple[Policy, ...] = ("online_only", "offline_only", "naive", "hygen_qps", "hygen")
@@ -51,6 +53,30 @@ class RequestSpec:
     output: int
     offline: bool = False
     prefix: tuple[int, ...] = ()  # chained ids of shared prefix blocks (Mooncake hash_ids)
+
+
+def online_requests(
+    trace: Sequence[TraceRequest], start: int, qps: float, window_s: float
+) -> list[RequestSpec]:
+    """Trace requests from ``start`` with arrival gaps rescaled to a mean of ``qps``, up to
+    ``window_s`` seconds; real lengths and prefix ids."""
+    rows = trace[start : start + int(qps * window_s * 1.5) + 10]
+    scale = (len(rows) - 1) / qps / (rows[-1].arrival_s - rows[0].arrival_s)
+    out = []
+    for r in rows:
+        t = (r.arrival_s - rows[0].arrival_s) * scale
+        if t > window_s:
+            break
+        out.append(RequestSpec(t, r.prompt_tokens, max(1, r.output_tokens), False, r.prefix_blocks))
+    return out
+
+
+def offline_requests(pool: Sequence[TraceRequest], count: int, seed: int) -> list[RequestSpec]:
+    """An offline backlog (all arriving at 0) of ``count`` requests sampled from ``pool``."""
+    return [
+        RequestSpec(0.0, r.prompt_tokens, max(1, r.output_tokens), True, r.prefix_blocks)
+        for r in random.Random(seed).sample(list(pool), count)
+    ]
 
 
 @dataclass(slots=True)
