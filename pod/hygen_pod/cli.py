@@ -227,6 +227,13 @@ def build_parser() -> argparse.ArgumentParser:
     c.add_argument("--qps", type=float, help="offline request starts per second (qps mode)")
     c.set_defaults(func=_cmd_control)
 
+    sub.add_parser(
+        "serve",
+        help="run the serving pod (vLLM OpenAI API + HyGen scheduler, batch, offline, "
+        "control, metrics); see `hygen-pod serve --help`",
+        add_help=False,
+    )
+
     t = sub.add_parser("tiny-model", help="write a tiny random-weight Llama + tokenizer")
     t.add_argument("--out", required=True)
     t.add_argument("--seed", type=int, default=0)
@@ -235,6 +242,16 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    if argv[:1] == ["serve"]:
+        # vLLM's own parser takes every engine/server option; ours are added to it.
+        from hygen_pod.vllm_adapter.server import main as serve_main
+
+        try:
+            return serve_main(argv[1:])
+        except (FileNotFoundError, ValueError) as e:
+            print(f"error: {e}", file=sys.stderr)
+            return 2
     args = build_parser().parse_args(argv)
     try:
         return int(args.func(args))

@@ -11,11 +11,12 @@ from __future__ import annotations
 
 import math
 import os
-import tempfile
 from pathlib import Path
 from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+from hygen_pod.jsonio import write_atomic
 
 
 class OfflineControl(BaseModel):
@@ -50,18 +51,7 @@ class OfflineControl(BaseModel):
 
 def write_control(path: str | Path, control: OfflineControl) -> None:
     """Atomically replace the control file (readers never see a partial write)."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".control-", suffix=".json")
-    try:
-        with os.fdopen(fd, "w") as f:
-            f.write(control.model_dump_json())
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    write_atomic(path, control.model_dump_json())
 
 
 class ControlFile:

@@ -40,6 +40,9 @@ class SchedulerSettings(BaseModel):
     )
     initial: OfflineControl | None = Field(None, description="default: online only")
     trace_path: str | None = Field(None, description="append one JSON line per step here")
+    status_path: str | None = Field(
+        None, description="JSON status (queues, predictor error) rewritten about once a second"
+    )
     trace_keep: int = Field(100_000, ge=0, description="steps kept in memory")
     max_bypass: int = Field(
         256, ge=0, description="starvation guard: max newer offline requests that may overtake"

@@ -39,6 +39,7 @@ from hygen_pod.offline_queue import OfflineQueue
 from hygen_pod.predictor import LatencyPredictor
 from hygen_pod.profile import ProfileDocument
 from hygen_pod.rate import TokenBucket
+from hygen_pod.scheduler_status import SchedulerStatus, StatusWriter
 from hygen_pod.settings import SchedulerSettings, request_class
 from hygen_pod.step_trace import StepRecord, StepTrace
 
@@ -77,6 +78,7 @@ class HyGenScheduler(Scheduler):
         self.offline_ids: set[str] = set()
         self.trace = StepTrace(keep=self.hygen.trace_keep, path=self.hygen.trace_path)
         self._pending: StepRecord | None = None
+        self._status = StatusWriter(self.hygen.status_path) if self.hygen.status_path else None
         self._sched_end = 0.0
         self._step = 0
         self._bucket = TokenBucket(self.control.qps if self.control.mode == "qps" else None)
@@ -94,6 +96,7 @@ class HyGenScheduler(Scheduler):
             self._bucket = TokenBucket(control.qps)
         self.control = control
         logger.info("offline control set to %s", control)
+        self._publish_status(force=True)
 
     def _check_control(self, control: OfflineControl) -> None:
         if control.mode == "budget" and control.budget_ms > 0 and self.predictor is None:
@@ -419,6 +422,8 @@ class HyGenScheduler(Scheduler):
         rec.offline_waiting = len(self.offline_queue)
         if rec.over_budget:
             logger.warning("step %d over budget: %s", self._step, rec)
+            if self._status is not None:
+                self._status.over_budget_steps += 1
         if shape.empty:
             self._pending = None
             self.trace.append(rec)
@@ -430,8 +435,31 @@ class HyGenScheduler(Scheduler):
         if self._pending is not None:
             self._pending.measured_s = elapsed
             self.trace.append(self._pending)
+            if self._status is not None:
+                self._status.step_timed(self._pending.predicted_s, elapsed)
             self._pending = None
-        return super().update_from_output(scheduler_output, model_runner_output)
+        out = super().update_from_output(scheduler_output, model_runner_output)
+        self._publish_status()
+        return out
+
+    def _publish_status(self, force: bool = False) -> None:
+        if self._status is None or not (force or self._status.due()):
+            return
+        try:
+            self._status.write(
+                SchedulerStatus(
+                    written_at=time.time(),
+                    steps=self._step,
+                    control=self.control,
+                    offline_waiting=len(self.offline_queue),
+                    offline_running=sum(1 for r in self.running if self.is_offline(r)),
+                    over_budget_steps=self._status.over_budget_steps,
+                    predictor_mape=self._status.mape,
+                    control_error=self._control_file.last_error if self._control_file else None,
+                )
+            )
+        except OSError as e:  # a full or read-only disk must not stop the engine
+            logger.error("cannot write scheduler status %s: %s", self._status.path, e)
 
     def shutdown(self) -> None:
         self.trace.close()

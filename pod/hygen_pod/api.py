@@ -1,0 +1,207 @@
+"""The pod's HTTP documents (pydantic): control, live SLO metrics, offline requests, batches.
+
+The operator imports these models to talk to pods; they import nothing from the engine.
+OpenAI-shaped objects (files, batches) follow the OpenAI Batch API field names.
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+
+from hygen_pod.control import OfflineControl
+
+Metric = Literal["mean_ttft", "p99_ttft", "mean_tbt", "p99_tbt"]
+METRICS: tuple[Metric, ...] = ("mean_ttft", "p99_ttft", "mean_tbt", "p99_tbt")
+OFFLINE_ENDPOINTS = ("/v1/completions", "/v1/chat/completions")
+Endpoint = Literal["/v1/completions", "/v1/chat/completions"]
+_WINDOW = re.compile(r"^([1-9][0-9]*)([hm])$")
+
+
+def window_seconds(window: str) -> int:
+    """Seconds in a completion window such as "24h" or "90m"."""
+    m = _WINDOW.match(window)
+    if not m:
+        raise ValueError(f"completion_window {window!r} must look like '24h' or '90m'")
+    return int(m.group(1)) * (3600 if m.group(2) == "h" else 60)
+
+
+# ------------------------------------------------------------------ control
+class ControlView(BaseModel):
+    """What GET /control returns: the offline setting in force and the SLO targets."""
+
+    control: OfflineControl
+    slo_targets_ms: dict[Metric, float]
+    profile_loaded: bool
+    scheduler_error: str | None = None
+
+
+class SLOTargets(BaseModel):
+    """PUT /control/slo: the targets (milliseconds) the pod reports attainment against."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    targets_ms: dict[Metric, float] = Field(description="metric -> target in ms")
+
+    @field_validator("targets_ms")
+    @classmethod
+    def _positive(cls, v: dict[str, float]) -> dict[str, float]:
+        for k, x in v.items():
+            if not x > 0:
+                raise ValueError(f"target for {k} must be > 0 ms, got {x}")
+        return v
+
+
+class ClassWindow(BaseModel):
+    """One request class over the sliding window (milliseconds; None when no samples)."""
+
+    requests: int
+    tokens: int
+    tokens_per_s: float
+    mean_ttft_ms: float | None
+    p99_ttft_ms: float | None
+    mean_tbt_ms: float | None
+    p99_tbt_ms: float | None
+
+
+class SLOStatus(BaseModel):
+    metric: Metric
+    target_ms: float
+    observed_ms: float | None
+    met: bool | None = Field(description="None when the window holds no samples")
+
+
+class LiveMetrics(BaseModel):
+    """GET /control/metrics: per-class latency over the last `window_s` seconds."""
+
+    window_s: float
+    online: ClassWindow
+    offline: ClassWindow
+    slo: list[SLOStatus]
+    offline_queued: int
+    offline_inflight: int
+    control: OfflineControl
+    scheduler: dict[str, Any] = Field(default_factory=dict, description="engine-side status")
+
+
+# ------------------------------------------------------------ offline requests
+class OfflineSubmit(BaseModel):
+    """POST /v1/offline/requests: one offline request, idempotent on `id`."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    id: str = Field(min_length=1, max_length=200, pattern=r"^[A-Za-z0-9_.:\-/]+$")
+    url: Endpoint
+    body: dict[str, Any]
+
+
+RequestState = Literal["queued", "done", "failed", "cancelled"]
+
+
+class OfflineResult(BaseModel):
+    """A stored offline request and, once finished, its response or error."""
+
+    id: str
+    state: RequestState
+    url: str
+    custom_id: str | None = None
+    batch_id: str | None = None
+    status_code: int | None = None
+    response: dict[str, Any] | None = None
+    error: dict[str, Any] | None = None
+    created_at: float
+    finished_at: float | None = None
+
+
+# ----------------------------------------------------------- OpenAI batch API
+class FileObject(BaseModel):
+    id: str
+    object: Literal["file"] = "file"
+    bytes: int
+    created_at: int
+    filename: str
+    purpose: str
+
+
+class FileList(BaseModel):
+    object: Literal["list"] = "list"
+    data: list[FileObject]
+    has_more: bool = False
+
+
+class BatchCreate(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    input_file_id: str
+    endpoint: Endpoint
+    completion_window: str = "24h"
+    metadata: dict[str, str] | None = None
+
+    @field_validator("completion_window")
+    @classmethod
+    def _window(cls, v: str) -> str:
+        window_seconds(v)
+        return v
+
+
+class RequestCounts(BaseModel):
+    total: int
+    completed: int
+    failed: int
+
+
+BatchStatus = Literal[
+    "validating",
+    "failed",
+    "in_progress",
+    "finalizing",
+    "completed",
+    "expired",
+    "cancelling",
+    "cancelled",
+]
+
+
+class BatchErrorItem(BaseModel):
+    code: str
+    message: str
+    line: int | None = None
+    param: str | None = None
+
+
+class BatchErrors(BaseModel):
+    object: Literal["list"] = "list"
+    data: list[BatchErrorItem]
+
+
+class BatchObject(BaseModel):
+    id: str
+    object: Literal["batch"] = "batch"
+    endpoint: str
+    errors: BatchErrors | None = None
+    input_file_id: str
+    completion_window: str
+    status: BatchStatus
+    output_file_id: str | None = None
+    error_file_id: str | None = None
+    created_at: int
+    in_progress_at: int | None = None
+    expires_at: int | None = None
+    finalizing_at: int | None = None
+    completed_at: int | None = None
+    failed_at: int | None = None
+    expired_at: int | None = None
+    cancelling_at: int | None = None
+    cancelled_at: int | None = None
+    request_counts: RequestCounts
+    metadata: dict[str, str] | None = None
+
+
+class BatchList(BaseModel):
+    object: Literal["list"] = "list"
+    data: list[BatchObject]
+    first_id: str | None = None
+    last_id: str | None = None
+    has_more: bool = False

@@ -1,0 +1,170 @@
+"""Runs queued offline requests through the engine and records each result once.
+
+The runner keeps up to `max_inflight` offline requests inside the engine, so the
+HyGen scheduler's own offline queue (prefix-trie order, latency budget) decides
+what runs when; the runner only feeds it. Results go to the store with a
+compare-and-set, so a result is written once; requests running when the
+process dies are still queued in the store and run again after a restart.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import concurrent.futures
+import contextlib
+import logging
+import time
+from collections.abc import Awaitable, Callable
+from typing import Any, TypeVar
+
+from hygen_pod.offline_store import OfflineStore
+from hygen_pod.settings import CLASS_KEY
+
+logger = logging.getLogger("hygen.offline")
+
+# (url, body) -> (HTTP status, JSON body). The body already carries the offline marker.
+Executor = Callable[[str, dict[str, Any]], Awaitable[tuple[int, dict[str, Any]]]]
+T = TypeVar("T")
+
+
+def mark_offline(rid: str, body: dict[str, Any]) -> dict[str, Any]:
+    """The request body as the engine sees it: offline class, our id, never streamed."""
+    xargs = dict(body.get("vllm_xargs") or {})
+    xargs[CLASS_KEY] = "offline"
+    return {**body, "vllm_xargs": xargs, "request_id": rid.replace(":", "-"), "stream": False}
+
+
+class OfflineRunner:
+    """Feeds the engine from the store; finalizes batches; honours cancel and expiry."""
+
+    def __init__(
+        self,
+        store: OfflineStore,
+        execute: Executor,
+        *,
+        max_inflight: int = 256,
+        poll_s: float = 0.5,
+        on_result: Callable[[str], None] | None = None,
+    ) -> None:
+        self.store = store
+        self.execute = execute
+        self.max_inflight = max_inflight
+        self.poll_s = poll_s
+        self.on_result = on_result
+        self.inflight: dict[str, asyncio.Task] = {}
+        self.accepting = True
+        self._wake = asyncio.Event()
+        self._loop_task: asyncio.Task | None = None
+        # One thread owns every SQLite call, off the event loop that serves online traffic.
+        self._db = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="hygen-store")
+
+    async def db(self, fn: Callable[..., T], *args: Any, **kw: Any) -> T:
+        return await asyncio.get_running_loop().run_in_executor(self._db, lambda: fn(*args, **kw))
+
+    def wake(self) -> None:
+        self._wake.set()
+
+    def start(self) -> None:
+        self._loop_task = asyncio.get_running_loop().create_task(self._loop())
+
+    async def _loop(self) -> None:
+        while True:
+            try:
+                await self._housekeeping()
+                if self.accepting:
+                    await self._fill()
+            except asyncio.CancelledError:
+                raise
+            except Exception:  # keep serving: log and retry on the next tick
+                logger.exception("offline runner iteration failed")
+            self._wake.clear()
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._wake.wait(), self.poll_s)
+
+    async def _fill(self) -> None:
+        room = self.max_inflight - len(self.inflight)
+        for rid, url, body in await self.db(self.store.next_queued, room, set(self.inflight)):
+            self.inflight[rid] = asyncio.get_running_loop().create_task(self._run(rid, url, body))
+
+    async def _run(self, rid: str, url: str, body: dict[str, Any]) -> None:
+        try:
+            try:
+                code, resp = await self.execute(url, mark_offline(rid, body))
+            except asyncio.CancelledError:
+                raise
+            except Exception as e:  # an engine-side failure of this request only
+                logger.exception("offline request %s failed", rid)
+                code, resp = 500, {"error": {"message": str(e), "type": "InternalServerError"}}
+            ok = 200 <= code < 300
+            err = None if ok else _error_of(code, resp)
+            written = await self.db(self.store.complete, rid, code, resp, err)
+            if written and self.on_result is not None:
+                self.on_result("done" if ok else "failed")
+        finally:
+            self.inflight.pop(rid, None)
+            self.wake()
+
+    async def _housekeeping(self) -> None:
+        """Cancel, expire and finalize batches (also those left mid-way by a crash)."""
+        now = time.time()
+        for bid in await self.db(self.store.batches_in, "in_progress", "cancelling"):
+            b = await self.db(self.store.get_batch, bid)
+            expired = b.status == "in_progress" and b.expires_at is not None and now > b.expires_at
+            if b.status == "cancelling" or expired:
+                await self._stop_batch(bid)
+                code, msg = (
+                    ("batch_expired", "the batch's completion window ended first")
+                    if expired
+                    else ("batch_cancelled", "the batch was cancelled first")
+                )
+                await self.db(self.store.close_open_requests, bid, code, msg)
+                await self.db(self.store.finalize_batch, bid, expired=expired)
+            elif await self.db(self.store.queued_count, bid) == 0:
+                await self.db(self.store.finalize_batch, bid)
+
+    async def _stop_batch(self, batch_id: str) -> None:
+        tasks = [t for rid, t in self.inflight.items() if rid.startswith(batch_id + ":")]
+        for t in tasks:
+            t.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+
+    async def cancel_request(self, rid: str) -> None:
+        t = self.inflight.get(rid)
+        if t is not None:
+            t.cancel()
+            await asyncio.gather(t, return_exceptions=True)
+
+    async def drain(self, timeout_s: float) -> int:
+        """Stop starting work, wait up to ``timeout_s`` for running requests, then abort
+        the rest (they stay queued and run after restart). Returns how many were aborted."""
+        self.accepting = False
+        deadline = time.monotonic() + timeout_s
+        while self.inflight and time.monotonic() < deadline:
+            await asyncio.sleep(0.1)
+        left = list(self.inflight.values())
+        for t in left:
+            t.cancel()
+        await asyncio.gather(*left, return_exceptions=True)
+        await self._housekeeping()
+        return len(left)
+
+    async def stop(self) -> None:
+        if self._loop_task is not None:
+            self._loop_task.cancel()
+            await asyncio.gather(self._loop_task, return_exceptions=True)
+        left = list(self.inflight.values())
+        for t in left:
+            t.cancel()
+        await asyncio.gather(*left, return_exceptions=True)
+        self._db.shutdown(wait=True)
+
+
+def _error_of(code: int, resp: dict[str, Any]) -> dict[str, Any]:
+    """An OpenAI-style {code, message} from an error response body."""
+    e = resp.get("error") if isinstance(resp, dict) else None
+    if isinstance(e, dict):
+        return {
+            "code": str(e.get("type") or e.get("code") or code),
+            "message": str(e.get("message")),
+        }
+    return {"code": str(code), "message": str(resp)}

@@ -1,0 +1,93 @@
+"""The pod's routes on a bare FastAPI app with a fake engine, served by uvicorn in a thread."""
+
+from __future__ import annotations
+
+import asyncio
+import socket
+import threading
+import time
+from contextlib import asynccontextmanager
+from pathlib import Path
+from typing import Any
+
+import httpx
+import uvicorn
+from fastapi import FastAPI
+from prometheus_client import CollectorRegistry
+
+from hygen_pod.pod_app import Pod, PodSettings, attach, running
+
+
+class FakeEngine:
+    """Answers completions after `delay_s`; can hold requests to simulate a crash mid-batch."""
+
+    def __init__(self, delay_s: float = 0.01, hold_after: int | None = None) -> None:
+        self.delay_s = delay_s
+        self.hold_after = hold_after
+        self.calls: list[dict[str, Any]] = []
+
+    async def __call__(self, url: str, body: dict[str, Any]) -> tuple[int, dict[str, Any]]:
+        self.calls.append(body)
+        if self.hold_after is not None and len(self.calls) > self.hold_after:
+            await asyncio.Event().wait()  # never returns: cancelled on shutdown
+        await asyncio.sleep(self.delay_s)
+        if body.get("model") != "tiny":
+            return 404, {
+                "error": {
+                    "message": f"model {body.get('model')!r} not found",
+                    "type": "NotFoundError",
+                    "code": 404,
+                }
+            }
+        return 200, {
+            "object": "text_completion",
+            "echo": body.get("prompt"),
+            "xargs": body.get("vllm_xargs"),
+        }
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+class FakePodServer:
+    def __init__(self, state_dir: Path, engine: FakeEngine, **settings: Any) -> None:
+        self.port = free_port()
+        self.engine = engine
+        self.pod = Pod(
+            PodSettings(state_dir=state_dir, control_token="secret", **settings),
+            engine,
+            registry=CollectorRegistry(),
+        )
+
+        @asynccontextmanager
+        async def lifespan(_app):
+            async with running(self.pod):
+                yield
+
+        app = FastAPI(lifespan=lifespan)
+        attach(app, self.pod)
+        self.server = uvicorn.Server(
+            uvicorn.Config(app, host="127.0.0.1", port=self.port, log_level="warning")
+        )
+        self.thread = threading.Thread(target=self.server.run, daemon=True)
+        self.http = httpx.Client(base_url=self.url)
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def __enter__(self) -> FakePodServer:
+        self.thread.start()
+        deadline = time.monotonic() + 10
+        while not self.server.started:
+            assert time.monotonic() < deadline, "fake pod did not start"
+            time.sleep(0.01)
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self.http.close()
+        self.server.should_exit = True
+        self.thread.join(10)

@@ -1,0 +1,233 @@
+"""The pod's batch, offline, control and probe routes over HTTP, with a fake engine.
+
+The official `openai` client drives files and batches; a restart of the pod on
+the same state directory resumes a batch with exactly one result per custom_id.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import time
+
+import httpx
+import pytest
+from openai import OpenAI
+
+from tests.helpers.fake_pod import FakeEngine, FakePodServer
+
+EP = "/v1/completions"
+AUTH = {"Authorization": "Bearer secret"}
+
+
+def _lines(n: int) -> list[str]:
+    return [
+        json.dumps(
+            {
+                "custom_id": f"c{i}",
+                "method": "POST",
+                "url": EP,
+                "body": {"model": "tiny", "prompt": f"p{i}", "max_tokens": 4},
+            }
+        )
+        for i in range(n)
+    ]
+
+
+def _wait_batch(client: OpenAI, bid: str, timeout: float = 20):
+    deadline = time.monotonic() + timeout
+    while True:
+        b = client.batches.retrieve(bid)
+        if b.status in ("completed", "failed", "cancelled", "expired"):
+            return b
+        assert time.monotonic() < deadline, f"batch stuck in {b.status}: {b.request_counts}"
+        time.sleep(0.05)
+
+
+def _jsonl(client: OpenAI, file_id: str | None) -> list[dict]:
+    if file_id is None:
+        return []
+    return [json.loads(x) for x in client.files.content(file_id).text.splitlines()]
+
+
+def test_openai_client_batch_with_bad_lines(tmp_path) -> None:
+    eng = FakeEngine()
+    with FakePodServer(tmp_path, eng) as srv:
+        client = OpenAI(base_url=srv.url + "/v1", api_key="unused")
+        lines = _lines(6)
+        lines[2] = "{broken"
+        lines.append(json.dumps({"custom_id": "m", "url": EP, "body": {"model": "nope"}}))
+        f = client.files.create(
+            file=("in.jsonl", io.BytesIO("\n".join(lines).encode())), purpose="batch"
+        )
+        assert client.files.retrieve(f.id).bytes == len("\n".join(lines).encode())
+        b = client.batches.create(input_file_id=f.id, endpoint=EP, completion_window="24h")
+        b = _wait_batch(client, b.id)
+        assert b.status == "completed"
+        assert (b.request_counts.total, b.request_counts.completed, b.request_counts.failed) == (
+            7,
+            5,
+            2,
+        )
+        out = _jsonl(client, b.output_file_id)
+        err = _jsonl(client, b.error_file_id)
+        assert [o["custom_id"] for o in out] == ["c0", "c1", "c3", "c4", "c5"]
+        assert out[0]["response"]["body"]["echo"] == "p0"
+        # Every engine call carried the offline marker.
+        assert all(c["vllm_xargs"] == {"hygen_class": "offline"} for c in eng.calls)
+        assert {e["custom_id"] for e in err} == {None, "m"}
+        by_id = {e["custom_id"]: e for e in err}
+        assert "line 3" in by_id[None]["error"]["message"]
+        assert by_id["m"]["response"]["status_code"] == 404
+        assert "nope" in by_id["m"]["error"]["message"]
+        assert b.id in [x.id for x in client.batches.list()]
+
+
+def test_bad_requests_get_clear_4xx(tmp_path) -> None:
+    with FakePodServer(tmp_path, FakeEngine()) as srv, httpx.Client(base_url=srv.url) as h:
+        r = h.post("/v1/batches", content=b"{not json")
+        assert r.status_code == 400 and "json" in r.json()["error"]["message"].lower()
+        r = h.post("/v1/batches", json={"input_file_id": "file_x", "endpoint": "/v1/embed"})
+        assert r.status_code == 400 and r.json()["error"]["param"] == "endpoint"
+        r = h.post("/v1/batches", json={"input_file_id": "file_x", "endpoint": EP})
+        assert r.status_code == 404 and "file_x" in r.json()["error"]["message"]
+        r = h.post(
+            "/v1/batches",
+            json={"input_file_id": "f", "endpoint": EP, "completion_window": "soon"},
+        )
+        assert r.status_code == 400 and "completion_window" in r.json()["error"]["message"]
+        r = h.post("/v1/files", files={"file": ("a", b"x")}, data={"purpose": "tune"})
+        assert r.status_code == 400 and r.json()["error"]["param"] == "purpose"
+        r = h.get("/v1/batches/batch_nope")
+        assert r.status_code == 404
+
+
+def test_control_api_needs_the_token(tmp_path) -> None:
+    with FakePodServer(tmp_path, FakeEngine(), slo_targets_ms={"p99_tbt": 50.0}) as srv:
+        h = srv.http
+        for method, path in (
+            ("GET", "/control"),
+            ("PUT", "/control/offline"),
+            ("GET", "/control/metrics"),
+            ("PUT", "/control/slo"),
+        ):
+            for hdr in ({}, {"Authorization": "Bearer wrong"}, {"Authorization": "secret"}):
+                r = h.request(method, path, headers=hdr, json={})
+                assert r.status_code == 401, (method, path, hdr)
+        r = h.put("/control/offline", headers=AUTH, json={"mode": "qps", "qps": 2.5})
+        assert r.status_code == 200 and r.json()["control"]["qps"] == 2.5
+        ctl = json.loads((tmp_path / "control.json").read_text())
+        assert ctl == {"mode": "qps", "budget_ms": 0.0, "qps": 2.5}  # what the scheduler reads
+        r = h.put("/control/offline", headers=AUTH, json={"mode": "budget", "budget_ms": 20})
+        assert r.status_code == 409 and "predictor" in r.json()["error"]["message"]
+        r = h.put("/control/offline", headers=AUTH, json={"mode": "fast"})
+        assert r.status_code == 400 and r.json()["error"]["param"] == "mode"
+        r = h.put("/control/slo", headers=AUTH, json={"targets_ms": {"p99_tbt": -1}})
+        assert r.status_code == 400 and "p99_tbt" in r.json()["error"]["message"]
+        r = h.put("/control/slo", headers=AUTH, json={"targets_ms": {"mean_ttft": 300}})
+        assert r.json()["slo_targets_ms"] == {"mean_ttft": 300}
+        live = h.get("/control/metrics", headers=AUTH).json()
+        assert [s["metric"] for s in live["slo"]] == ["mean_ttft"]
+        assert h.get("/control/profile", headers=AUTH).status_code == 404
+
+
+def test_single_offline_requests_backpressure_and_idempotency(tmp_path) -> None:
+    eng = FakeEngine(hold_after=0)  # nothing finishes: the queue fills up
+    with FakePodServer(tmp_path, eng, max_queued=3, max_inflight=1) as srv:
+        h = srv.http
+        body = {"model": "tiny", "prompt": "x"}
+        codes = [
+            h.post(
+                "/v1/offline/requests", json={"id": f"j/{i}", "url": EP, "body": body}
+            ).status_code
+            for i in range(3)
+        ]
+        assert codes == [202, 202, 202]
+        r = h.post("/v1/offline/requests", json={"id": "j/3", "url": EP, "body": body})
+        assert r.status_code == 429 and int(r.headers["Retry-After"]) >= 1
+        # Re-sending a stored id is not new work: no 429, no duplicate.
+        r = h.post("/v1/offline/requests", json={"id": "j/0", "url": EP, "body": body})
+        assert r.status_code == 200 and r.json()["state"] == "queued"
+        r = h.post(
+            "/v1/offline/requests", json={"id": "j/0", "url": EP, "body": {"prompt": "other"}}
+        )
+        assert r.status_code == 409
+        r = h.post("/v1/offline/requests", json={"id": "bad id!", "url": EP, "body": {}})
+        assert r.status_code == 400 and r.json()["error"]["param"] == "id"
+        assert h.delete("/v1/offline/requests/j/0").status_code == 200
+        assert h.get("/v1/offline/requests/j/0").status_code == 404
+        r = h.post("/v1/offline/requests", json={"id": "j/3", "url": EP, "body": body})
+        assert r.status_code == 202
+
+
+def test_single_offline_request_result(tmp_path) -> None:
+    with FakePodServer(tmp_path, FakeEngine()) as srv, httpx.Client(base_url=srv.url) as h:
+        h.post(
+            "/v1/offline/requests",
+            json={"id": "r1", "url": EP, "body": {"model": "tiny", "prompt": "hi"}},
+        )
+        deadline = time.monotonic() + 10
+        while (r := h.get("/v1/offline/requests/r1").json())["state"] == "queued":
+            assert time.monotonic() < deadline
+            time.sleep(0.02)
+        assert r["state"] == "done" and r["response"]["echo"] == "hi"
+
+
+def test_restart_mid_batch_gives_exactly_one_result_per_custom_id(tmp_path) -> None:
+    n = 20
+    first = FakeEngine(hold_after=8)
+    with FakePodServer(tmp_path, first, max_inflight=4) as srv:
+        client = OpenAI(base_url=srv.url + "/v1", api_key="unused")
+        f = client.files.create(
+            file=("in.jsonl", io.BytesIO("\n".join(_lines(n)).encode())), purpose="batch"
+        )
+        bid = client.batches.create(input_file_id=f.id, endpoint=EP, completion_window="24h").id
+        deadline = time.monotonic() + 10
+        while client.batches.retrieve(bid).request_counts.completed < 8:
+            assert time.monotonic() < deadline
+            time.sleep(0.02)
+    # The first pod is gone with requests in flight; a new one resumes from disk.
+    second = FakeEngine()
+    with FakePodServer(tmp_path, second) as srv:
+        client = OpenAI(base_url=srv.url + "/v1", api_key="unused")
+        b = _wait_batch(client, bid)
+        out = _jsonl(client, b.output_file_id)
+    ids = [o["custom_id"] for o in out]
+    assert sorted(ids) == sorted(f"c{i}" for i in range(n)) and len(ids) == len(set(ids))
+    assert b.error_file_id is None
+    # Only the unfinished requests ran again.
+    assert len(second.calls) == n - 8
+
+
+def test_cancel_batch_stops_its_work(tmp_path) -> None:
+    eng = FakeEngine(hold_after=2)
+    with FakePodServer(tmp_path, eng, max_inflight=2) as srv:
+        client = OpenAI(base_url=srv.url + "/v1", api_key="unused")
+        f = client.files.create(
+            file=("in.jsonl", io.BytesIO("\n".join(_lines(10)).encode())), purpose="batch"
+        )
+        bid = client.batches.create(input_file_id=f.id, endpoint=EP, completion_window="24h").id
+        deadline = time.monotonic() + 10
+        while client.batches.retrieve(bid).request_counts.completed < 2:
+            assert time.monotonic() < deadline
+            time.sleep(0.02)
+        assert client.batches.cancel(bid).status in ("cancelling", "cancelled")
+        b = _wait_batch(client, bid)
+        assert b.status == "cancelled"
+        assert (b.request_counts.completed, b.request_counts.failed) == (2, 8)
+        err = _jsonl(client, b.error_file_id)
+        assert {e["error"]["code"] for e in err} == {"batch_cancelled"}
+        assert srv.pod.runner.inflight == {}
+        calls = len(eng.calls)
+        time.sleep(0.3)
+        assert len(eng.calls) == calls  # nothing more started
+
+
+@pytest.mark.parametrize("draining", [False, True])
+def test_ready_and_draining(tmp_path, draining: bool) -> None:
+    with FakePodServer(tmp_path, FakeEngine()) as srv:
+        srv.pod.draining = draining
+        h = srv.http
+        assert h.get("/ready").status_code == (503 if draining else 200)
+        r = h.post("/v1/offline/requests", json={"id": "a", "url": EP, "body": {}})
+        assert r.status_code == (503 if draining else 202)
