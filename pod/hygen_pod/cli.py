@@ -23,10 +23,16 @@ def _cmd_demo(args: argparse.Namespace) -> int:
         online_qps=args.online_qps,
         offline_requests=args.offline,
         seed=args.seed,
+        pod=not args.no_pod,
     )
-    rows = run_demo(cfg)
+    res = run_demo(cfg)
     print()
-    print(format_table(rows))
+    print(format_table(res.rows))
+    if res.pod_rows:
+        from hygen_pod.pod_demo import format_pod_table
+
+        print()
+        print(format_pod_table(res.pod_rows, res.pod_target_ms, res.budget_ms))
     print(f"\nstep trace: {cfg.workdir / 'steps.jsonl'}")
     print(f"predictor:  {cfg.workdir / 'predictor.json'}")
     return 0
@@ -166,7 +172,9 @@ def build_parser() -> argparse.ArgumentParser:
         "demo",
         help="local main job: tiny model on the CPU engine, Azure trace online + offline batch",
         description="Fit the predictor on captured steps, then replay a slice of the Azure "
-        "conversation trace alone, with naive co-location, and with HyGen; print a table.",
+        "conversation trace alone, with naive co-location, and with HyGen; print a table. "
+        "Then start the serving pod (hygen-pod serve) and replay the slice over HTTP, "
+        "alone and while an offline batch runs through the Batch API.",
     )
     d.add_argument("--workdir", default=".hygen-demo", help="model, trace and predictor go here")
     d.add_argument("--data", help="shared data folder (default: $HYGEN_DATA or ../shared/data)")
@@ -174,6 +182,9 @@ def build_parser() -> argparse.ArgumentParser:
     d.add_argument("--online-qps", type=float, default=3.0, help="online request rate")
     d.add_argument("--offline", type=int, default=96, help="offline backlog size")
     d.add_argument("--seed", type=int, default=0)
+    d.add_argument(
+        "--no-pod", action="store_true", help="skip the last stage through the serving pod"
+    )
     d.set_defaults(func=_cmd_demo)
 
     f = sub.add_parser(

@@ -5,7 +5,9 @@
 3. replay it again with an offline backlog (arXiv summarization lengths) under
    (a) offline admitted behind online work but without a latency budget, and
    (b) HyGen with a latency budget;
-4. print online TTFT/TBT and offline throughput side by side.
+4. print online TTFT/TBT and offline throughput side by side;
+5. (unless ``pod=False``) run the same workload through the serving pod over HTTP
+   (`hygen_pod.pod_demo`): online alone, then while an offline batch runs.
 
 The budget here is a simple rule (a margin over the online-only step time);
 the SLO-aware profiler chooses it properly.
@@ -16,7 +18,7 @@ from __future__ import annotations
 import random
 import sys
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -40,6 +42,15 @@ class DemoConfig:
     offline_requests: int = 96
     seed: int = 0
     budget_margin: float = 1.5
+    pod: bool = True
+
+
+@dataclass
+class DemoResult:
+    rows: list[RunRow]
+    budget_ms: float
+    pod_rows: list = field(default_factory=list)
+    pod_target_ms: float = 0.0
 
 
 @dataclass
@@ -86,8 +97,8 @@ def _progress(label: str, total: int):
     return update
 
 
-def run_demo(cfg: DemoConfig) -> list[RunRow]:
-    from hygen_pod.vllm_adapter.engine import Engine, EngineOptions
+def run_demo(cfg: DemoConfig) -> DemoResult:
+    from hygen_pod.vllm_adapter.engine import Engine, EngineOptions, _kv_bytes_per_token
 
     cfg.workdir.mkdir(parents=True, exist_ok=True)
     azure = azure_conversation(cfg.data_dir)
@@ -169,7 +180,33 @@ def run_demo(cfg: DemoConfig) -> list[RunRow]:
     budget_ms = float(np.percentile(online_steps, 90)) * cfg.budget_margin * 1000
     run("offline without budget", OfflineControl(mode="qps", qps=None), True)
     run(f"HyGen (budget {budget_ms:.1f} ms)", OfflineControl(budget_ms=budget_ms), True)
-    return rows
+    result = DemoResult(rows, budget_ms)
+    if cfg.pod:
+        from hygen_pod.pod_demo import PodServer, run_pod_stage
+
+        opts = eng.opts
+        del eng, s  # the pod runs its own engine
+        print("starting the serving pod (hygen-pod serve) ...", flush=True)
+        server = PodServer(
+            cfg.workdir,
+            model_dir,
+            opts.kv_cache_tokens * _kv_bytes_per_token(model_dir, opts.dtype),
+            "--hygen-predictor",
+            str(cfg.workdir / "predictor.json"),
+            "--budget-ms",
+            f"{budget_ms:.3f}",
+        )
+        try:
+            server.wait_ready()
+            result.pod_rows = run_pod_stage(
+                server,
+                online_reqs("pod"),
+                offline_reqs("pod", cfg.offline_requests, cfg.seed + 7),
+            )
+        finally:
+            server.stop()
+        result.pod_target_ms = result.pod_rows[0].online.p99_tbt * 1e3 * 1.5
+    return result
 
 
 def format_table(rows: list[RunRow]) -> str:

@@ -33,6 +33,10 @@ def test_demo_runs_and_hygen_stays_within_budget(tmp_path) -> None:
     over, steps = hygen.split("x  ")[-1].split()[0].split("/")
     assert over == "0" and int(steps) > 0, hygen
     assert (tmp_path / "predictor.json").is_file() and (tmp_path / "steps.jsonl").is_file()
+    # The last stage went through the serving pod over HTTP and the batch completed whole.
+    pod = next(ln for ln in lines if ln.startswith("pod: online + batch"))
+    assert pod.endswith("completed, 12/12 results"), res.stdout
+    assert next(ln for ln in lines if ln.startswith("pod: online only"))
 
 
 def test_demo_without_data_fails_clearly(tmp_path) -> None:
