@@ -182,12 +182,12 @@ def run_demo(cfg: DemoConfig) -> DemoResult:
     run(f"HyGen (budget {budget_ms:.1f} ms)", OfflineControl(budget_ms=budget_ms), True)
     result = DemoResult(rows, budget_ms)
     if cfg.pod:
-        from hygen_pod.pod_demo import PodServer, run_pod_stage
+        from hygen_pod.pod_demo import demo_pod, run_pod_stage
 
         opts = eng.opts
         del eng, s  # the pod runs its own engine
         print("starting the serving pod (hygen-pod serve) ...", flush=True)
-        server = PodServer(
+        server = demo_pod(
             cfg.workdir,
             model_dir,
             opts.kv_cache_tokens * _kv_bytes_per_token(model_dir, opts.dtype),
@@ -196,15 +196,15 @@ def run_demo(cfg: DemoConfig) -> DemoResult:
             "--budget-ms",
             f"{budget_ms:.3f}",
         )
+        server.start()
         try:
-            server.wait_ready()
             result.pod_rows = run_pod_stage(
                 server,
                 online_reqs("pod"),
                 offline_reqs("pod", cfg.offline_requests, cfg.seed + 7),
             )
         finally:
-            server.stop()
+            server.terminate()
         result.pod_target_ms = result.pod_rows[0].online.p99_tbt * 1e3 * 1.5
     return result
 

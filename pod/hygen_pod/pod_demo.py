@@ -12,12 +12,8 @@ from __future__ import annotations
 import asyncio
 import io
 import json
-import os
 import re
 import shutil
-import signal
-import socket
-import subprocess
 import sys
 import time
 from collections.abc import Sequence
@@ -28,6 +24,7 @@ import httpx
 from tqdm import tqdm
 
 from hygen_pod.latency import LatencySummary, RequestTiming, summarize
+from hygen_pod.pod_process import PodProcess
 from hygen_pod.workload import ReplayRequest
 
 
@@ -39,57 +36,19 @@ class PodRun:
     batch: str = "-"
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-class PodServer:
-    """A `hygen-pod serve` subprocess on the tiny model (CPU engine)."""
-
-    def __init__(self, workdir: Path, model: Path, kv_bytes: int, *extra: str) -> None:
-        self.state = workdir / "pod-state"
-        shutil.rmtree(self.state, ignore_errors=True)
-        self.port = _free_port()
-        self.url = f"http://127.0.0.1:{self.port}"
-        self.log = (workdir / "pod.log").open("w")
-        env = {k: v for k, v in os.environ.items() if k != "VLLM_ENABLE_V1_MULTIPROCESSING"}
-        cmd = [
-            sys.executable, "-m", "hygen_pod.cli", "serve", "--model", str(model),
-            "--served-model-name", "tiny", "--host", "127.0.0.1", "--port", str(self.port),
-            "--dtype", "float32", "--enforce-eager", "--block-size", "32",
-            "--max-model-len", "2048", "--max-num-batched-tokens", "512",
-            "--max-num-seqs", "32", "--kv-cache-memory-bytes", str(kv_bytes),
-            "--state-dir", str(self.state), "--uvicorn-log-level", "warning", *extra,
-        ]  # fmt: skip
-        self.proc = subprocess.Popen(cmd, stdout=self.log, stderr=subprocess.STDOUT, env=env)
-
-    def wait_ready(self, timeout_s: float = 300) -> None:
-        deadline = time.monotonic() + timeout_s
-        while True:
-            if self.proc.poll() is not None:
-                raise RuntimeError(f"the pod exited; see {self.log.name}")
-            try:
-                if httpx.get(self.url + "/ready", timeout=2).status_code == 200:
-                    return
-            except httpx.HTTPError:
-                pass
-            if time.monotonic() > deadline:
-                raise TimeoutError(
-                    f"the pod was not ready in {timeout_s:.0f} s; see {self.log.name}"
-                )
-            time.sleep(0.5)
-
-    def stop(self) -> int:
-        self.proc.send_signal(signal.SIGTERM)
-        try:
-            return self.proc.wait(60)
-        except subprocess.TimeoutExpired:
-            self.proc.kill()
-            return self.proc.wait()
-        finally:
-            self.log.close()
+def demo_pod(workdir: Path, model: Path, kv_bytes: int, *extra: str) -> PodProcess:
+    """The pod with the demo engine's settings, on a fresh state directory."""
+    state = workdir / "pod-state"
+    shutil.rmtree(state, ignore_errors=True)
+    args = [
+        "--model", str(model), "--served-model-name", "tiny",
+        "--dtype", "float32", "--enforce-eager", "--block-size", "32",
+        "--max-model-len", "2048", "--max-num-batched-tokens", "512",
+        "--max-num-seqs", "32", "--kv-cache-memory-bytes", str(kv_bytes),
+        "--uvicorn-log-level", "warning", *extra,
+    ]  # fmt: skip
+    (workdir / "pod.log").unlink(missing_ok=True)
+    return PodProcess(args, state, workdir / "pod.log")
 
 
 async def _one(client: httpx.AsyncClient, r: ReplayRequest, t0: float) -> RequestTiming:
@@ -154,7 +113,7 @@ def _batch_file(offline: Sequence[ReplayRequest]) -> bytes:
 
 
 def run_pod_stage(
-    server: PodServer,
+    server: PodProcess,
     online: Sequence[ReplayRequest],
     offline: Sequence[ReplayRequest],
 ) -> list[PodRun]:

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import socket
 import threading
 import time
 from contextlib import asynccontextmanager
@@ -16,6 +15,7 @@ from fastapi import FastAPI
 from prometheus_client import CollectorRegistry
 
 from hygen_pod.pod_app import Pod, PodSettings, attach, running
+from hygen_pod.pod_process import free_port
 
 
 class FakeEngine:
@@ -46,12 +46,6 @@ class FakeEngine:
         }
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 class FakePodServer:
     def __init__(self, state_dir: Path, engine: FakeEngine, **settings: Any) -> None:
         self.port = free_port()
@@ -64,6 +58,7 @@ class FakePodServer:
 
         @asynccontextmanager
         async def lifespan(_app):
+            self.loop = asyncio.get_running_loop()
             async with running(self.pod):
                 yield
 
@@ -78,6 +73,10 @@ class FakePodServer:
     @property
     def url(self) -> str:
         return f"http://127.0.0.1:{self.port}"
+
+    def call(self, coro, timeout_s: float = 10) -> Any:
+        """Run a coroutine on the server's event loop (where the pod's runner lives)."""
+        return asyncio.run_coroutine_threadsafe(coro, self.loop).result(timeout_s)
 
     def __enter__(self) -> FakePodServer:
         self.thread.start()

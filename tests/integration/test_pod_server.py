@@ -14,7 +14,8 @@ import openai
 import pytest
 from openai import OpenAI
 
-from tests.helpers.pod_process import TOKEN, PodProcess
+from hygen_pod.pod_process import PodProcess
+from tests.helpers.pod_process import TOKEN, tiny_pod
 
 pytestmark = pytest.mark.engine
 EP = "/v1/completions"
@@ -22,10 +23,10 @@ EP = "/v1/completions"
 
 @pytest.fixture(scope="module")
 def pod(tiny_model, tmp_path_factory):
-    p = PodProcess(tiny_model, tmp_path_factory.mktemp("pod") / "state", "--slo", "p99_tbt=500")
+    p = tiny_pod(tiny_model, tmp_path_factory.mktemp("pod") / "state", "--slo", "p99_tbt=500")
     p.start()
     yield p
-    assert p.terminate() == 0, p.log_path.read_text()[-3000:]
+    assert p.terminate() == 0, p.log_tail()
 
 
 def _client(pod: PodProcess) -> OpenAI:
@@ -176,7 +177,7 @@ def test_metrics_and_control_per_class(pod: PodProcess) -> None:
 def test_kill9_mid_batch_then_restart_gives_exactly_one_result_each(tiny_model, tmp_path) -> None:
     n, max_tokens = 24, 48
     state = tmp_path / "state"
-    first = PodProcess(tiny_model, state, "--offline-max-inflight", "4").start()
+    first = tiny_pod(tiny_model, state, "--offline-max-inflight", "4").start()
     try:
         c = _client(first)
         f = c.files.create(
@@ -191,7 +192,7 @@ def test_kill9_mid_batch_then_restart_gives_exactly_one_result_each(tiny_model, 
     finally:
         first.kill9()
     assert done < n, "the batch finished before the crash; nothing was tested"
-    second = PodProcess(tiny_model, state).start()
+    second = tiny_pod(tiny_model, state).start()
     try:
         c = _client(second)
         b = _wait(c, bid)

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import json
 import os
-import socket
 import subprocess
 import sys
 import time
@@ -15,16 +14,11 @@ from pathlib import Path
 import pytest
 
 from hygen_pod.control import OfflineControl, write_control
+from hygen_pod.pod_process import free_port
 from hygen_pod.step_trace import read_trace
 from tests.helpers.engine import BYTES_PER_TOKEN
 
 pytestmark = pytest.mark.engine
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def _post(url: str, body: dict) -> dict:
@@ -36,7 +30,7 @@ def _post(url: str, body: dict) -> dict:
 
 
 def test_vllm_api_server_runs_the_plugin(tiny_model: Path, tmp_path: Path) -> None:
-    port = _free_port()
+    port = free_port()
     trace = tmp_path / "steps.jsonl"
     control = tmp_path / "control.json"
     # QPS mode with no cap needs no predictor: offline work runs behind online work.

@@ -231,3 +231,26 @@ def test_ready_and_draining(tmp_path, draining: bool) -> None:
         assert h.get("/ready").status_code == (503 if draining else 200)
         r = h.post("/v1/offline/requests", json={"id": "a", "url": EP, "body": {}})
         assert r.status_code == (503 if draining else 202)
+
+
+def test_drain_stops_new_work_and_requeues_what_was_running(tmp_path) -> None:
+    eng = FakeEngine(hold_after=1)  # the first finishes, the next ones hang
+    with FakePodServer(tmp_path, eng, max_inflight=2) as srv:
+        client = OpenAI(base_url=srv.url + "/v1", api_key="unused")
+        f = client.files.create(
+            file=("in.jsonl", io.BytesIO("\n".join(_lines(5)).encode())), purpose="batch"
+        )
+        bid = client.batches.create(input_file_id=f.id, endpoint=EP, completion_window="24h").id
+        deadline = time.monotonic() + 10
+        while len(srv.pod.runner.inflight) < 2 or len(eng.calls) < 3:
+            assert time.monotonic() < deadline
+            time.sleep(0.02)
+        srv.pod.draining = True
+        assert srv.call(srv.pod.runner.drain(0.2)) == 2  # the two hanging requests aborted
+        calls = len(eng.calls)
+        time.sleep(0.3)
+        assert len(eng.calls) == calls  # nothing new starts while draining
+        b = client.batches.retrieve(bid)
+        assert b.status == "in_progress"
+        assert (b.request_counts.completed, b.request_counts.failed) == (1, 0)
+        assert srv.pod.store.depth()["queued"] == 4  # still there for the next start
