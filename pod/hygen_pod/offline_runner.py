@@ -51,9 +51,11 @@ class OfflineRunner:
         self.max_inflight = max_inflight
         self.poll_s = poll_s
         self.on_result = on_result
+        self.clock: Callable[[], float] = time.time  # wall clock, for completion windows
         self.inflight: dict[str, asyncio.Task] = {}
         self.accepting = True
         self._wake = asyncio.Event()
+        self._last_housekeeping = 0.0
         self._loop_task: asyncio.Task | None = None
         # One thread owns every SQLite call, off the event loop that serves online traffic.
         self._db = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="hygen-store")
@@ -70,7 +72,11 @@ class OfflineRunner:
     async def _loop(self) -> None:
         while True:
             try:
-                await self._housekeeping()
+                # Batch bookkeeping (counts, finalizing) at most every poll_s: results
+                # can arrive hundreds per second and each would otherwise rescan batches.
+                if time.monotonic() - self._last_housekeeping >= self.poll_s:
+                    self._last_housekeeping = time.monotonic()
+                    await self._housekeeping()
                 if self.accepting:
                     await self._fill()
             except asyncio.CancelledError:
@@ -106,11 +112,10 @@ class OfflineRunner:
 
     async def _housekeeping(self) -> None:
         """Cancel, expire and finalize batches (also those left mid-way by a crash)."""
-        now = time.time()
-        for bid in await self.db(self.store.batches_in, "in_progress", "cancelling"):
-            b = await self.db(self.store.get_batch, bid)
-            expired = b.status == "in_progress" and b.expires_at is not None and now > b.expires_at
-            if b.status == "cancelling" or expired:
+        now = self.clock()
+        for bid, status, expires_at in await self.db(self.store.open_batches):
+            expired = status == "in_progress" and expires_at is not None and now > expires_at
+            if status == "cancelling" or expired:
                 await self._stop_batch(bid)
                 code, msg = (
                     ("batch_expired", "the batch's completion window ended first")

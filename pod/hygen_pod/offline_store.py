@@ -47,6 +47,7 @@ CREATE TABLE IF NOT EXISTS requests (
     created_at REAL NOT NULL, finished_at REAL, seq INTEGER NOT NULL);
 CREATE INDEX IF NOT EXISTS requests_queue ON requests (state, seq);
 CREATE INDEX IF NOT EXISTS requests_batch ON requests (batch_id, line);
+CREATE INDEX IF NOT EXISTS requests_batch_state ON requests (batch_id, state);
 """
 TERMINAL = ("completed", "failed", "expired", "cancelled")
 
@@ -289,13 +290,14 @@ class OfflineStore:
                 self._save_batch(db, b)
         return self.get_batch(batch_id)
 
-    def batches_in(self, *statuses: str) -> list[str]:
+    def open_batches(self) -> list[tuple[str, str, int | None]]:
+        """(id, status, expires_at) of every batch still in progress or cancelling."""
         with self._lock:
-            q = ",".join("?" * len(statuses))
-            return [
-                r[0]
-                for r in self._db.execute(f"SELECT id FROM batches WHERE status IN ({q})", statuses)
-            ]
+            rows = self._db.execute(
+                "SELECT id FROM batches WHERE status IN ('in_progress', 'cancelling')"
+            ).fetchall()
+            docs = [self._batch_doc(r[0]) for r in rows]
+        return [(b.id, b.status, b.expires_at) for b in docs]
 
     def close_open_requests(self, batch_id: str, code: str, message: str) -> int:
         """Cancel a batch's still-queued requests (cancel or expiry)."""

@@ -6,6 +6,8 @@ from __future__ import annotations
 import io
 import json
 import re
+import subprocess
+import sys
 import time
 import urllib.request
 
@@ -203,3 +205,21 @@ def test_kill9_mid_batch_then_restart_gives_exactly_one_result_each(tiny_model, 
     assert len(ids) == n and set(ids) == {f"c{i}" for i in range(n)}
     assert all(o["response"]["body"]["usage"]["completion_tokens"] == max_tokens for o in out)
     assert b.error_file_id is None and b.request_counts.completed == n
+
+
+def _serve(*args: str) -> subprocess.CompletedProcess:
+    cmd = [sys.executable, "-m", "hygen_pod.cli", "serve", *args]
+    return subprocess.run(cmd, capture_output=True, text=True, timeout=180)
+
+
+def test_serve_help_and_bad_options_fail_before_the_engine_starts(tmp_path) -> None:
+    r = _serve("--help")
+    assert r.returncode == 0
+    assert "--state-dir" in r.stdout and "--max-model-len" in r.stdout  # ours and vLLM's
+    r = _serve("--model", str(tmp_path), "--state-dir", str(tmp_path / "s"), "--slo", "p99_tbt")
+    assert r.returncode == 2 and "expected METRIC=MS" in r.stderr
+    r = _serve("--model", str(tmp_path), "--state-dir", str(tmp_path / "s"), "--slo", "p50=5")
+    assert r.returncode == 2 and "slo_targets_ms.p50" in r.stderr
+    r = _serve("--model", str(tmp_path), "--state-dir", str(tmp_path / "s"),
+               "--hygen-profile", str(tmp_path / "missing.json"))  # fmt: skip
+    assert r.returncode == 2 and "missing.json" in r.stderr

@@ -254,3 +254,24 @@ def test_drain_stops_new_work_and_requeues_what_was_running(tmp_path) -> None:
         assert b.status == "in_progress"
         assert (b.request_counts.completed, b.request_counts.failed) == (1, 0)
         assert srv.pod.store.depth()["queued"] == 4  # still there for the next start
+
+
+def test_batch_past_its_window_expires_keeping_finished_results(tmp_path) -> None:
+    eng = FakeEngine(hold_after=3)
+    with FakePodServer(tmp_path, eng, max_inflight=2) as srv:
+        client = OpenAI(base_url=srv.url + "/v1", api_key="unused")
+        f = client.files.create(
+            file=("in.jsonl", io.BytesIO("\n".join(_lines(8)).encode())), purpose="batch"
+        )
+        bid = client.batches.create(input_file_id=f.id, endpoint=EP, completion_window="1h").id
+        deadline = time.monotonic() + 10
+        while client.batches.retrieve(bid).request_counts.completed < 3:
+            assert time.monotonic() < deadline
+            time.sleep(0.02)
+        srv.pod.runner.clock = lambda: time.time() + 3601
+        b = _wait_batch(client, bid)
+        assert b.status == "expired" and b.expired_at is not None
+        assert (b.request_counts.completed, b.request_counts.failed) == (3, 5)
+        assert len(_jsonl(client, b.output_file_id)) == 3
+        assert {e["error"]["code"] for e in _jsonl(client, b.error_file_id)} == {"batch_expired"}
+        assert srv.pod.runner.inflight == {}
