@@ -50,6 +50,20 @@ def _jsonl(client: OpenAI, file_id: str | None) -> list[dict]:
     return [json.loads(x) for x in client.files.content(file_id).text.splitlines()]
 
 
+def _submit(client: OpenAI, n: int, window: str = "24h") -> str:
+    """Upload n good lines and start a batch; its id."""
+    data = "\n".join(_lines(n)).encode()
+    f = client.files.create(file=("in.jsonl", io.BytesIO(data)), purpose="batch")
+    return client.batches.create(input_file_id=f.id, endpoint=EP, completion_window=window).id
+
+
+def _wait_until(cond, timeout_s: float = 10) -> None:
+    deadline = time.monotonic() + timeout_s
+    while not cond():
+        assert time.monotonic() < deadline, "timed out"
+        time.sleep(0.02)
+
+
 def test_openai_client_batch_with_bad_lines(tmp_path) -> None:
     eng = FakeEngine()
     with FakePodServer(tmp_path, eng) as srv:
@@ -178,14 +192,8 @@ def test_restart_mid_batch_gives_exactly_one_result_per_custom_id(tmp_path) -> N
     first = FakeEngine(hold_after=8)
     with FakePodServer(tmp_path, first, max_inflight=4) as srv:
         client = OpenAI(base_url=srv.url + "/v1", api_key="unused")
-        f = client.files.create(
-            file=("in.jsonl", io.BytesIO("\n".join(_lines(n)).encode())), purpose="batch"
-        )
-        bid = client.batches.create(input_file_id=f.id, endpoint=EP, completion_window="24h").id
-        deadline = time.monotonic() + 10
-        while client.batches.retrieve(bid).request_counts.completed < 8:
-            assert time.monotonic() < deadline
-            time.sleep(0.02)
+        bid = _submit(client, n)
+        _wait_until(lambda: client.batches.retrieve(bid).request_counts.completed >= 8)
     # The first pod is gone with requests in flight; a new one resumes from disk.
     second = FakeEngine()
     with FakePodServer(tmp_path, second) as srv:
@@ -203,14 +211,8 @@ def test_cancel_batch_stops_its_work(tmp_path) -> None:
     eng = FakeEngine(hold_after=2)
     with FakePodServer(tmp_path, eng, max_inflight=2) as srv:
         client = OpenAI(base_url=srv.url + "/v1", api_key="unused")
-        f = client.files.create(
-            file=("in.jsonl", io.BytesIO("\n".join(_lines(10)).encode())), purpose="batch"
-        )
-        bid = client.batches.create(input_file_id=f.id, endpoint=EP, completion_window="24h").id
-        deadline = time.monotonic() + 10
-        while client.batches.retrieve(bid).request_counts.completed < 2:
-            assert time.monotonic() < deadline
-            time.sleep(0.02)
+        bid = _submit(client, 10)
+        _wait_until(lambda: client.batches.retrieve(bid).request_counts.completed >= 2)
         assert client.batches.cancel(bid).status in ("cancelling", "cancelled")
         b = _wait_batch(client, bid)
         assert b.status == "cancelled"
@@ -237,14 +239,8 @@ def test_drain_stops_new_work_and_requeues_what_was_running(tmp_path) -> None:
     eng = FakeEngine(hold_after=1)  # the first finishes, the next ones hang
     with FakePodServer(tmp_path, eng, max_inflight=2) as srv:
         client = OpenAI(base_url=srv.url + "/v1", api_key="unused")
-        f = client.files.create(
-            file=("in.jsonl", io.BytesIO("\n".join(_lines(5)).encode())), purpose="batch"
-        )
-        bid = client.batches.create(input_file_id=f.id, endpoint=EP, completion_window="24h").id
-        deadline = time.monotonic() + 10
-        while len(srv.pod.runner.inflight) < 2 or len(eng.calls) < 3:
-            assert time.monotonic() < deadline
-            time.sleep(0.02)
+        bid = _submit(client, 5)
+        _wait_until(lambda: len(srv.pod.runner.inflight) >= 2 and len(eng.calls) >= 3)
         srv.pod.draining = True
         assert srv.call(srv.pod.runner.drain(0.2)) == 2  # the two hanging requests aborted
         calls = len(eng.calls)
@@ -260,14 +256,8 @@ def test_batch_past_its_window_expires_keeping_finished_results(tmp_path) -> Non
     eng = FakeEngine(hold_after=3)
     with FakePodServer(tmp_path, eng, max_inflight=2) as srv:
         client = OpenAI(base_url=srv.url + "/v1", api_key="unused")
-        f = client.files.create(
-            file=("in.jsonl", io.BytesIO("\n".join(_lines(8)).encode())), purpose="batch"
-        )
-        bid = client.batches.create(input_file_id=f.id, endpoint=EP, completion_window="1h").id
-        deadline = time.monotonic() + 10
-        while client.batches.retrieve(bid).request_counts.completed < 3:
-            assert time.monotonic() < deadline
-            time.sleep(0.02)
+        bid = _submit(client, 8, "1h")
+        _wait_until(lambda: client.batches.retrieve(bid).request_counts.completed >= 3)
         srv.pod.runner.clock = lambda: time.time() + 3601
         b = _wait_batch(client, bid)
         assert b.status == "expired" and b.expired_at is not None
