@@ -56,6 +56,7 @@ class OfflineRunner:
         self.accepting = True
         self._wake = asyncio.Event()
         self._last_housekeeping = 0.0
+        self.depth: dict[str, int] = {}  # requests per state, refreshed with housekeeping
         self._loop_task: asyncio.Task | None = None
         # One thread owns every SQLite call, off the event loop that serves online traffic.
         self._db = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="hygen-store")
@@ -77,6 +78,7 @@ class OfflineRunner:
                 if time.monotonic() - self._last_housekeeping >= self.poll_s:
                     self._last_housekeeping = time.monotonic()
                     await self._housekeeping()
+                    await self.refresh_depth()
                 if self.accepting:
                     await self._fill()
             except asyncio.CancelledError:
@@ -126,6 +128,9 @@ class OfflineRunner:
                 await self.db(self.store.finalize_batch, bid, expired=expired)
             elif await self.db(self.store.queued_count, bid) == 0:
                 await self.db(self.store.finalize_batch, bid)
+
+    async def refresh_depth(self) -> None:
+        self.depth = await self.db(self.store.depth)
 
     async def _stop_batch(self, batch_id: str) -> None:
         tasks = [t for rid, t in self.inflight.items() if rid.startswith(batch_id + ":")]

@@ -130,7 +130,6 @@ class Pod:
         write_control(settings.control_path, self.control)
         self.ready = False
         self.draining = False
-        self._queue_counts = self.store.depth()
 
     def _stored_token(self) -> str:
         path = self.settings.state_dir / "control.token"
@@ -141,7 +140,7 @@ class Pod:
         return path.read_text().strip()
 
     def live(self) -> LiveMetrics:
-        depth = self._queue_counts
+        depth = self.runner.depth
         status = read_status(self.settings.status_path)
         return LiveMetrics(
             window_s=self.window.window_s,
@@ -159,9 +158,6 @@ class Pod:
         done = self.window.window("offline").requests
         rate = done / self.window.window_s
         return 5 if rate <= 0 else max(1, min(30, math.ceil(1 / rate)))
-
-    async def refresh_depth(self) -> None:
-        self._queue_counts = await self.runner.db(self.store.depth)
 
     def set_control(self, control: OfflineControl) -> None:
         if control.mode == "budget" and control.budget_ms > 0 and not self.settings.has_predictor:
@@ -373,7 +369,7 @@ async def put_slo(pod: ControlPod, request: Request) -> ControlView:
 
 @control.get("/metrics", response_model=LiveMetrics)
 async def live_metrics(pod: ControlPod) -> LiveMetrics:
-    await pod.refresh_depth()
+    await pod.runner.refresh_depth()
     return pod.live()
 
 
@@ -421,8 +417,8 @@ def attach(app: FastAPI, pod: Pod) -> None:
 @asynccontextmanager
 async def running(pod: Pod):
     """Start the offline runner and mark the pod ready; stop both on exit."""
+    await pod.runner.refresh_depth()
     pod.runner.start()
-    await pod.refresh_depth()
     pod.ready = True
     try:
         yield pod

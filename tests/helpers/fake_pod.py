@@ -50,10 +50,11 @@ class FakePodServer:
     def __init__(self, state_dir: Path, engine: FakeEngine, **settings: Any) -> None:
         self.port = free_port()
         self.engine = engine
+        self.registry = CollectorRegistry()
         self.pod = Pod(
             PodSettings(state_dir=state_dir, control_token="secret", **settings),
             engine,
-            registry=CollectorRegistry(),
+            registry=self.registry,
         )
 
         @asynccontextmanager

@@ -265,3 +265,20 @@ def test_batch_past_its_window_expires_keeping_finished_results(tmp_path) -> Non
         assert len(_jsonl(client, b.output_file_id)) == 3
         assert {e["error"]["code"] for e in _jsonl(client, b.error_file_id)} == {"batch_expired"}
         assert srv.pod.runner.inflight == {}
+
+
+def test_prometheus_scrape_sees_current_queue_depth(tmp_path) -> None:
+    from prometheus_client import generate_latest
+
+    eng = FakeEngine(hold_after=0)
+    with FakePodServer(tmp_path, eng, max_inflight=1) as srv:
+        for i in range(3):
+            srv.http.post("/v1/offline/requests", json={"id": f"q{i}", "url": EP, "body": {}})
+
+        def scrape() -> str:
+            return generate_latest(srv.registry).decode()
+
+        # No /control/metrics call: the runner's housekeeping keeps the gauges current.
+        _wait_until(lambda: 'hygen_offline_requests{state="queued"} 2.0' in scrape())
+        assert 'hygen_offline_requests{state="inflight"} 1.0' in scrape()
+        assert "hygen_offline_qps_limit 0.0" in scrape()  # default: budget mode, budget 0
