@@ -133,16 +133,11 @@ class OfflineRunner:
         self.depth = await self.db(self.store.depth)
 
     async def _stop_batch(self, batch_id: str) -> None:
-        tasks = [t for rid, t in self.inflight.items() if rid.startswith(batch_id + ":")]
-        for t in tasks:
-            t.cancel()
-        await asyncio.gather(*tasks, return_exceptions=True)
+        await _cancel([t for rid, t in self.inflight.items() if rid.startswith(batch_id + ":")])
 
     async def cancel_request(self, rid: str) -> None:
         t = self.inflight.get(rid)
-        if t is not None:
-            t.cancel()
-            await asyncio.gather(t, return_exceptions=True)
+        await _cancel([t] if t is not None else [])
 
     async def drain(self, timeout_s: float) -> int:
         """Stop starting work, wait up to ``timeout_s`` for running requests, then abort
@@ -152,21 +147,21 @@ class OfflineRunner:
         while self.inflight and time.monotonic() < deadline:
             await asyncio.sleep(0.1)
         left = list(self.inflight.values())
-        for t in left:
-            t.cancel()
-        await asyncio.gather(*left, return_exceptions=True)
+        await _cancel(left)
         await self._housekeeping()
         return len(left)
 
     async def stop(self) -> None:
-        if self._loop_task is not None:
-            self._loop_task.cancel()
-            await asyncio.gather(self._loop_task, return_exceptions=True)
-        left = list(self.inflight.values())
-        for t in left:
-            t.cancel()
-        await asyncio.gather(*left, return_exceptions=True)
+        await _cancel([self._loop_task] if self._loop_task is not None else [])
+        await _cancel(list(self.inflight.values()))
         self._db.shutdown(wait=True)
+
+
+async def _cancel(tasks: list[asyncio.Task]) -> None:
+    """Cancel tasks and wait until each has finished (a cancelled request writes nothing)."""
+    for t in tasks:
+        t.cancel()
+    await asyncio.gather(*tasks, return_exceptions=True)
 
 
 def _error_of(code: int, resp: dict[str, Any]) -> dict[str, Any]:

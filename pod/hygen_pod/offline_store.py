@@ -129,28 +129,28 @@ class OfflineStore:
             )
         return obj
 
-    def get_file(self, file_id: str) -> FileObject:
-        with self._lock:
-            row = self._db.execute(
-                "SELECT id, purpose, filename, bytes, created_at FROM files WHERE id = ?",
-                (file_id,),
-            ).fetchone()
-        if row is None:
-            raise NotFound(f"no file {file_id!r}")
+    _FILE_COLS = "SELECT id, purpose, filename, bytes, created_at FROM files"
+
+    @staticmethod
+    def _file_of(row: tuple) -> FileObject:
         return FileObject(
             id=row[0], purpose=row[1], filename=row[2], bytes=row[3], created_at=row[4]
         )
 
+    def get_file(self, file_id: str) -> FileObject:
+        with self._lock:
+            row = self._db.execute(f"{self._FILE_COLS} WHERE id = ?", (file_id,)).fetchone()
+        if row is None:
+            raise NotFound(f"no file {file_id!r}")
+        return self._file_of(row)
+
     def list_files(self, purpose: str | None = None) -> list[FileObject]:
         with self._lock:
-            ids = [
-                r[0]
-                for r in self._db.execute(
-                    "SELECT id FROM files WHERE ? IS NULL OR purpose = ? ORDER BY created_at",
-                    (purpose, purpose),
-                )
-            ]
-        return [self.get_file(i) for i in ids]
+            rows = self._db.execute(
+                f"{self._FILE_COLS} WHERE ? IS NULL OR purpose = ? ORDER BY created_at",
+                (purpose, purpose),
+            ).fetchall()
+        return [self._file_of(r) for r in rows]
 
     def file_content(self, file_id: str) -> bytes:
         self.get_file(file_id)

@@ -100,7 +100,8 @@ def _error_json(
     return JSONResponse(body, status_code=status, headers=headers)
 
 
-def _validation_message(e: ValidationError) -> tuple[str, str | None]:
+def validation_message(e: ValidationError) -> tuple[str, str | None]:
+    """("field.path: problem", "field.path") of the first error, for a 400 body."""
     err = e.errors()[0]
     loc = ".".join(str(x) for x in err["loc"]) or None
     return f"{loc}: {err['msg']}" if loc else err["msg"], loc
@@ -202,7 +203,7 @@ async def _json_body(request: Request, model: type[BaseModel]) -> Any:
     try:
         return model.model_validate_json(raw or b"{}")
     except ValidationError as e:
-        msg, loc = _validation_message(e)
+        msg, loc = validation_message(e)
         raise ApiError(400, msg, "invalid_request_error", loc) from e
 
 

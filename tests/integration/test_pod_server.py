@@ -110,10 +110,13 @@ def test_batch_on_the_engine_with_bad_lines(pod: PodProcess) -> None:
     big = json.loads(lines[0]) | {"custom_id": "too-long"}
     big["body"] = big["body"] | {"prompt": "x " * 3000}
     lines.append(json.dumps(big))
+    typo = json.loads(lines[0]) | {"custom_id": "typo"}
+    typo["body"] = typo["body"] | {"max_tokens": "many"}
+    lines.append(json.dumps(typo))
     f = c.files.create(file=("in.jsonl", io.BytesIO("\n".join(lines).encode())), purpose="batch")
     b = _wait(c, c.batches.create(input_file_id=f.id, endpoint=EP, completion_window="24h").id)
     assert b.status == "completed"
-    assert (b.request_counts.completed, b.request_counts.failed) == (6, 2)
+    assert (b.request_counts.completed, b.request_counts.failed) == (6, 3)
     out = [json.loads(x) for x in c.files.content(b.output_file_id).text.splitlines()]
     assert sorted(o["custom_id"] for o in out) == sorted(f"b{i}" for i in range(6))
     assert all(o["response"]["body"]["usage"]["completion_tokens"] == 6 for o in out)
@@ -124,6 +127,8 @@ def test_batch_on_the_engine_with_bad_lines(pod: PodProcess) -> None:
     assert "not valid JSON" in err[None]["error"]["message"]
     assert "maximum context length" in err["too-long"]["error"]["message"]
     assert err["too-long"]["response"]["status_code"] == 400
+    assert err["typo"]["response"]["status_code"] == 400
+    assert err["typo"]["error"]["message"].startswith("max_tokens:")
 
 
 def _metric(text: str, name: str, cls: str) -> float:

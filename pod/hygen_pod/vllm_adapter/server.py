@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from hygen_pod.control import OfflineControl, write_control
-from hygen_pod.pod_app import Pod, PodSettings, attach, running
+from hygen_pod.pod_app import Pod, PodSettings, attach, running, validation_message
 from hygen_pod.settings import request_class
 from hygen_pod.slo_window import SLOWindow
 
@@ -221,15 +221,9 @@ def make_executor(state: Any):
         except asyncio.CancelledError:
             raise
         except ValidationError as e:
-            err = e.errors()[0]
-            loc = ".".join(str(x) for x in err["loc"])
+            msg, loc = validation_message(e)
             return 400, {
-                "error": {
-                    "message": f"{loc}: {err['msg']}",
-                    "type": "BadRequestError",
-                    "param": loc,
-                    "code": 400,
-                }
+                "error": {"message": msg, "type": "BadRequestError", "param": loc, "code": 400}
             }
         except Exception as e:
             resp = create_error_response(e)
