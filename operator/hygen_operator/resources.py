@@ -74,6 +74,11 @@ class Profiling(Model):
     offline_requests: int = Field(64, ge=1, le=100_000)
     iterations: int = Field(5, ge=1, le=20, description="bisection steps per search")
     seed: int = Field(0, ge=0)
+    oracle: Literal["a100", "h100", "h200"] | None = Field(
+        None,
+        description="simulate this GPU from measured kernel tables instead of measuring the "
+        "engine: seconds instead of minutes, approximate",
+    )
 
 
 class ServingSLOSpec(Model):
@@ -144,41 +149,29 @@ class ConfigMapRef(Model):
     key: str = Field("input.jsonl", min_length=1)
 
 
-class VolumeRef(Model):
-    claim_name: str = Field(min_length=1, description="PersistentVolumeClaim")
-    path: str = Field(min_length=1, description="file path inside the volume")
-
-
 class BatchInput(Model):
-    """OpenAI batch JSONL: exactly one of configMap, volume, inline."""
+    """OpenAI batch JSONL: exactly one of configMap, inline."""
 
     model_config = ConfigDict(json_schema_extra={"minProperties": 1, "maxProperties": 1})
 
     config_map: ConfigMapRef | None = None
-    volume: VolumeRef | None = None
     inline: list[dict[str, Any]] | None = Field(None, description="batch lines as objects")
 
     @model_validator(mode="after")
     def _exactly_one(self) -> BatchInput:
-        given = [n for n in ("config_map", "volume", "inline") if getattr(self, n) is not None]
-        if len(given) != 1:
-            raise ValueError("set exactly one of input.configMap, input.volume, input.inline")
+        if (self.config_map is None) == (self.inline is None):
+            raise ValueError("set exactly one of input.configMap, input.inline")
         return self
+
+
+class OutputConfigMap(Model):
+    name: str = Field(min_length=1, pattern=r"^[a-z0-9]([-a-z0-9.]*[a-z0-9])?$")
 
 
 class BatchOutput(Model):
-    """Where results go: a ConfigMap (small jobs) or a file on a volume."""
+    """Where results go: a ConfigMap with one key per input line (``line-000017``)."""
 
-    model_config = ConfigDict(json_schema_extra={"minProperties": 1, "maxProperties": 1})
-
-    config_map: ConfigMapRef | None = None
-    volume: VolumeRef | None = None
-
-    @model_validator(mode="after")
-    def _exactly_one(self) -> BatchOutput:
-        if (self.config_map is None) == (self.volume is None):
-            raise ValueError("set exactly one of output.configMap, output.volume")
-        return self
+    config_map: OutputConfigMap
 
 
 class BatchJobSpec(Model):

@@ -115,6 +115,25 @@ class OfflineResult(BaseModel):
     finished_at: float | None = None
 
 
+def batch_output_line(
+    line_id: str,
+    custom_id: str | None,
+    request_id: str,
+    status_code: int | None,
+    body: dict[str, Any] | None,
+    error: dict[str, Any] | None,
+) -> dict[str, Any]:
+    """One line of an OpenAI batch output or error file."""
+    return {
+        "id": line_id,
+        "custom_id": custom_id,
+        "response": None
+        if body is None and status_code is None
+        else {"status_code": status_code, "request_id": request_id, "body": body},
+        "error": error,
+    }
+
+
 # ----------------------------------------------------------- OpenAI batch API
 class FileObject(BaseModel):
     id: str

@@ -76,10 +76,31 @@ def _cmd_fit(args: argparse.Namespace) -> int:
     return 0
 
 
+def _reuse_profile(args: argparse.Namespace) -> bool:
+    """Copy --reuse to --out when it was made for --spec-hash (a pod restart, a new replica)."""
+    from hygen_pod.profile import ProfileDocument
+
+    if not (args.reuse and args.spec_hash and Path(args.reuse).is_file()):
+        return False
+    try:
+        doc = ProfileDocument.load(args.reuse)
+    except (ValueError, OSError) as e:
+        print(f"not reusing {args.reuse}: {e}", file=sys.stderr)
+        return False
+    if doc.spec_hash != args.spec_hash:
+        return False
+    doc.save(args.out)
+    print(f"reused {args.reuse} (spec hash {args.spec_hash}); wrote {args.out}")
+    return True
+
+
 def _cmd_profile(args: argparse.Namespace) -> int:
     import os
 
     from hygen_pod.profiler import ProfilerSettings, profile
+
+    if _reuse_profile(args):
+        return 0
     from hygen_pod.traces import arxiv_summarization, azure_conversation
 
     azure = azure_conversation(args.data)
@@ -130,6 +151,8 @@ def _cmd_profile(args: argparse.Namespace) -> int:
             model=str(model),
         )
     doc = profile(runner, cfg, progress=lambda msg: print(f"  {msg}", file=sys.stderr, flush=True))
+    doc.spec_hash = args.spec_hash
+    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
     doc.save(args.out)
     print(
         f"budget {doc.budget_ms:.2f} ms (offline {doc.offline_tps_budget:.0f} tok/s), "
@@ -227,6 +250,12 @@ def build_parser() -> argparse.ArgumentParser:
     pr.add_argument("--iters", type=int, default=5, help="bisection steps per search")
     pr.add_argument("--seed", type=int, default=0)
     pr.add_argument("--out", required=True, help="profile JSON to write")
+    pr.add_argument("--spec-hash", help="record this hash in the profile (set by the operator)")
+    pr.add_argument(
+        "--reuse",
+        help="an earlier profile: copied to --out instead of profiling when its "
+        "spec hash equals --spec-hash",
+    )
     pr.set_defaults(func=_cmd_profile)
 
     c = sub.add_parser(

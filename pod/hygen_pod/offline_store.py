@@ -30,6 +30,7 @@ from hygen_pod.api import (
     FileObject,
     OfflineResult,
     RequestCounts,
+    batch_output_line,
     window_seconds,
 )
 from hygen_pod.batch_input import BatchLine, parse_batch_file
@@ -336,18 +337,14 @@ class OfflineStore:
             raise Conflict(f"batch {batch_id} still has queued requests")
         out_lines, err_lines = [], []
         for rid, cid, state, code, resp, err in rows:
-            line = {
-                "id": f"batch_req_{rid.rsplit(':', 1)[-1]}_{batch_id[6:]}",
-                "custom_id": cid,
-                "response": None
-                if resp is None and code is None
-                else {
-                    "status_code": code,
-                    "request_id": rid,
-                    "body": json.loads(resp) if resp else None,
-                },
-                "error": json.loads(err) if err else None,
-            }
+            line = batch_output_line(
+                f"batch_req_{rid.rsplit(':', 1)[-1]}_{batch_id[6:]}",
+                cid,
+                rid,
+                code,
+                json.loads(resp) if resp else None,
+                json.loads(err) if err else None,
+            )
             (out_lines if state == "done" else err_lines).append(json.dumps(line))
         now = int(time.time())
         new_files: list[tuple[str, bytes, str]] = []

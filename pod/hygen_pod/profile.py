@@ -55,6 +55,9 @@ class ProfileDocument(BaseModel):
     offline_tps_qps: float = Field(ge=0)
     probes: dict[str, list[tuple[float, bool]]] = Field(default_factory=dict)
     profiler_seconds: float = Field(ge=0)
+    spec_hash: str | None = Field(
+        None, description="the operator's hash of the inputs this profile was made for"
+    )
 
     def save(self, path: str | Path) -> None:
         Path(path).write_text(self.model_dump_json(indent=2) + "\n")

@@ -1,0 +1,217 @@
+"""The objects a ServingSLO owns: the pods' Deployment, their Service, the profile ConfigMap.
+
+Pure functions of the spec and the operator settings, so the reconcile loop can compare
+what exists with what should and tests can check every field without a cluster.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from typing import Any
+
+from hygen_operator.resources import ServingSLOSpec
+from hygen_operator.settings import OperatorSettings
+
+STATE_DIR = "/var/lib/hygen"
+PROFILE_MOUNT = "/etc/hygen/profile"
+TOKEN_MOUNT = "/etc/hygen/token"
+PROFILE_KEY = "profile.json"
+SLO_LABEL = "hygen.io/serving-slo"
+HASH_ANNOTATION = "hygen.io/spec-hash"
+
+
+def spec_hash(spec: ServingSLOSpec) -> str:
+    """Hash of what a profile depends on: model, engine, hardware, SLO, tolerance, profiling."""
+    keyed = spec.model_dump(
+        include={"model", "engine_args", "resources", "slo", "interference_tolerance", "profiling"},
+        mode="json",
+    )
+    return hashlib.sha256(json.dumps(keyed, sort_keys=True).encode()).hexdigest()[:16]
+
+
+def labels(name: str) -> dict[str, str]:
+    return {
+        "app.kubernetes.io/name": "hygen-pod",
+        "app.kubernetes.io/managed-by": "hygen-operator",
+        SLO_LABEL: name,
+    }
+
+
+def selector(name: str) -> str:
+    return f"{SLO_LABEL}={name}"
+
+
+def profile_configmap_name(name: str) -> str:
+    return f"{name}-profile"
+
+
+def _slo_args(spec: ServingSLOSpec) -> list[str]:
+    return [f"{m}={v:g}" for m, v in spec.slo.as_metrics().items()]
+
+
+def profile_command(spec: ServingSLOSpec, h: str, settings: OperatorSettings) -> list[str]:
+    p = spec.profiling
+    cmd = [
+        "hygen-pod",
+        "profile",
+        "--model",
+        spec.model,
+        "--data",
+        settings.data_dir,
+        "--targets",
+        *spec.slo.as_metrics(),
+        "--tolerance",
+        f"{spec.interference_tolerance:g}",
+        "--online",
+        str(p.online_requests),
+        "--online-qps",
+        f"{p.online_qps:g}",
+        "--offline",
+        str(p.offline_requests),
+        "--iters",
+        str(p.iterations),
+        "--seed",
+        str(p.seed),
+        "--spec-hash",
+        h,
+        "--reuse",
+        f"{PROFILE_MOUNT}/{PROFILE_KEY}",
+        "--out",
+        f"{STATE_DIR}/{PROFILE_KEY}",
+    ]
+    if p.oracle:
+        cmd += ["--oracle", p.oracle]
+    return cmd
+
+
+def serve_command(spec: ServingSLOSpec, settings: OperatorSettings) -> list[str]:
+    cmd = [
+        "hygen-pod",
+        "serve",
+        "--model",
+        spec.model,
+        "--host",
+        "0.0.0.0",
+        "--port",
+        str(settings.pod_port),
+        "--state-dir",
+        f"{STATE_DIR}/state",
+        "--hygen-profile",
+        f"{STATE_DIR}/{PROFILE_KEY}",
+        "--control-token-file",
+        f"{TOKEN_MOUNT}/token",
+        "--slo",
+        *_slo_args(spec),
+    ]
+    if spec.served_model_name:
+        cmd += ["--served-model-name", spec.served_model_name]
+    return cmd + list(spec.engine_args)
+
+
+def _resources(spec: ServingSLOSpec) -> dict[str, Any]:
+    limits: dict[str, str] = {}
+    requests: dict[str, str] = {}
+    if spec.resources.gpus:
+        limits["nvidia.com/gpu"] = str(spec.resources.gpus)
+    for k in ("cpu", "memory"):
+        v = getattr(spec.resources, k)
+        if v:
+            requests[k] = limits[k] = v
+    out: dict[str, Any] = {}
+    if limits:
+        out["limits"] = limits
+    if requests:
+        out["requests"] = requests
+    return out
+
+
+def deployment(name: str, spec: ServingSLOSpec, settings: OperatorSettings) -> dict[str, Any]:
+    h = spec_hash(spec)
+    image = spec.image or settings.pod_image
+    mounts = [
+        {"name": "state", "mountPath": STATE_DIR},
+        {"name": "profile", "mountPath": PROFILE_MOUNT, "readOnly": True},
+        {"name": "token", "mountPath": TOKEN_MOUNT, "readOnly": True},
+    ]
+    http = {"httpGet": {"path": "/ready", "port": "http"}}
+    template = {
+        "metadata": {"labels": labels(name), "annotations": {HASH_ANNOTATION: h}},
+        "spec": {
+            "initContainers": [
+                {
+                    "name": "profile",
+                    "image": image,
+                    "command": profile_command(spec, h, settings),
+                    "resources": _resources(spec),
+                    "volumeMounts": mounts[:2],
+                }
+            ],
+            "containers": [
+                {
+                    "name": "serve",
+                    "image": image,
+                    "command": serve_command(spec, settings),
+                    "ports": [{"name": "http", "containerPort": settings.pod_port}],
+                    "resources": _resources(spec),
+                    "volumeMounts": mounts,
+                    "readinessProbe": {**http, "periodSeconds": 5, "failureThreshold": 2},
+                    "startupProbe": {**http, "periodSeconds": 10, "failureThreshold": 180},
+                    "livenessProbe": {
+                        "httpGet": {"path": "/health", "port": "http"},
+                        "periodSeconds": 20,
+                        "failureThreshold": 3,
+                    },
+                }
+            ],
+            # SIGTERM drains: running offline requests finish or go back to the queue.
+            "terminationGracePeriodSeconds": 60,
+            "nodeSelector": dict(spec.node_selector),
+            "tolerations": [
+                t.model_dump(by_alias=True, exclude_none=True) for t in spec.tolerations
+            ],
+            "volumes": [
+                {"name": "state", "emptyDir": {}},
+                {
+                    "name": "profile",
+                    "configMap": {"name": profile_configmap_name(name), "optional": True},
+                },
+                {"name": "token", "secret": {"secretName": settings.token_secret}},
+            ],
+        },
+    }
+    return {
+        "apiVersion": "apps/v1",
+        "kind": "Deployment",
+        "metadata": {"name": name, "labels": labels(name), "annotations": {HASH_ANNOTATION: h}},
+        "spec": {
+            "replicas": spec.replicas,
+            "selector": {"matchLabels": {SLO_LABEL: name}},
+            "strategy": {
+                "type": "RollingUpdate",
+                "rollingUpdate": {"maxUnavailable": 0, "maxSurge": 1},
+            },
+            "template": template,
+        },
+    }
+
+
+def service(name: str, settings: OperatorSettings) -> dict[str, Any]:
+    return {
+        "apiVersion": "v1",
+        "kind": "Service",
+        "metadata": {"name": name, "labels": labels(name)},
+        "spec": {
+            "selector": {SLO_LABEL: name},
+            "ports": [{"name": "http", "port": 80, "targetPort": "http", "protocol": "TCP"}],
+        },
+    }
+
+
+def profile_configmap(name: str) -> dict[str, Any]:
+    return {
+        "apiVersion": "v1",
+        "kind": "ConfigMap",
+        "metadata": {"name": profile_configmap_name(name), "labels": labels(name)},
+        "data": {},
+    }

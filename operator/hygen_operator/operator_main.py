@@ -1,0 +1,90 @@
+"""Wire the handlers into a kopf registry and run the operator until it is told to stop."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from typing import Any
+
+import kopf
+
+from hygen_operator import batchjob, servingslo
+from hygen_operator.kube import Kube
+from hygen_operator.pod_client import PodClient
+from hygen_operator.resources import GROUP, VERSION
+from hygen_operator.settings import OperatorSettings
+
+logger = logging.getLogger("hygen_operator")
+
+
+def build_registry(
+    ctx_ref: dict[str, servingslo.Context], settings: OperatorSettings
+) -> kopf.OperatorRegistry:
+    """Handlers for both kinds; ``ctx_ref['ctx']`` is filled at startup."""
+    reg = kopf.OperatorRegistry()
+    slo = (GROUP, VERSION, "servingslos")
+    bj = (GROUP, VERSION, "batchjobs")
+
+    @kopf.on.startup(registry=reg)
+    async def startup(**kw: Any) -> None:
+        settings_: kopf.OperatorSettings = kw["settings"]
+        settings_.persistence.finalizer = "hygen.io/operator"
+        settings_.persistence.progress_storage = kopf.AnnotationsProgressStorage(prefix="hygen.io")
+        settings_.persistence.diffbase_storage = kopf.AnnotationsDiffBaseStorage(
+            prefix="hygen.io", key="last-handled-configuration"
+        )
+        settings_.posting.level = logging.INFO
+        settings_.watching.server_timeout = 60
+        settings_.networking.request_timeout = 30
+        kube = await Kube.connect(settings.kubeconfig)
+        ctx_ref["ctx"] = servingslo.Context(kube, PodClient(settings.control_token), settings)
+
+    @kopf.on.cleanup(registry=reg)
+    async def cleanup(**_: Any) -> None:
+        ctx = ctx_ref.get("ctx")
+        if ctx is not None:
+            await ctx.pods.close()
+            await ctx.kube.close()
+
+    @kopf.on.login(registry=reg)
+    def login(**kw: Any) -> Any:
+        if settings.kubeconfig:
+            import os
+
+            os.environ["KUBECONFIG"] = settings.kubeconfig
+            return kopf.login_with_kubeconfig(**kw)
+        return kopf.login_with_service_account(**kw) or kopf.login_with_kubeconfig(**kw)
+
+    @kopf.on.resume(*slo, backoff=2.0, registry=reg)
+    @kopf.on.create(*slo, backoff=2.0, registry=reg)
+    @kopf.on.update(*slo, field="spec", backoff=2.0, registry=reg)
+    async def reconcile_slo(body: Any, patch: Any, logger: Any, **_: Any) -> None:
+        patch.status.update(await servingslo.reconcile(ctx_ref["ctx"], body, logger))
+
+    @kopf.timer(
+        *slo, interval=settings.status_interval_s, initial_delay=1.0, backoff=2.0, registry=reg
+    )
+    async def sync_slo(body: Any, patch: Any, logger: Any, **_: Any) -> None:
+        st = await servingslo.sync(ctx_ref["ctx"], body, logger)
+        if st:
+            patch.status.update(st)
+
+    @kopf.daemon(*bj, cancellation_timeout=10.0, backoff=2.0, registry=reg)
+    async def dispatch_job(body: Any, stopped: Any, logger: Any, **_: Any) -> None:
+        await batchjob.run_job(ctx_ref["ctx"], body, stopped, logger)
+
+    return reg
+
+
+def run(settings: OperatorSettings, liveness: str | None = None) -> None:
+    ctx_ref: dict[str, servingslo.Context] = {}
+    reg = build_registry(ctx_ref, settings)
+    asyncio.run(
+        kopf.operator(
+            registry=reg,
+            namespaces=settings.namespaces or None,
+            clusterwide=not settings.namespaces,
+            standalone=True,
+            liveness_endpoint=liveness,
+        )
+    )

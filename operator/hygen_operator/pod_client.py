@@ -1,0 +1,99 @@
+"""The operator's client for one serving pod: control API and offline requests.
+
+Documents are the pod's own pydantic models (`hygen_pod.api`), so both sides agree on
+the wire format by construction. Errors come back as `PodError` with the HTTP status
+(0 when the pod could not be reached) and, for 429, the pod's Retry-After.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import httpx
+
+from hygen_pod.api import ControlView, LiveMetrics, OfflineResult, OfflineSubmit, SLOTargets
+from hygen_pod.control import OfflineControl
+from hygen_pod.profile import ProfileDocument
+
+
+class PodError(Exception):
+    def __init__(self, status: int, message: str, retry_after_s: float | None = None) -> None:
+        super().__init__(f"{status}: {message}")
+        self.status = status
+        self.message = message
+        self.retry_after_s = retry_after_s
+
+
+@dataclass(frozen=True)
+class PodAddress:
+    name: str
+    ip: str
+    port: int
+
+    @property
+    def url(self) -> str:
+        return f"http://{self.ip}:{self.port}"
+
+
+class PodClient:
+    """Talks to the pods of one operator; one connection pool for all of them."""
+
+    def __init__(self, token: str, timeout_s: float = 10.0) -> None:
+        self._http = httpx.AsyncClient(timeout=timeout_s)
+        self._auth = {"Authorization": f"Bearer {token}"}
+
+    async def close(self) -> None:
+        await self._http.aclose()
+
+    async def _call(
+        self, pod: PodAddress, method: str, path: str, json: Any = None
+    ) -> httpx.Response:
+        try:
+            r = await self._http.request(method, pod.url + path, json=json, headers=self._auth)
+        except httpx.HTTPError as e:
+            raise PodError(0, f"{pod.name} unreachable: {e!r}") from e
+        if r.status_code >= 400 and r.status_code != 404:
+            retry = r.headers.get("Retry-After")
+            raise PodError(
+                r.status_code, f"{pod.name}: {r.text[:300]}", float(retry) if retry else None
+            )
+        return r
+
+    # ----------------------------------------------------------- control
+    async def control(self, pod: PodAddress) -> ControlView:
+        return ControlView.model_validate_json((await self._call(pod, "GET", "/control")).content)
+
+    async def set_offline(self, pod: PodAddress, control: OfflineControl) -> ControlView:
+        r = await self._call(pod, "PUT", "/control/offline", control.model_dump())
+        return ControlView.model_validate_json(r.content)
+
+    async def set_slo(self, pod: PodAddress, targets_ms: dict[str, float]) -> ControlView:
+        body = SLOTargets(targets_ms=targets_ms).model_dump()  # type: ignore[arg-type]
+        return ControlView.model_validate_json(
+            (await self._call(pod, "PUT", "/control/slo", body)).content
+        )
+
+    async def metrics(self, pod: PodAddress) -> LiveMetrics:
+        return LiveMetrics.model_validate_json(
+            (await self._call(pod, "GET", "/control/metrics")).content
+        )
+
+    async def profile(self, pod: PodAddress) -> ProfileDocument | None:
+        r = await self._call(pod, "GET", "/control/profile")
+        return None if r.status_code == 404 else ProfileDocument.model_validate_json(r.content)
+
+    # ----------------------------------------------------------- offline requests
+    async def submit(self, pod: PodAddress, req: OfflineSubmit) -> OfflineResult:
+        r = await self._call(pod, "POST", "/v1/offline/requests", req.model_dump())
+        if r.status_code == 404:
+            raise PodError(404, f"{pod.name}: no offline API")
+        return OfflineResult.model_validate_json(r.content)
+
+    async def result(self, pod: PodAddress, rid: str) -> OfflineResult | None:
+        r = await self._call(pod, "GET", f"/v1/offline/requests/{rid}")
+        return None if r.status_code == 404 else OfflineResult.model_validate_json(r.content)
+
+    async def ack(self, pod: PodAddress, rid: str) -> None:
+        """DELETE: cancel a queued request or drop a finished one (404 is fine)."""
+        await self._call(pod, "DELETE", f"/v1/offline/requests/{rid}")

@@ -1,0 +1,342 @@
+"""ServingSLO: reconcile the owned objects, collect the profile, push and retune the budget.
+
+`reconcile` runs on create, spec change and operator start: it validates the spec and makes
+the Deployment, Service and profile ConfigMap match it. `sync` runs on a timer: it reads the
+pods (profile, control, live metrics), stores a new profile, pushes the budget/QPS and SLO
+targets to every ready pod, retunes, and writes status. Both are idempotent.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+import kopf
+from pydantic import ValidationError
+
+from hygen_operator import manifests
+from hygen_operator.conditions import field_errors, now, set_condition
+from hygen_operator.kube import CONFIGMAP, DEPLOYMENT, POD, SERVICE, Kube
+from hygen_operator.pod_client import PodAddress, PodClient, PodError
+from hygen_operator.resources import ServingSLOSpec
+from hygen_operator.settings import OperatorSettings
+from hygen_operator.tuning import TuningRule, retune
+from hygen_pod.control import OfflineControl
+from hygen_pod.profile import ProfileDocument
+
+
+@dataclass
+class Context:
+    """What the handlers share: API clients, settings, and the time of each SLO's last retune."""
+
+    kube: Kube
+    pods: PodClient
+    settings: OperatorSettings
+    rule: TuningRule = field(default_factory=TuningRule)
+    last_retune: dict[str, float] = field(default_factory=dict)
+
+
+def _owner(body: Any) -> dict[str, Any]:
+    return {
+        "apiVersion": body["apiVersion"],
+        "kind": body["kind"],
+        "name": body["metadata"]["name"],
+        "uid": body["metadata"]["uid"],
+        "controller": True,
+        "blockOwnerDeletion": True,
+    }
+
+
+def _owned(obj: dict[str, Any], body: Any) -> dict[str, Any]:
+    obj["metadata"]["ownerReferences"] = [_owner(body)]
+    return obj
+
+
+def targets_text(spec: ServingSLOSpec) -> str:
+    return ",".join(f"{m}<{v:g}ms" for m, v in spec.slo.as_metrics().items())
+
+
+def invalid_status(status: Any, exc: ValidationError, generation: int | None) -> dict[str, Any]:
+    msg = field_errors(exc)
+    conds = set_condition(
+        list(status.get("conditions") or []), "Ready", False, "InvalidSpec", msg, generation
+    )
+    return {"phase": "Failed", "conditions": conds, "observedGeneration": generation}
+
+
+async def ready_pods(
+    kube: Kube, namespace: str, name: str, spec_hash: str | None = None
+) -> list[PodAddress]:
+    """Pods of a ServingSLO that are Ready, have an IP and (optionally) run the current spec."""
+    out = []
+    for p in await kube.list(POD, namespace, manifests.selector(name)):
+        meta, st = p["metadata"], p.get("status") or {}
+        if meta.get("deletionTimestamp") or not st.get("podIP"):
+            continue
+        if not any(
+            c.get("type") == "Ready" and c.get("status") == "True"
+            for c in st.get("conditions") or []
+        ):
+            continue
+        if (
+            spec_hash
+            and (meta.get("annotations") or {}).get(manifests.HASH_ANNOTATION) != spec_hash
+        ):
+            continue
+        port = next(
+            (
+                pt["containerPort"]
+                for c in p["spec"]["containers"]
+                for pt in c.get("ports") or []
+                if pt.get("name") == "http"
+            ),
+            None,
+        )
+        if port:
+            out.append(PodAddress(meta["name"], st["podIP"], int(port)))
+    return sorted(out, key=lambda a: a.name)
+
+
+async def reconcile(ctx: Context, body: Any, logger: Any) -> dict[str, Any]:
+    """Make the owned objects match the spec; returns the status fields to patch."""
+    meta, status = body["metadata"], body.get("status") or {}
+    name, ns, gen = meta["name"], meta["namespace"], meta.get("generation")
+    try:
+        spec = ServingSLOSpec.model_validate(body.get("spec") or {})
+    except ValidationError as e:
+        st = invalid_status(status, e, gen)
+        kopf.warn(body, reason="InvalidSpec", message=st["conditions"][0]["message"])
+        return st
+    kube, s = ctx.kube, ctx.settings
+    await kube.ensure(CONFIGMAP, ns, _owned(manifests.profile_configmap(name), body))
+    await kube.ensure(SERVICE, ns, _owned(manifests.service(name, s), body))
+    want = _owned(manifests.deployment(name, spec, s), body)
+    have, created = await kube.ensure(DEPLOYMENT, ns, want)
+    if not created and (
+        have.get("spec") != want["spec"]
+        or have["metadata"].get("annotations") != want["metadata"]["annotations"]
+    ):
+        await kube.patch(
+            DEPLOYMENT,
+            ns,
+            name,
+            {"metadata": {"annotations": want["metadata"]["annotations"]}, "spec": want["spec"]},
+        )
+        logger.info("updated Deployment %s (spec hash %s)", name, manifests.spec_hash(spec))
+    h = manifests.spec_hash(spec)
+    profiled = (status.get("profile") or {}).get("specHash") == h
+    conds = set_condition(
+        list(status.get("conditions") or []),
+        "Profiled",
+        profiled,
+        "Profiled" if profiled else "Profiling",
+        "" if profiled else f"waiting for a pod to profile spec hash {h}",
+        gen,
+    )
+    st: dict[str, Any] = {
+        "observedGeneration": gen,
+        "targets": targets_text(spec),
+        "conditions": conds,
+    }
+    if not profiled:
+        st["phase"] = "Profiling"
+        conds[:] = set_condition(conds, "Ready", False, "Profiling", "profiling the engine", gen)
+    return st
+
+
+async def sync(ctx: Context, body: Any, logger: Any) -> dict[str, Any] | None:
+    """One status round: profile, push, observe, retune. Returns the status patch (or None)."""
+    meta, status = body["metadata"], dict(body.get("status") or {})
+    name, ns, gen = meta["name"], meta["namespace"], meta.get("generation")
+    try:
+        spec = ServingSLOSpec.model_validate(body.get("spec") or {})
+    except ValidationError:
+        return None  # reconcile reported it
+    kube = ctx.kube
+    h = manifests.spec_hash(spec)
+    pods = await ready_pods(kube, ns, name, h)
+    conds = list(status.get("conditions") or [])
+    st: dict[str, Any] = {"readyReplicas": len(pods), "targets": targets_text(spec)}
+
+    # 1. the profile: from a pod that ran the current spec, stored once in the ConfigMap
+    profile = await _current_profile(ctx, ns, name, h, pods, body)
+    if profile is None:
+        st["phase"] = "Profiling"
+        st["conditions"] = set_condition(
+            conds,
+            "Ready",
+            False,
+            "Profiling",
+            f"{len(pods)} ready pods, none has profiled spec hash {h} yet",
+            gen,
+        )
+        return st
+    summary = status.get("profile") or {}
+    if summary.get("specHash") != h:
+        summary = {
+            "budgetMs": profile.budget_ms,
+            "qps": profile.qps,
+            "predictorMape": profile.predictor.heldout_mape,
+            "profiledAt": now(),
+            "specHash": h,
+            "configMap": manifests.profile_configmap_name(name),
+        }
+        status["budgetMs"], status["qps"] = (
+            profile.budget_ms,
+            profile.qps,
+        )  # a new profile resets tuning
+        kopf.info(
+            body,
+            reason="Profiled",
+            message=f"spec hash {h}: budget {profile.budget_ms:.3g} ms, qps {profile.qps:.3g}, "
+            f"predictor MAPE {profile.predictor.heldout_mape:.1%}",
+        )
+    st["profile"] = summary
+    conds = set_condition(conds, "Profiled", True, "Profiled", f"spec hash {h}", gen)
+    mode = spec.offline_mode
+    value = status.get("budgetMs" if mode == "budget" else "qps")
+    value = float(
+        value if value is not None else (profile.budget_ms if mode == "budget" else profile.qps)
+    )
+
+    # 2. observe, then retune at most once per retune interval
+    observed, online_n, offline_tps = await _observe(ctx, pods)
+    targets = spec.slo.as_metrics()
+    last = ctx.last_retune.get(meta["uid"], 0.0)
+    if pods and time.monotonic() - last >= ctx.settings.retune_interval_s:
+        profiled_value = profile.budget_ms if mode == "budget" else profile.qps
+        d = retune(value, profiled_value, observed, targets, online_n, ctx.rule)
+        ctx.last_retune[meta["uid"]] = time.monotonic()
+        if d.changed:
+            value = d.value
+            kopf.event(body, type="Normal", reason=d.reason, message=f"{mode}: {d.message}")
+            logger.info("%s %s: %s", name, d.reason, d.message)
+    st["budgetMs" if mode == "budget" else "qps"] = value
+
+    # 3. push the value and the targets to every ready pod
+    control = (
+        OfflineControl(mode="budget", budget_ms=value)
+        if mode == "budget"
+        else OfflineControl(mode="qps", qps=value)
+    )
+    applied, errors = 0, []
+    for pod in pods:
+        try:
+            view = await ctx.pods.control(pod)
+            if view.control != control:
+                await ctx.pods.set_offline(pod, control)
+            if view.slo_targets_ms != targets:
+                await ctx.pods.set_slo(pod, targets)
+            applied += 1
+        except PodError as e:
+            errors.append(str(e))
+    all_applied = bool(pods) and applied == len(pods)
+    conds = set_condition(
+        conds,
+        "BudgetApplied",
+        all_applied,
+        "Applied" if all_applied else "NotApplied",
+        f"{mode} {value:.3g} on {applied}/{len(pods)} ready pods"
+        + (f"; {'; '.join(errors)[:300]}" if errors else ""),
+        gen,
+    )
+
+    # 4. observed metrics and the SLO verdict
+    shown = {
+        f"{m}Ms".replace("_ttft", "Ttft").replace("_tbt", "Tbt"): v
+        for m, v in observed.items()
+        if v is not None
+    }
+    st["observed"] = shown or None
+    first = next(iter(targets))
+    st["observedSummary"] = (
+        f"{first} {observed[first]:.1f}ms" if observed.get(first) is not None else None
+    )
+    st["offlineTokensPerSecond"] = round(offline_tps, 1)
+    met = (
+        None
+        if not online_n
+        else all(observed.get(m) is None or observed[m] <= t for m, t in targets.items())
+    )
+    conds = set_condition(
+        conds,
+        "SLOMet",
+        met,
+        "NoTraffic" if met is None else "Met" if met else "Violated",
+        ", ".join(
+            f"{m} {observed[m]:.1f}/{t:g} ms"
+            for m, t in targets.items()
+            if observed.get(m) is not None
+        ),
+        gen,
+    )
+    ready = all_applied and len(pods) >= spec.replicas and met is not False
+    st["phase"] = "Ready" if ready else "Degraded"
+    reason = (
+        "Ready"
+        if ready
+        else (
+            "SLOViolated"
+            if met is False
+            else "ReplicasNotReady"
+            if len(pods) < spec.replicas
+            else "BudgetNotApplied"
+        )
+    )
+    st["conditions"] = set_condition(
+        conds, "Ready", ready, reason, f"{len(pods)}/{spec.replicas} pods ready", gen
+    )
+    return st
+
+
+async def _current_profile(
+    ctx: Context, ns: str, name: str, h: str, pods: list[PodAddress], body: Any
+) -> ProfileDocument | None:
+    cm_name = manifests.profile_configmap_name(name)
+    cm = await ctx.kube.get(CONFIGMAP, ns, cm_name)
+    raw = ((cm or {}).get("data") or {}).get(manifests.PROFILE_KEY)
+    if raw:
+        doc = ProfileDocument.model_validate_json(raw)
+        if doc.spec_hash == h:
+            return doc
+    for pod in pods:
+        try:
+            doc = await ctx.pods.profile(pod)
+        except PodError:
+            continue
+        if doc is not None and doc.spec_hash == h:
+            data = {manifests.PROFILE_KEY: doc.model_dump_json(indent=1)}
+            if cm is None:
+                await ctx.kube.ensure(
+                    CONFIGMAP, ns, _owned({**manifests.profile_configmap(name), "data": data}, body)
+                )
+            else:
+                await ctx.kube.patch(CONFIGMAP, ns, cm_name, {"data": data})
+            return doc
+    return None
+
+
+async def _observe(
+    ctx: Context, pods: list[PodAddress]
+) -> tuple[dict[str, float | None], int, float]:
+    """Worst value of each metric over the pods, online requests, summed offline tokens/s."""
+    worst: dict[str, float | None] = {
+        "mean_ttft": None,
+        "p99_ttft": None,
+        "mean_tbt": None,
+        "p99_tbt": None,
+    }
+    online_n, offline_tps = 0, 0.0
+    for pod in pods:
+        try:
+            m = await ctx.pods.metrics(pod)
+        except PodError:
+            continue
+        online_n += m.online.requests
+        offline_tps += m.offline.tokens_per_s
+        for k in worst:
+            v = getattr(m.online, f"{k}_ms")
+            if v is not None:
+                worst[k] = max(worst[k] or 0.0, v)
+    return worst, online_n, offline_tps

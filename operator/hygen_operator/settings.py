@@ -1,0 +1,37 @@
+"""Operator settings: from the command line, falling back to HYGEN_* environment variables."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+from pydantic import BaseModel, Field
+
+
+class OperatorSettings(BaseModel):
+    """Everything the operator needs besides the custom resources themselves."""
+
+    namespaces: list[str] = Field(default_factory=list, description="empty = all namespaces")
+    pod_image: str = "ghcr.io/hygen/hygen-pod:latest"
+    token_secret: str = Field("hygen-control-token", description="Secret with key 'token'")
+    control_token: str = Field(repr=False, description="bearer token for the pods' control API")
+    status_interval_s: float = Field(10.0, gt=0, description="pod metrics, status, budget push")
+    retune_interval_s: float = Field(30.0, gt=0, description="minimum time between retunes")
+    dispatch_poll_s: float = Field(1.0, gt=0, description="BatchJob result polling")
+    pod_port: int = Field(8000, gt=0, lt=65536)
+    data_dir: str = Field("/opt/hygen/data", description="profiling traces inside the pod image")
+    kubeconfig: str | None = None
+
+
+def read_token(token_file: str | None) -> str:
+    """The control token: --control-token-file, else $HYGEN_CONTROL_TOKEN."""
+    if token_file:
+        token = Path(token_file).read_text().strip()
+    else:
+        token = os.environ.get("HYGEN_CONTROL_TOKEN", "").strip()
+    if not token:
+        raise ValueError(
+            "no control token: pass --control-token-file or set HYGEN_CONTROL_TOKEN "
+            "(the same token the pods read from the Secret named by --token-secret)"
+        )
+    return token

@@ -1,0 +1,140 @@
+"""A cluster for e2e tests: the API emulator, the CRDs applied with kubectl, the kubelet
+stand-in running real pod processes, and the real operator process."""
+
+from __future__ import annotations
+
+import subprocess
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tests.helpers.kube.kubelet import Kubelet
+from tests.helpers.kube.operator_process import OperatorProcess
+from tests.helpers.kube.server import EmulatorServer
+
+ROOT = Path(__file__).resolve().parents[2]
+TOKEN = "e2e-control-token"
+NS = "default"
+
+
+@dataclass
+class Cluster:
+    api: EmulatorServer
+    kubelet: Kubelet
+    operator: OperatorProcess
+    workdir: Path
+
+    def kubectl(self, *args: str, stdin: str | None = None) -> subprocess.CompletedProcess:
+        return subprocess.run(
+            ["kubectl", "--kubeconfig", str(self.api.kubeconfig), *args],
+            capture_output=True,
+            text=True,
+            input=stdin,
+            timeout=60,
+        )
+
+    def obj(self, plural: str, name: str) -> dict[str, Any]:
+        return self.api.get(plural, NS, name, "hygen.io") or {}
+
+    def status(self, plural: str, name: str) -> dict[str, Any]:
+        return self.obj(plural, name).get("status") or {}
+
+    def wait(self, what: Callable[[], Any], timeout_s: float = 60, msg: str = "") -> Any:
+        deadline = time.monotonic() + timeout_s
+        while True:
+            v = what()
+            if v:
+                return v
+            if time.monotonic() > deadline:
+                raise AssertionError(
+                    f"timed out: {msg}\nlast value: {v!r}\n"
+                    f"kubelet errors: {self.kubelet.errors[-3:]}\n"
+                    f"operator log:\n{self.operator.tail()}"
+                )
+            time.sleep(0.2)
+
+
+def finished(c: Cluster, job: str, timeout_s: float = 120) -> dict[str, Any]:
+    """Wait for a BatchJob's final phase; returns its status."""
+
+    def final() -> dict[str, Any] | None:
+        st = c.status("batchjobs", job)
+        return st if st.get("phase") in ("Succeeded", "Failed", "Cancelled") else None
+
+    return c.wait(final, timeout_s, f"BatchJob {job} finished")
+
+
+def apply_crds(api: EmulatorServer) -> None:
+    for f in ("servingslos.yaml", "batchjobs.yaml"):
+        subprocess.run(
+            [
+                "kubectl",
+                "--kubeconfig",
+                str(api.kubeconfig),
+                "apply",
+                "--validate=false",
+                "-f",
+                str(ROOT / "crds" / f),
+            ],
+            check=True,
+            capture_output=True,
+            timeout=60,
+        )
+
+
+@pytest.fixture
+def cluster(tmp_path: Path) -> Iterator[Cluster]:
+    with EmulatorServer(tmp_path) as api, Kubelet(api, tmp_path, TOKEN) as kubelet:
+        apply_crds(api)
+        op = OperatorProcess(api.kubeconfig, tmp_path / "operator.log", TOKEN).start()
+        try:
+            yield Cluster(api, kubelet, op, tmp_path)
+        finally:
+            op.stop()
+
+
+def serving_slo(name: str = "chat", **spec: Any) -> dict[str, Any]:
+    base = {
+        "model": "tiny",
+        "replicas": 2,
+        "slo": {"p99TbtMs": 50},
+        "interferenceTolerance": 0.1,
+        "profiling": {"oracle": "h100", "iterations": 3},
+    }
+    return {
+        "apiVersion": "hygen.io/v1alpha1",
+        "kind": "ServingSLO",
+        "metadata": {"name": name, "namespace": NS},
+        "spec": {**base, **spec},
+    }
+
+
+def batch_lines(n: int, model: str = "tiny") -> list[dict[str, Any]]:
+    return [
+        {
+            "custom_id": f"req-{i}",
+            "method": "POST",
+            "url": "/v1/completions",
+            "body": {"model": model, "prompt": f"prompt {i}", "max_tokens": 8},
+        }
+        for i in range(n)
+    ]
+
+
+def batch_job(name: str, slo: str, lines: list[dict[str, Any]], **spec: Any) -> dict[str, Any]:
+    return {
+        "apiVersion": "hygen.io/v1alpha1",
+        "kind": "BatchJob",
+        "metadata": {"name": name, "namespace": NS},
+        "spec": {
+            "servingSlo": slo,
+            "endpoint": "/v1/completions",
+            "input": {"inline": lines},
+            "output": {"configMap": {"name": f"{name}-out"}},
+            **spec,
+        },
+    }

@@ -1,0 +1,201 @@
+"""The real operator process against the API emulator, with real pod processes (fake engine)."""
+
+from __future__ import annotations
+
+import json
+
+import httpx
+
+from hygen_operator import manifests
+from hygen_operator.resources import ServingSLOSpec
+from tests.e2e.conftest import NS, TOKEN, Cluster, batch_job, batch_lines, finished, serving_slo
+
+
+def pod_control(port: int) -> dict:
+    r = httpx.get(f"http://127.0.0.1:{port}/control", headers={"Authorization": f"Bearer {TOKEN}"})
+    r.raise_for_status()
+    return r.json()
+
+
+def ready(c: Cluster, name: str = "chat") -> dict:
+    return c.wait(
+        lambda: (
+            c.status("servingslos", name).get("phase") == "Ready" and c.status("servingslos", name)
+        ),
+        90,
+        f"ServingSLO {name} Ready; status {c.status('servingslos', name)}",
+    )
+
+
+def results(c: Cluster, cm: str) -> list[dict]:
+    data = (c.api.get("configmaps", NS, cm) or {}).get("data") or {}
+    return [json.loads(v) for k, v in sorted(data.items()) if k.startswith("line-")]
+
+
+def test_servingslo_owns_deployment_service_profile_and_kubectl_shows_columns(cluster: Cluster):
+    c = cluster
+    slo = serving_slo(
+        resources={"gpus": 1, "memory": "32Gi"},
+        nodeSelector={"gpu": "h100"},
+        engineArgs=["--max-model-len=2048"],
+    )
+    c.api.create(slo, "servingslos")
+    st = ready(c)
+    h = manifests.spec_hash(ServingSLOSpec.model_validate(slo["spec"]))
+    uid = c.obj("servingslos", "chat")["metadata"]["uid"]
+
+    dep = c.api.get("deployments", NS, "chat", "apps")
+    assert dep["metadata"]["ownerReferences"][0]["uid"] == uid
+    assert dep["spec"]["replicas"] == 2
+    pod = dep["spec"]["template"]["spec"]
+    serve, init = pod["containers"][0], pod["initContainers"][0]
+    assert serve["resources"]["limits"] == {"nvidia.com/gpu": "1", "memory": "32Gi"}
+    assert serve["command"][:4] == ["hygen-pod", "serve", "--model", "tiny"]
+    assert serve["command"][-1] == "--max-model-len=2048"
+    assert "p99_tbt=50" in serve["command"]
+    assert serve["readinessProbe"]["httpGet"]["path"] == "/ready"
+    assert init["command"][:2] == ["hygen-pod", "profile"] and h in init["command"]
+    assert pod["nodeSelector"] == {"gpu": "h100"}
+    assert {v["name"] for v in pod["volumes"]} == {"state", "profile", "token"}
+    svc = c.api.get("services", NS, "chat")
+    assert svc["spec"]["selector"] == {manifests.SLO_LABEL: "chat"}
+    cm = c.api.get("configmaps", NS, "chat-profile")
+    assert json.loads(cm["data"]["profile.json"])["spec_hash"] == h
+
+    assert st["profile"]["specHash"] == h and st["readyReplicas"] == 2
+    types = {x["type"]: x["status"] for x in st["conditions"]}
+    assert types["Ready"] == types["Profiled"] == types["BudgetApplied"] == "True"
+    for run in c.kubelet.running("chat"):
+        assert pod_control(run.port)["control"]["budget_ms"] == st["budgetMs"]
+
+    out = c.kubectl("get", "slo")
+    assert out.returncode == 0, out.stderr
+    header, row = out.stdout.splitlines()[:2]
+    for col in ("PHASE", "TARGETS", "BUDGET-MS", "OBSERVED", "OFFLINE-TOK/S"):
+        assert col in header
+    assert "Ready" in row and "p99_tbt<50ms" in row and f"{st['budgetMs']:g}" in row
+
+    c.api.delete("servingslos", NS, "chat", "hygen.io")  # owner gone: children collected
+    c.wait(lambda: c.api.get("deployments", NS, "chat", "apps") is None, 30, "Deployment collected")
+    assert c.api.get("services", NS, "chat") is None
+
+
+def test_batchjob_exactly_n_results_through_operator_restart_and_pod_kill(cluster: Cluster):
+    c = cluster
+    c.api.create(serving_slo(), "servingslos")
+    ready(c)
+    n = 120
+    c.api.create(batch_job("big", "chat", batch_lines(n), parallelism=8), "batchjobs")
+    c.wait(lambda: c.status("batchjobs", "big").get("completed", 0) >= 10, 60, "10 results")
+    c.operator.kill9()
+    c.operator.start()
+    victim = c.kubelet.running("chat")[0]
+    c.kubelet.kill9(victim.name)
+    st = finished(c, "big", 120)
+    assert st["phase"] == "Succeeded", st
+    assert (st["total"], st["completed"], st["failed"]) == (n, n, 0)
+    out = results(c, "big-out")
+    assert len(out) == n
+    assert sorted(r["custom_id"] for r in out) == sorted(f"req-{i}" for i in range(n))
+    assert all(r["response"]["status_code"] == 200 for r in out)
+    assert victim.restarts >= 1
+    assert c.kubectl("get", "bj", "big").stdout.split()[-5:-3] == ["Succeeded", f"{n}/{n}"]
+
+
+def test_slo_change_reprofiles_and_pushes_new_budget_to_every_pod(cluster: Cluster):
+    c = cluster
+    c.api.create(serving_slo(), "servingslos")
+    first = ready(c)
+    old_pods = {r.name for r in c.kubelet.running("chat")}
+    c.api.patch(
+        "servingslos",
+        NS,
+        "chat",
+        {"spec": {"slo": {"p99TbtMs": 40}, "interferenceTolerance": 0.5}},
+        group="hygen.io",
+    )
+    new_hash = manifests.spec_hash(
+        ServingSLOSpec.model_validate(c.obj("servingslos", "chat")["spec"])
+    )
+    assert new_hash != first["profile"]["specHash"]
+    st = c.wait(
+        lambda: (
+            (s := c.status("servingslos", "chat")).get("phase") == "Ready"
+            and s["profile"]["specHash"] == new_hash
+            and s
+        ),
+        90,
+        "re-profiled",
+    )
+    runs = c.wait(
+        lambda: (
+            (r := c.kubelet.running("chat"))
+            and len(r) == 2
+            and not {x.name for x in r} & old_pods
+            and r
+        ),
+        60,
+        "pods rolled",
+    )
+    c.wait(
+        lambda: all(pod_control(r.port)["control"]["budget_ms"] == st["budgetMs"] for r in runs),
+        30,
+        "new budget on every pod",
+    )
+    for r in runs:
+        assert pod_control(r.port)["slo_targets_ms"] == {"p99_tbt": 40.0}
+    profile = json.loads(c.api.get("configmaps", NS, "chat-profile")["data"]["profile.json"])
+    assert profile["tolerance"] == 0.5 and profile["budget_ms"] == st["budgetMs"]
+    events = [e for e in c.api.list("events", NS) if e.get("reason") == "Profiled"]
+    assert any(new_hash in e["message"] for e in events)
+
+
+def test_invalid_resources_get_conditions_naming_the_field(cluster: Cluster):
+    c = cluster
+    c.api.create(serving_slo("bad", offlineMode="fast", interferenceTolerance=-1), "servingslos")
+    c.api.create(batch_job("orphan", "nope", batch_lines(2)), "batchjobs")
+    c.api.create(batch_job("badline", "chat", [*batch_lines(3), {"method": "POST"}]), "batchjobs")
+    c.api.create(serving_slo(), "servingslos")  # a good one beside them still works
+    ready(c)
+    bad = c.wait(
+        lambda: (
+            c.status("servingslos", "bad").get("phase") == "Failed"
+            and c.status("servingslos", "bad")
+        ),
+        30,
+        "bad SLO Failed",
+    )
+    msg = next(x["message"] for x in bad["conditions"] if x["type"] == "Ready")
+    assert "spec.offlineMode" in msg and "spec.interferenceTolerance" in msg
+    assert c.api.get("deployments", NS, "bad", "apps") is None
+    orphan = c.wait(lambda: c.status("batchjobs", "orphan").get("message"), 30, "orphan reported")
+    assert "spec.servingSlo" in orphan and "nope" in orphan
+    assert c.status("batchjobs", "orphan")["phase"] == "Pending"
+    st = finished(c, "badline", 60)
+    assert st["phase"] == "Succeeded", st
+    assert (st["completed"], st["failed"]) == (3, 1)  # the bad line fails alone
+    errs = [r for r in results(c, "badline-out") if r["error"]]
+    assert len(errs) == 1 and errs[0]["error"]["code"] == "missing_custom_id"
+
+
+def test_injected_api_errors_are_retried_without_duplicates(cluster: Cluster):
+    c = cluster
+    c.api.inject("POST", "deployments", 500, after_apply=True)  # created, but the reply is lost
+    c.api.inject("POST", "services", 409)
+    c.api.inject("PATCH", "configmaps", 500, times=2)
+    c.api.inject("PATCH", "servingslos", 500, subresource="status", times=2)
+    c.api.create(serving_slo(), "servingslos")
+    ready(c)
+    assert [d["metadata"]["name"] for d in c.api.list("deployments", NS, "apps")] == ["chat"]
+    assert c.api.get("services", NS, "chat") is not None
+    c.api.inject("PATCH", "configmaps", 500, times=3, after_apply=True)
+    c.api.inject("PATCH", "batchjobs", 409, subresource="status", times=2)
+    c.api.drop_watches()
+    c.api.create(batch_job("j", "chat", batch_lines(30)), "batchjobs")
+    st = finished(c, "j", 60)
+    assert st["phase"] == "Succeeded", st
+    assert (st["completed"], st["failed"]) == (30, 0)
+    assert sorted(r["custom_id"] for r in results(c, "j-out")) == sorted(
+        f"req-{i}" for i in range(30)
+    )
+    assert all(f.times == 0 for f in c.api.emulator.faults), "every injected fault was hit"

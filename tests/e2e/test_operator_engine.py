@@ -1,0 +1,53 @@
+"""The operator end to end with the real CPU engine: profiling by the init container on the
+tiny model, `hygen-pod serve` pods, and a BatchJob through vLLM."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from tests.e2e.conftest import NS, Cluster, batch_job, batch_lines, finished, serving_slo
+from tests.helpers.engine import BYTES_PER_TOKEN
+
+pytestmark = pytest.mark.engine
+
+
+def test_real_engine_servingslo_profiles_serves_and_runs_a_batchjob(cluster: Cluster, tmp_path):
+    from hygen_pod.tiny_model import build_tiny_llama
+
+    model = build_tiny_llama(tmp_path / "tiny-llama")
+    c = cluster
+    engine_args = [
+        "--dtype", "float32", "--enforce-eager", "--block-size", "32", "--max-model-len", "1024",
+        "--max-num-seqs", "16", "--kv-cache-memory-bytes", str(4096 * BYTES_PER_TOKEN),
+        "--uvicorn-log-level", "warning",
+    ]  # fmt: skip
+    slo = serving_slo(
+        model=str(model), servedModelName="tiny", replicas=1, engineArgs=engine_args,
+        slo={"p99TbtMs": 200}, interferenceTolerance=0.5,
+        profiling={"onlineRequests": 8, "offlineRequests": 8, "iterations": 2},
+    )  # fmt: skip
+    c.api.create(slo, "servingslos")
+    st = c.wait(
+        lambda: (
+            c.status("servingslos", "chat").get("phase") == "Ready"
+            and c.status("servingslos", "chat")
+        ),
+        420,
+        "real-engine ServingSLO Ready",
+    )
+    profile = json.loads(c.api.get("configmaps", NS, "chat-profile")["data"]["profile.json"])
+    assert profile["hardware"] == "cpu" and profile["budget_ms"] == st["budgetMs"]
+    assert st["profile"]["predictorMape"] is not None
+
+    n = 12
+    c.api.create(batch_job("real", "chat", batch_lines(n)), "batchjobs")
+    done = finished(c, "real", 180)
+    assert (done["phase"], done["completed"], done["failed"]) == ("Succeeded", n, 0), done
+    data = c.api.get("configmaps", NS, "real-out")["data"]
+    out = [json.loads(v) for v in data.values()]
+    assert sorted(r["custom_id"] for r in out) == sorted(f"req-{i}" for i in range(n))
+    for r in out:
+        body = r["response"]["body"]
+        assert r["response"]["status_code"] == 200 and body["usage"]["completion_tokens"] == 8

@@ -1,0 +1,60 @@
+"""``hygen-pod serve`` with the fake engine, as a process: the kubelet stand-in runs this for
+pods of ServingSLOs whose model is ``tiny`` so e2e tests can kill -9 a pod without vLLM."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import sys
+from contextlib import asynccontextmanager
+from pathlib import Path
+
+import uvicorn
+from fastapi import FastAPI
+
+from hygen_pod.control import OfflineControl
+from hygen_pod.pod_app import Pod, PodSettings, attach, running
+from hygen_pod.profile import ProfileDocument
+from tests.helpers.fake_pod import FakeEngine
+
+
+def main(argv: list[str]) -> int:
+    p = argparse.ArgumentParser()
+    p.add_argument("--model", required=True)
+    p.add_argument("--host", default="127.0.0.1")
+    p.add_argument("--port", type=int, required=True)
+    p.add_argument("--state-dir", required=True)
+    p.add_argument("--hygen-profile")
+    p.add_argument("--control-token-file")
+    p.add_argument("--slo", nargs="*", default=[])
+    args, _engine_args = p.parse_known_args(argv)
+    profile = ProfileDocument.load(args.hygen_profile) if args.hygen_profile else None
+    settings = PodSettings(
+        state_dir=Path(args.state_dir),
+        control_token=Path(args.control_token_file).read_text().strip(),
+        slo_targets_ms={k: float(v) for k, v in (s.split("=") for s in args.slo)},
+        profile_path=Path(args.hygen_profile) if profile else None,
+        has_predictor=profile is not None,
+        initial_control=OfflineControl(budget_ms=profile.budget_ms if profile else 0.0),
+    )
+    settings.state_dir.mkdir(parents=True, exist_ok=True)
+    pod = Pod(settings, FakeEngine(delay_s=float(os.environ.get("FAKE_ENGINE_DELAY_S", "0.02"))))
+
+    @asynccontextmanager
+    async def lifespan(_app):
+        async with running(pod):
+            yield
+
+    app = FastAPI(lifespan=lifespan)
+    attach(app, pod)
+    asyncio.run(
+        uvicorn.Server(
+            uvicorn.Config(app, host=args.host, port=args.port, log_level="warning")
+        ).serve()
+    )
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))

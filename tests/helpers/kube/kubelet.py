@@ -1,0 +1,233 @@
+"""A Deployment controller and kubelet stand-in for the emulator: real pod processes on 127.0.0.1.
+
+For every Deployment it keeps ``replicas`` pods of the current template running: it runs the
+init container's command (the real ``hygen-pod profile``), then the main container's command
+(the real ``hygen-pod serve``, or the fake-engine server for model ``tiny``) with the
+container paths mapped to a folder per pod, and publishes a Pod object whose IP/port point at
+it and whose Ready condition follows GET /ready. A template change rolls the pods (new ones
+first); a container that dies is restarted on the same state folder, as a kubelet would.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import threading
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import httpx
+
+from hygen_operator import manifests
+from hygen_pod.pod_process import free_port
+from tests.helpers.kube.server import EmulatorServer
+
+ROOT = Path(__file__).resolve().parents[3]
+
+
+@dataclass
+class PodRun:
+    name: str
+    deployment: str
+    namespace: str
+    spec_hash: str
+    template: dict[str, Any]
+    root: Path
+    port: int = field(default_factory=free_port)
+    proc: subprocess.Popen | None = None
+    init: subprocess.Popen | None = None
+    restarts: int = 0
+    ready: bool = False
+    published: bool = False
+
+
+class Kubelet:
+    def __init__(
+        self, api: EmulatorServer, workdir: Path, token: str, env: dict[str, str] | None = None
+    ):
+        self.api, self.workdir, self.token = api, workdir, token
+        self.env = {**os.environ, "PYTHONPATH": str(ROOT), **(env or {})}
+        self.pods: dict[str, PodRun] = {}
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._loop, daemon=True)
+        self._seq = 0
+        self.errors: list[str] = []
+
+    def __enter__(self) -> Kubelet:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self._stop.set()
+        self._thread.join(20)
+        for run in self.pods.values():
+            self._kill(run)
+
+    # ----------------------------------------------------------- test controls
+    def kill9(self, name: str) -> None:
+        """kill -9 the pod's server (its state folder stays: the container restarts on it)."""
+        run = self.pods[name]
+        if run.proc is not None:
+            os.killpg(run.proc.pid, 9)
+
+    def running(self, deployment: str) -> list[PodRun]:
+        return [r for r in self.pods.values() if r.deployment == deployment and r.published]
+
+    # ----------------------------------------------------------- the loop
+    def _loop(self) -> None:
+        while not self._stop.is_set():
+            try:
+                self._tick()
+            except Exception as e:  # keep the stand-in alive; tests read .errors
+                self.errors.append(repr(e))
+            time.sleep(0.3)
+
+    def _tick(self) -> None:
+        deps = {
+            (d["metadata"]["namespace"], d["metadata"]["name"]): d
+            for d in self.api.list("deployments", group="apps")
+        }
+        for (ns, name), d in deps.items():
+            h = d["spec"]["template"]["metadata"]["annotations"][manifests.HASH_ANNOTATION]
+            mine = [r for r in self.pods.values() if (r.namespace, r.deployment) == (ns, name)]
+            current = [r for r in mine if r.spec_hash == h]
+            for _ in range(d["spec"]["replicas"] - len(current)):
+                self._seq += 1
+                run = PodRun(
+                    f"{name}-{h[:6]}-{self._seq}",
+                    name,
+                    ns,
+                    h,
+                    d["spec"]["template"],
+                    self.workdir / f"pod-{self._seq}",
+                )
+                self.pods[run.name] = run
+                current.append(run)
+            for r in current[d["spec"]["replicas"] :]:
+                self._remove(r)
+            if current and all(r.ready for r in current):  # rolled: retire the old template
+                for r in mine:
+                    if r.spec_hash != h:
+                        self._remove(r)
+        for r in list(self.pods.values()):
+            if (r.namespace, r.deployment) not in deps:
+                self._remove(r)
+            else:
+                self._step(r)
+
+    def _remove(self, r: PodRun) -> None:
+        self._kill(r)
+        self.pods.pop(r.name, None)
+        if r.published and self.api.get("pods", r.namespace, r.name):
+            self.api.delete("pods", r.namespace, r.name)
+
+    def _kill(self, r: PodRun) -> None:
+        for p in (r.init, r.proc):
+            if p is not None and p.poll() is None:
+                os.killpg(p.pid, 9)
+                p.wait()
+
+    def _mapped(self, r: PodRun, cmd: list[str]) -> list[str]:
+        """Container paths -> the pod's folder; the server's port -> a free local one."""
+        out = []
+        for a in cmd:
+            for src, dst in (
+                (manifests.STATE_DIR, "state"),
+                (manifests.PROFILE_MOUNT, "profile"),
+                (manifests.TOKEN_MOUNT, "token"),
+            ):
+                a = a.replace(src, str(r.root / dst))
+            out.append(a)
+        if "--port" in out:
+            out[out.index("--port") + 1] = str(r.port)
+        if "--host" in out:
+            out[out.index("--host") + 1] = "127.0.0.1"
+        return out
+
+    def _executable(self, cmd: list[str]) -> list[str]:
+        if cmd[:4] == ["hygen-pod", "serve", "--model", "tiny"]:
+            return [sys.executable, "-m", "tests.helpers.fake_pod_serve", *cmd[2:]]
+        if cmd[0] == "hygen-pod":
+            return [sys.executable, "-m", "hygen_pod.cli", *cmd[1:]]
+        return cmd
+
+    def _files(self, r: PodRun) -> None:
+        for d in ("state", "profile", "token"):
+            (r.root / d).mkdir(parents=True, exist_ok=True)
+        (r.root / "token" / "token").write_text(self.token)
+        cm = self.api.get("configmaps", r.namespace, manifests.profile_configmap_name(r.deployment))
+        for k, v in ((cm or {}).get("data") or {}).items():
+            (r.root / "profile" / k).write_text(v)
+
+    def _spawn(self, r: PodRun, container: dict[str, Any], tag: str) -> subprocess.Popen:
+        log = (r.root / f"{tag}.log").open("a")
+        return subprocess.Popen(
+            self._executable(self._mapped(r, container["command"])),
+            cwd=r.root,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            env=self.env,
+            start_new_session=True,
+        )
+
+    def _step(self, r: PodRun) -> None:
+        spec = r.template["spec"]
+        if r.proc is None:
+            if r.init is None:
+                self._files(r)
+                r.init = self._spawn(r, spec["initContainers"][0], "init")
+                return
+            rc = r.init.poll()
+            if rc is None:
+                return
+            if rc != 0:
+                self.errors.append(
+                    f"{r.name}: init exited {rc}: {(r.root / 'init.log').read_text()[-2000:]}"
+                )
+                r.init = None  # retried, as a kubelet would (CrashLoopBackOff)
+                return
+            r.proc = self._spawn(r, spec["containers"][0], "serve")
+            self._publish(r)
+            return
+        if r.proc.poll() is not None:  # the container died: restart it on the same volume
+            r.restarts += 1
+            r.proc = self._spawn(r, spec["containers"][0], "serve")
+        ready = self._probe(r)
+        if ready != r.ready:
+            r.ready = ready
+            self._publish(r)
+
+    def _probe(self, r: PodRun) -> bool:
+        try:
+            return httpx.get(f"http://127.0.0.1:{r.port}/ready", timeout=1).status_code == 200
+        except httpx.HTTPError:
+            return False
+
+    def _publish(self, r: PodRun) -> None:
+        tmpl = r.template
+        containers = [dict(c) for c in tmpl["spec"]["containers"]]
+        containers[0]["ports"] = [{"name": "http", "containerPort": r.port}]
+        status = {
+            "phase": "Running",
+            "podIP": "127.0.0.1",
+            "conditions": [{"type": "Ready", "status": "True" if r.ready else "False"}],
+            "containerStatuses": [{"name": "serve", "ready": r.ready, "restartCount": r.restarts}],
+        }
+        if not r.published:
+            body = {
+                "apiVersion": "v1",
+                "kind": "Pod",
+                "metadata": {
+                    "name": r.name,
+                    "namespace": r.namespace,
+                    "labels": tmpl["metadata"]["labels"],
+                    "annotations": tmpl["metadata"]["annotations"],
+                },
+                "spec": {**tmpl["spec"], "containers": containers},
+            }
+            self.api.create(body, "pods")
+            r.published = True
+        self.api.patch("pods", r.namespace, r.name, {"status": status}, status=True)

@@ -1,0 +1,40 @@
+"""The ServingSLO's owned objects: commands, resources, and which spec changes re-profile."""
+
+from hygen_operator import manifests
+from hygen_operator.resources import ServingSLOSpec
+from hygen_operator.settings import OperatorSettings
+
+S = OperatorSettings(control_token="t", pod_image="img:1")
+
+
+def spec(**kw) -> ServingSLOSpec:
+    return ServingSLOSpec.model_validate(
+        {"model": "meta-llama/Llama-2-7b-hf", "slo": {"p99TbtMs": 80}, **kw}
+    )
+
+
+def test_spec_hash_changes_with_what_a_profile_depends_on_only():
+    base = manifests.spec_hash(spec())
+    assert manifests.spec_hash(spec(slo={"p99TbtMs": 60})) != base
+    assert manifests.spec_hash(spec(interferenceTolerance=0.5)) != base
+    assert manifests.spec_hash(spec(engineArgs=["--max-model-len=4096"])) != base
+    assert manifests.spec_hash(spec(replicas=5)) == base  # scaling does not re-profile
+    assert manifests.spec_hash(spec(offlineMode="qps")) == base  # the profile has both
+
+
+def test_deployment_runs_profile_then_serve_with_the_same_gpu():
+    d = manifests.deployment("llama", spec(resources={"gpus": 2}, replicas=3), S)
+    t = d["spec"]["template"]
+    h = t["metadata"]["annotations"][manifests.HASH_ANNOTATION]
+    init, serve = t["spec"]["initContainers"][0], t["spec"]["containers"][0]
+    assert init["image"] == serve["image"] == "img:1"
+    assert init["resources"] == serve["resources"] == {"limits": {"nvidia.com/gpu": "2"}}
+    i = init["command"]
+    assert i[i.index("--spec-hash") + 1] == h and "--oracle" not in i
+    assert i[i.index("--targets") + 1] == "p99_tbt" and i[i.index("--tolerance") + 1] == "0.1"
+    c = serve["command"]
+    assert c[c.index("--slo") + 1] == "p99_tbt=80"
+    assert c[c.index("--hygen-profile") + 1] == i[i.index("--out") + 1]
+    assert d["spec"]["replicas"] == 3
+    assert d["spec"]["selector"]["matchLabels"] == {manifests.SLO_LABEL: "llama"}
+    assert t["metadata"]["labels"][manifests.SLO_LABEL] == "llama"
