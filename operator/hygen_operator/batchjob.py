@@ -7,17 +7,27 @@ the job stops it and cancels what is still queued on the pods.
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
+import signal
+import sys
 import time
+from collections.abc import Awaitable, Callable
+from pathlib import Path
 from typing import Any
 
-import kopf
 from pydantic import ValidationError
 
+from hygen_operator import manifests
+from hygen_operator.batch_io import InputError, make_sink, read_input
 from hygen_operator.conditions import field_errors, now, set_condition
-from hygen_operator.dispatch import Dispatcher, InputError, Progress
-from hygen_operator.kube import Kind
+from hygen_operator.dispatch import Dispatcher, Progress
+from hygen_operator.events import post_event
+from hygen_operator.kube import JOB, ApiError, Kind, Kube
+from hygen_operator.pod_client import PodClient
 from hygen_operator.resources import GROUP, VERSION, BatchJobSpec
 from hygen_operator.servingslo import Context, ready_pods
+from hygen_operator.settings import OperatorSettings
 
 BATCHJOB = Kind(GROUP, VERSION, "batchjobs", "BatchJob")
 SERVINGSLO = Kind(GROUP, VERSION, "servingslos", "ServingSLO")
@@ -28,8 +38,20 @@ async def _status(ctx: Context, ns: str, name: str, patch: dict[str, Any]) -> No
     await ctx.kube.patch(BATCHJOB, ns, name, {"status": patch}, status=True)
 
 
-async def run_job(ctx: Context, body: Any, stopped: Any, logger: Any) -> None:
-    """The daemon body: returns when the job reaches a final phase or is stopped."""
+async def run_job(
+    ctx: Context,
+    body: Any,
+    stop_reason: Callable[[], str | None],
+    sleep: Callable[[float], Awaitable[Any]],
+    volume_root: Path | None = None,
+) -> None:
+    """Validate, wait for the ServingSLO, dispatch, record the final phase.
+
+    ``body`` is a live view of the BatchJob (``spec.cancel`` is re-read); ``stop_reason``
+    says "Stopped" (process exiting: resume later) or "Deleted" (cancel queued work).
+    A job with volume input/output runs in a dispatcher Job that mounts the claims
+    (``volume_root``); the operator only creates that Job.
+    """
     meta = body["metadata"]
     name, ns, uid, gen = meta["name"], meta["namespace"], meta["uid"], meta.get("generation")
     status = dict(body.get("status") or {})
@@ -40,7 +62,7 @@ async def run_job(ctx: Context, body: Any, stopped: Any, logger: Any) -> None:
     async def state(phase: str, reason: str, msg: str, warn: bool = True, **extra: Any) -> None:
         """Record a phase: status (with the Complete condition) and, for problems, an Event."""
         if warn:
-            kopf.warn(body, reason=reason, message=msg)
+            await post_event(ctx.kube, body, "Warning", reason, msg)
         ok = phase == "Succeeded"
         cond = set_condition(conds, "Complete", ok, reason, msg, gen)
         await _status(ctx, ns, name, {"phase": phase, "message": msg, "conditions": cond, **extra})
@@ -52,12 +74,7 @@ async def run_job(ctx: Context, body: Any, stopped: Any, logger: Any) -> None:
         return
 
     def cancelled() -> str | None:
-        if stopped:
-            deleted = (
-                stopped.reason and kopf.DaemonStoppingReason.RESOURCE_DELETED in stopped.reason
-            )
-            return "Deleted" if deleted else "Stopped"
-        return "Cancelled" if (body.get("spec") or {}).get("cancel") else None
+        return stop_reason() or ("Cancelled" if (body.get("spec") or {}).get("cancel") else None)
 
     # wait for the ServingSLO (a missing reference is reported, not fatal: it may come later)
     while True:
@@ -70,9 +87,14 @@ async def run_job(ctx: Context, body: Any, stopped: Any, logger: Any) -> None:
         if status.get("message") != msg:
             status["message"] = msg
             await state("Pending", "ServingSLONotFound", msg)
-        await stopped.wait(ctx.settings.dispatch_poll_s * 2)
+        await sleep(ctx.settings.dispatch_poll_s * 2)
 
     started = status.get("startTime") or now()
+    if spec.uses_volume and volume_root is None:
+        await ensure_dispatcher_job(ctx, body, spec)
+        while not cancelled():  # the Job records progress; deleting the BatchJob deletes it
+            await sleep(ctx.settings.dispatch_poll_s * 5)
+        return
 
     async def report(p: Progress) -> None:
         await _status(
@@ -101,19 +123,22 @@ async def run_job(ctx: Context, body: Any, stopped: Any, logger: Any) -> None:
     async def pods() -> list:
         return await ready_pods(ctx.kube, ns, spec.serving_slo)
 
-    t0 = time.time()
-    d = Dispatcher(
-        ctx.kube,
-        ctx.pods,
-        ns,
-        uid,
-        spec,
-        pods,
-        report,
-        poll_s=ctx.settings.dispatch_poll_s,
-        started_at=_epoch(started, t0),
-    )
+    async def read() -> bytes:
+        return await read_input(spec, ctx.kube, ns, volume_root)
+
     try:
+        sink = make_sink(spec, ctx.kube, ns, uid, volume_root)
+        d = Dispatcher(
+            ctx.pods,
+            uid,
+            spec,
+            read,
+            sink,
+            pods,
+            report,
+            poll_s=ctx.settings.dispatch_poll_s,
+            started_at=_epoch(started, time.time()),
+        )
         outcome, p = await d.run(cancelled)
     except InputError as e:
         await state("Failed", "InputError", str(e), completionTime=now())
@@ -135,7 +160,21 @@ async def run_job(ctx: Context, body: Any, stopped: Any, logger: Any) -> None:
         completionTime=now(),
         **counts,
     )
-    kopf.info(body, reason=phase, message=msg)
+    await post_event(ctx.kube, body, "Normal", phase, msg)
+
+
+async def ensure_dispatcher_job(ctx: Context, body: Any, spec: BatchJobSpec) -> None:
+    """The Job that dispatches a BatchJob whose input or output is on a volume."""
+    meta = body["metadata"]
+    job = manifests.dispatcher_job(meta["name"], meta["namespace"], spec, ctx.settings)
+    job["metadata"]["ownerReferences"] = [{
+        "apiVersion": body["apiVersion"], "kind": body["kind"], "name": meta["name"],
+        "uid": meta["uid"], "controller": True, "blockOwnerDeletion": True,
+    }]  # fmt: skip
+    _, created = await ctx.kube.ensure(JOB, meta["namespace"], job)
+    if created:
+        msg = f"Job {job['metadata']['name']} dispatches (volume input/output)"
+        await post_event(ctx.kube, body, "Normal", "DispatcherJob", msg)
 
 
 def _epoch(ts: str, default: float) -> float:
@@ -145,3 +184,53 @@ def _epoch(ts: str, default: float) -> float:
         return dt.datetime.strptime(ts, "%Y-%m-%dT%H:%M:%SZ").replace(tzinfo=dt.UTC).timestamp()
     except ValueError:
         return default
+
+
+async def dispatch_process(settings: OperatorSettings, ns: str, name: str, root: Path) -> int:
+    """`hygen-operator dispatch`: run one BatchJob to the end inside its dispatcher Job.
+
+    The BatchJob is re-read every poll (cancel, deletion); SIGTERM stops without cancelling,
+    so the restarted Job resumes from the output file.
+    """
+    kube = await Kube.connect(settings.kubeconfig)
+    pods = PodClient(settings.control_token)
+    try:
+        body = await kube.get(BATCHJOB, ns, name)
+        if body is None:
+            print(f"BatchJob {ns}/{name} not found", file=sys.stderr)
+            return 1
+        uid, live = body["metadata"]["uid"], dict(body)
+        stop, reason = asyncio.Event(), {"r": None}
+
+        def halt(r: str) -> None:
+            reason["r"] = reason["r"] or r
+            stop.set()
+
+        asyncio.get_running_loop().add_signal_handler(signal.SIGTERM, halt, "Stopped")
+
+        async def sleep(t: float) -> None:
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(stop.wait(), t)
+
+        async def refresh() -> None:
+            while not stop.is_set():
+                await sleep(settings.dispatch_poll_s)
+                try:
+                    b = await kube.get(BATCHJOB, ns, name)
+                except ApiError:
+                    continue
+                if b is None or b["metadata"]["uid"] != uid:
+                    halt("Deleted")
+                else:
+                    live.clear()
+                    live.update(b)
+
+        watcher = asyncio.create_task(refresh())
+        try:
+            await run_job(Context(kube, pods, settings), live, lambda: reason["r"], sleep, root)
+        finally:
+            watcher.cancel()
+        return 0
+    finally:
+        await pods.close()
+        await kube.close()

@@ -37,12 +37,40 @@ def _cmd_run(args: argparse.Namespace) -> int:
             dispatch_poll_s=args.dispatch_poll,
             data_dir=args.data_dir,
             kubeconfig=args.kubeconfig,
+            operator_image=args.operator_image,
+            dispatcher_service_account=args.dispatcher_service_account,
         )
     except (ValueError, ValidationError, OSError) as e:
         print(f"hygen-operator: {e}", file=sys.stderr)
         return 2
     run(settings, liveness=args.liveness)
     return 0
+
+
+def _cmd_dispatch(args: argparse.Namespace) -> int:
+    import asyncio
+    import logging
+    from pathlib import Path
+
+    from pydantic import ValidationError
+
+    from hygen_operator.batchjob import dispatch_process
+    from hygen_operator.settings import OperatorSettings, read_token
+
+    logging.basicConfig(level="INFO", format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    logging.getLogger("httpx").setLevel(logging.WARNING)
+    try:
+        settings = OperatorSettings(
+            control_token=read_token(args.control_token_file),
+            dispatch_poll_s=args.dispatch_poll,
+            kubeconfig=args.kubeconfig,
+        )
+    except (ValueError, ValidationError, OSError) as e:
+        print(f"hygen-operator dispatch: {e}", file=sys.stderr)
+        return 2
+    return asyncio.run(
+        dispatch_process(settings, args.namespace, args.batchjob, Path(args.volume_root))
+    )
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -121,7 +149,39 @@ def build_parser() -> argparse.ArgumentParser:
         default=env("LOG_LEVEL", "info"),
         choices=["debug", "info", "warning", "error"],
     )
+    r.add_argument(
+        "--operator-image",
+        default=env("OPERATOR_IMAGE", "ghcr.io/hygen/hygen-operator:latest"),
+        help="image of the dispatcher Jobs for BatchJobs with volume input/output",
+    )
+    r.add_argument(
+        "--dispatcher-service-account",
+        default=env("DISPATCHER_SERVICE_ACCOUNT", "hygen-dispatcher"),
+        help="ServiceAccount of dispatcher Jobs (get/list pods, servingslos; get/patch batchjobs)",
+    )
     r.set_defaults(func=_cmd_run)
+
+    d = sub.add_parser(
+        "dispatch",
+        help="run one BatchJob with volume input/output (the command of its dispatcher Job)",
+        description="Dispatch a BatchJob's lines to its ServingSLO's pods and write the results; "
+        "resumes from the output file after a crash. The operator creates the Job that runs this.",
+    )
+    d.add_argument("--namespace", required=True)
+    d.add_argument("--batchjob", required=True)
+    d.add_argument("--volume-root", default="/data", help="claims are mounted at ROOT/<claimName>")
+    d.add_argument("--dispatch-poll", type=float, default=float(env("DISPATCH_POLL", "1")))
+    d.add_argument(
+        "--control-token-file",
+        default=env("CONTROL_TOKEN_FILE"),
+        help="pods' control token (else $HYGEN_CONTROL_TOKEN)",
+    )
+    d.add_argument(
+        "--kubeconfig",
+        default=env("KUBECONFIG"),
+        help="kubeconfig file (default: in-cluster, then $KUBECONFIG)",
+    )
+    d.set_defaults(func=_cmd_dispatch)
     return p
 
 

@@ -1,18 +1,16 @@
 """BatchJob dispatch: feed lines to the pods' offline queues, collect exactly one result each.
 
-Runs inside the operator (a kopf daemon per BatchJob): the operator already knows the
-ServingSLO's ready pods and holds the control token, and all state needed to resume lives
-in two durable places, so a separate Job would add a process without adding safety:
+The same loop runs in the operator (a kopf daemon per ConfigMap/inline job) and in the
+dispatcher Job of a volume job. Resume state lives in two durable places:
 
 - each line has a fixed request id ``<job uid>-<line>``, and pods store requests
   idempotently on that id, so resubmitting after any crash never runs a line twice on a pod;
-- a result is written to the output ConfigMap under ``line-<n>`` (merge patch: writing it
-  again is a no-op) *before* it is acknowledged (DELETE) on the pod, so a crash between the
-  two leaves a result the next run finds done, never a lost one.
+- a result is written to the sink (`batch_io`) *before* it is acknowledged (DELETE) on the
+  pod, so a crash between the two leaves a result the next run finds done, never a lost one.
 
 Lines are spread over ready pods by line number, at most ``parallelism`` outstanding per
 pod; a 429 or an unreachable pod backs off that pod only. A line whose pod disappears or
-lost its state is resubmitted elsewhere; the output key keeps it to one result.
+lost its state is resubmitted elsewhere; the sink's per-line key keeps it to one result.
 """
 
 from __future__ import annotations
@@ -25,22 +23,13 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from hygen_operator.kube import CONFIGMAP, Kube
+from hygen_operator.batch_io import ResultSink
 from hygen_operator.pod_client import PodAddress, PodClient, PodError
 from hygen_operator.resources import BatchJobSpec
 from hygen_pod.api import OfflineResult, OfflineSubmit, batch_output_line, window_seconds
 from hygen_pod.batch_input import BadLine, BatchLine, parse_batch_file
 
 logger = logging.getLogger(__name__)
-KEY_PREFIX = "line-"
-
-
-def line_key(line: int) -> str:
-    return f"{KEY_PREFIX}{line:06d}"
-
-
-class InputError(Exception):
-    """The job's input cannot be read at all (as opposed to one bad line)."""
 
 
 @dataclass
@@ -63,11 +52,11 @@ class _Inflight:
 
 @dataclass
 class Dispatcher:
-    kube: Kube
     pods: PodClient
-    namespace: str
     job_uid: str
     spec: BatchJobSpec
+    read_input: Callable[[], Awaitable[bytes]]
+    sink: ResultSink
     ready_pods: Callable[[], Awaitable[list[PodAddress]]]
     report: Callable[[Progress], Awaitable[None]]
     poll_s: float = 1.0
@@ -76,52 +65,22 @@ class Dispatcher:
     _inflight: dict[int, _Inflight] = field(default_factory=dict)
     _backoff: dict[str, float] = field(default_factory=dict)
     _pending: dict[int, BatchLine] = field(default_factory=dict)
-    _results: dict[str, str] = field(default_factory=dict)  # key -> output line, not yet written
+    _results: dict[int, str] = field(default_factory=dict)  # line -> output, not yet written
     _acks: list[tuple[PodAddress, str]] = field(default_factory=list)
 
     def rid(self, line: int) -> str:
         return f"{self.job_uid}-{line}"
 
-    # ------------------------------------------------------------ input / output
-    async def read_lines(self) -> list[BatchLine | BadLine]:
-        src = self.spec.input
-        if src.inline is not None:
-            data = "\n".join(json.dumps(x) for x in src.inline).encode()
-        else:
-            assert src.config_map is not None
-            cm = await self.kube.get(CONFIGMAP, self.namespace, src.config_map.name)
-            if cm is None:
-                raise InputError(
-                    f"spec.input.configMap.name: ConfigMap {src.config_map.name!r} not found"
-                )
-            text = (cm.get("data") or {}).get(src.config_map.key)
-            if text is None:
-                raise InputError(
-                    f"spec.input.configMap.key: ConfigMap {src.config_map.name!r} has no key "
-                    f"{src.config_map.key!r}"
-                )
-            data = text.encode()
-        return parse_batch_file(data, self.spec.endpoint)
-
-    async def written(self) -> dict[str, str]:
-        """The output ConfigMap's lines (created empty when missing)."""
-        name = self.spec.output.config_map.name
-        cm, _ = await self.kube.ensure(
-            CONFIGMAP, self.namespace, {"metadata": {"name": name}, "data": {}}
-        )
-        return {k: v for k, v in (cm.get("data") or {}).items() if k.startswith(KEY_PREFIX)}
-
     async def flush(self) -> None:
         """Write buffered results, then acknowledge them on their pods (in that order)."""
         if self._results:
-            name = self.spec.output.config_map.name
-            await self.kube.patch(CONFIGMAP, self.namespace, name, {"data": dict(self._results)})
+            await self.sink.write(dict(self._results))
             self._results.clear()
         acks, self._acks = self._acks, []
         for pod, rid in acks:
             try:
                 await self.pods.ack(pod, rid)
-            except PodError as e:  # the result is safe in the ConfigMap; the pod keeps a copy
+            except PodError as e:  # the result is safe in the sink; the pod keeps a copy
                 logger.info("ack of %s on %s failed: %s", rid, pod.name, e)
 
     # ------------------------------------------------------------ the loop
@@ -130,13 +89,12 @@ class Dispatcher:
 
         Returns ("Succeeded" | "Expired" | <stop reason>, progress).
         """
-        items = await self.read_lines()
-        written = await self.written()
+        items = parse_batch_file(await self.read_input(), self.spec.endpoint)
+        written = await self.sink.written()
         progress = Progress(total=len(items))
         for it in items:
-            key = line_key(it.line)
-            if key in written:
-                ok = json.loads(written[key]).get("error") is None
+            if it.line in written:
+                ok = json.loads(written[it.line]).get("error") is None
                 progress.completed += ok
                 progress.failed += not ok
             elif isinstance(it, BadLine):
@@ -182,7 +140,7 @@ class Dispatcher:
         progress: Progress,
     ) -> None:
         out = batch_output_line(f"{self.job_uid}-{line}", custom_id, rid or "", code, body, error)
-        self._results[line_key(line)] = json.dumps(out)
+        self._results[line] = json.dumps(out)
         ok = error is None and (code is None or code < 400)
         progress.completed += ok
         progress.failed += not ok

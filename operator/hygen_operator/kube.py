@@ -51,6 +51,7 @@ SERVICE = Kind("", "v1", "services", "Service")
 POD = Kind("", "v1", "pods", "Pod")
 EVENT = Kind("", "v1", "events", "Event")
 DEPLOYMENT = Kind("apps", "v1", "deployments", "Deployment")
+JOB = Kind("batch", "v1", "jobs", "Job")
 
 
 class ApiError(Exception):

@@ -69,9 +69,19 @@ def build_registry(
         if st:
             patch.status.update(st)
 
-    @kopf.daemon(*bj, cancellation_timeout=10.0, backoff=2.0, registry=reg)
+    @kopf.daemon(
+        *bj, cancellation_backoff=5.0, cancellation_timeout=10.0, backoff=2.0, registry=reg
+    )
     async def dispatch_job(body: Any, stopped: Any, logger: Any, **_: Any) -> None:
-        await batchjob.run_job(ctx_ref["ctx"], body, stopped, logger)
+        def stop_reason() -> str | None:
+            if not stopped:
+                return None
+            deleted = (
+                stopped.reason and kopf.DaemonStoppingReason.RESOURCE_DELETED in stopped.reason
+            )
+            return "Deleted" if deleted else "Stopped"
+
+        await batchjob.run_job(ctx_ref["ctx"], body, stop_reason, stopped.wait)
 
     return reg
 

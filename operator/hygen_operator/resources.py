@@ -149,18 +149,35 @@ class ConfigMapRef(Model):
     key: str = Field("input.jsonl", min_length=1)
 
 
+class VolumeRef(Model):
+    """A file on a PersistentVolumeClaim (read or written by the dispatcher Job)."""
+
+    claim_name: str = Field(min_length=1, description="PersistentVolumeClaim in the namespace")
+    path: str = Field(
+        min_length=1, pattern=r"^[^/].*$", description="file path inside the volume (relative)"
+    )
+
+    @model_validator(mode="after")
+    def _inside(self) -> VolumeRef:
+        if ".." in self.path.split("/"):
+            raise ValueError("path must stay inside the volume (no '..')")
+        return self
+
+
 class BatchInput(Model):
-    """OpenAI batch JSONL: exactly one of configMap, inline."""
+    """OpenAI batch JSONL: exactly one of configMap, volume, inline."""
 
     model_config = ConfigDict(json_schema_extra={"minProperties": 1, "maxProperties": 1})
 
     config_map: ConfigMapRef | None = None
+    volume: VolumeRef | None = None
     inline: list[dict[str, Any]] | None = Field(None, description="batch lines as objects")
 
     @model_validator(mode="after")
     def _exactly_one(self) -> BatchInput:
-        if (self.config_map is None) == (self.inline is None):
-            raise ValueError("set exactly one of input.configMap, input.inline")
+        given = [n for n in ("config_map", "volume", "inline") if getattr(self, n) is not None]
+        if len(given) != 1:
+            raise ValueError("set exactly one of input.configMap, input.volume, input.inline")
         return self
 
 
@@ -169,9 +186,19 @@ class OutputConfigMap(Model):
 
 
 class BatchOutput(Model):
-    """Where results go: a ConfigMap with one key per input line (``line-000017``)."""
+    """Where results go: a ConfigMap with one key per input line (``line-000017``), or an
+    OpenAI batch output JSONL file on a volume."""
 
-    config_map: OutputConfigMap
+    model_config = ConfigDict(json_schema_extra={"minProperties": 1, "maxProperties": 1})
+
+    config_map: OutputConfigMap | None = None
+    volume: VolumeRef | None = None
+
+    @model_validator(mode="after")
+    def _exactly_one(self) -> BatchOutput:
+        if (self.config_map is None) == (self.volume is None):
+            raise ValueError("set exactly one of output.configMap, output.volume")
+        return self
 
 
 class BatchJobSpec(Model):
@@ -184,6 +211,11 @@ class BatchJobSpec(Model):
     )
     parallelism: int = Field(64, ge=1, le=100_000, description="requests queued per pod at once")
     cancel: bool = Field(False, description="set true to stop the job (phase Cancelled)")
+
+    @property
+    def uses_volume(self) -> bool:
+        """Volume input or output: dispatched by a Job that mounts the claims."""
+        return self.input.volume is not None or self.output.volume is not None
 
 
 class BatchJobStatus(Model):

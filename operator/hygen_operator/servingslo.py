@@ -193,7 +193,12 @@ async def sync(ctx: Context, body: Any, logger: Any) -> dict[str, Any] | None:
             f"predictor MAPE {profile.predictor.heldout_mape:.1%}",
         )
     st["profile"] = summary
-    conds = set_condition(conds, "Profiled", True, "Profiled", f"spec hash {h}", gen)
+    idle = (profile.budget_ms if spec.offline_mode == "budget" else profile.qps) <= 0
+    conds = set_condition(
+        conds, "Profiled", True, "NoOfflineCapacity" if idle else "Profiled",
+        f"spec hash {h}" + ("; no offline work fits within the tolerance: offline jobs wait until "
+                            "retuning finds room or the tolerance is raised" if idle else ""), gen,
+    )  # fmt: skip
     mode = spec.offline_mode
     value = status.get("budgetMs" if mode == "budget" else "qps")
     value = float(

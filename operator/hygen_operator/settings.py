@@ -13,6 +13,12 @@ class OperatorSettings(BaseModel):
 
     namespaces: list[str] = Field(default_factory=list, description="empty = all namespaces")
     pod_image: str = "ghcr.io/hygen/hygen-pod:latest"
+    operator_image: str = Field(
+        "ghcr.io/hygen/hygen-operator:latest", description="image of dispatcher Jobs"
+    )
+    dispatcher_service_account: str = Field(
+        "hygen-dispatcher", description="ServiceAccount of dispatcher Jobs (read pods, patch jobs)"
+    )
     token_secret: str = Field("hygen-control-token", description="Secret with key 'token'")
     control_token: str = Field(repr=False, description="bearer token for the pods' control API")
     status_interval_s: float = Field(10.0, gt=0, description="pod metrics, status, budget push")

@@ -199,3 +199,58 @@ def test_injected_api_errors_are_retried_without_duplicates(cluster: Cluster):
         f"req-{i}" for i in range(30)
     )
     assert all(f.times == 0 for f in c.api.emulator.faults), "every injected fault was hit"
+
+
+def test_volume_batchjob_runs_in_a_dispatcher_job_that_survives_kill9(cluster: Cluster):
+    c = cluster
+    c.api.create(serving_slo(), "servingslos")
+    ready(c)
+    n = 100
+    src = c.kubelet.pvc_root / "inputs" / "batches" / "in.jsonl"
+    src.parent.mkdir(parents=True)
+    src.write_text("".join(json.dumps(x) + "\n" for x in batch_lines(n)))
+    job = batch_job("vol", "chat", [], parallelism=4)
+    job["spec"]["input"] = {"volume": {"claimName": "inputs", "path": "batches/in.jsonl"}}
+    job["spec"]["output"] = {"volume": {"claimName": "results", "path": "out/vol.jsonl"}}
+    c.api.create(job, "batchjobs")
+    k8s_job = c.wait(lambda: c.api.get("jobs", NS, "vol-dispatch", "batch"), 30, "dispatcher Job")
+    vols = {v["persistentVolumeClaim"]["claimName"]: v["persistentVolumeClaim"]["readOnly"]
+            for v in k8s_job["spec"]["template"]["spec"]["volumes"]}  # fmt: skip
+    assert vols == {"inputs": True, "results": False}
+    assert k8s_job["metadata"]["ownerReferences"][0]["name"] == "vol"
+    c.wait(lambda: c.status("batchjobs", "vol").get("completed", 0) >= 10, 60, "10 results")
+    c.kubelet.kill9_job("vol-dispatch")
+    st = finished(c, "vol", 120)
+    assert st["phase"] == "Succeeded", st
+    assert (st["completed"], st["failed"]) == (n, 0)
+    assert c.kubelet.job_restarts["vol-dispatch"] >= 1
+    out = [
+        json.loads(x)
+        for x in (c.kubelet.pvc_root / "results" / "out" / "vol.jsonl").read_text().splitlines()
+    ]
+    assert sorted(r["custom_id"] for r in out) == sorted(f"req-{i}" for i in range(n))
+
+
+def test_deleting_a_batchjob_cancels_its_queued_work(cluster: Cluster):
+    c = cluster
+    c.kubelet.env["FAKE_ENGINE_DELAY_S"] = "5.0"  # nothing finishes before the delete
+    c.api.create(serving_slo(replicas=1), "servingslos")
+    ready(c)
+    (run,) = c.kubelet.running("chat")
+    hdr = {"Authorization": f"Bearer {TOKEN}"}
+    url = f"http://127.0.0.1:{run.port}/control/metrics"
+
+    def metrics() -> dict:
+        return httpx.get(url, headers=hdr).json()
+
+    c.api.create(batch_job("gone", "chat", batch_lines(400), parallelism=50), "batchjobs")
+    c.wait(lambda: metrics()["offline_inflight"] >= 50, 30, "50 requests running on the pod")
+    c.api.delete("batchjobs", NS, "gone", "hygen.io")
+    c.wait(lambda: not c.obj("batchjobs", "gone"), 10, "BatchJob deleted (finalizer released)")
+
+    def idle() -> dict | None:
+        m = metrics()
+        return m if m["offline_queued"] == m["offline_inflight"] == 0 else None
+
+    after = c.wait(idle, 4, "queued work cancelled (not finished: the engine takes 5 s)")
+    assert after["offline"]["requests"] == 0

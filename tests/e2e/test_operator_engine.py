@@ -25,7 +25,7 @@ def test_real_engine_servingslo_profiles_serves_and_runs_a_batchjob(cluster: Clu
     ]  # fmt: skip
     slo = serving_slo(
         model=str(model), servedModelName="tiny", replicas=1, engineArgs=engine_args,
-        slo={"p99TbtMs": 200}, interferenceTolerance=0.5,
+        slo={"p99TbtMs": 200}, interferenceTolerance=3.0,  # a noisy shared CPU: keep budget > 0
         profiling={"onlineRequests": 8, "offlineRequests": 8, "iterations": 2},
     )  # fmt: skip
     c.api.create(slo, "servingslos")

@@ -55,6 +55,8 @@ class Kubelet:
         self._thread = threading.Thread(target=self._loop, daemon=True)
         self._seq = 0
         self.errors: list[str] = []
+        self.jobs: dict[str, subprocess.Popen] = {}
+        self.job_restarts: dict[str, int] = {}
 
     def __enter__(self) -> Kubelet:
         self._thread.start()
@@ -65,6 +67,10 @@ class Kubelet:
         self._thread.join(20)
         for run in self.pods.values():
             self._kill(run)
+        for p in self.jobs.values():
+            if p.poll() is None:
+                os.killpg(p.pid, 9)
+                p.wait()
 
     # ----------------------------------------------------------- test controls
     def kill9(self, name: str) -> None:
@@ -85,7 +91,62 @@ class Kubelet:
                 self.errors.append(repr(e))
             time.sleep(0.3)
 
+    # ----------------------------------------------------------- Jobs (dispatchers)
+    @property
+    def pvc_root(self) -> Path:
+        """PersistentVolumeClaims live here, one folder per claim name."""
+        return self.workdir / "pvc"
+
+    def kill9_job(self, name: str) -> None:
+        p = self.jobs[name]
+        if p.poll() is None:
+            os.killpg(p.pid, 9)
+            p.wait()
+
+    def _jobs(self) -> None:
+        for j in self.api.list("jobs", group="batch"):
+            name = j["metadata"]["name"]
+            if (j.get("status") or {}).get("succeeded"):
+                continue
+            p = self.jobs.get(name)
+            if p is not None and p.poll() is None:
+                continue
+            if p is not None and p.returncode == 0:
+                self.api.patch(
+                    "jobs",
+                    j["metadata"]["namespace"],
+                    name,
+                    {"status": {"succeeded": 1}},
+                    status=True,
+                    group="batch",
+                )
+                continue
+            if p is not None:
+                self.job_restarts[name] = self.job_restarts.get(name, 0) + 1
+            c = j["spec"]["template"]["spec"]["containers"][0]
+            cmd = [str(self.pvc_root) if a == manifests.VOLUME_ROOT else a for a in c["command"]]
+            log = (self.workdir / f"job-{name}.log").open("a")
+            env = {
+                **self.env,
+                "HYGEN_CONTROL_TOKEN": self.token,
+                "KUBECONFIG": str(self.api.kubeconfig),
+            }
+            self.jobs[name] = subprocess.Popen(
+                self._executable(cmd),
+                cwd=self.workdir,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                env=env,
+                start_new_session=True,
+            )
+        for name, p in list(self.jobs.items()):
+            if not any(j["metadata"]["name"] == name for j in self.api.list("jobs", group="batch")):
+                if p.poll() is None:  # the Job was deleted: the pod gets SIGTERM
+                    os.killpg(p.pid, 15)
+                del self.jobs[name]
+
     def _tick(self) -> None:
+        self._jobs()
         deps = {
             (d["metadata"]["namespace"], d["metadata"]["name"]): d
             for d in self.api.list("deployments", group="apps")
@@ -152,6 +213,8 @@ class Kubelet:
             return [sys.executable, "-m", "tests.helpers.fake_pod_serve", *cmd[2:]]
         if cmd[0] == "hygen-pod":
             return [sys.executable, "-m", "hygen_pod.cli", *cmd[1:]]
+        if cmd[0] == "hygen-operator":
+            return [sys.executable, "-m", "hygen_operator.cli", *cmd[1:]]
         return cmd
 
     def _files(self, r: PodRun) -> None:
