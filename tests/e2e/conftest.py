@@ -91,10 +91,11 @@ def cluster(tmp_path: Path) -> Iterator[Cluster]:
     with EmulatorServer(tmp_path) as api, Kubelet(api, tmp_path, TOKEN) as kubelet:
         apply_crds(api)
         op = OperatorProcess(api.kubeconfig, tmp_path / "operator.log", TOKEN).start()
+        c = Cluster(api, kubelet, op, tmp_path)
         try:
-            yield Cluster(api, kubelet, op, tmp_path)
+            yield c
         finally:
-            op.stop()
+            c.operator.stop()  # the current one: a test may have replaced it
 
 
 def serving_slo(name: str = "chat", **spec: Any) -> dict[str, Any]:

@@ -9,6 +9,7 @@ import httpx
 from hygen_operator import manifests
 from hygen_operator.resources import ServingSLOSpec
 from tests.e2e.conftest import NS, TOKEN, Cluster, batch_job, batch_lines, finished, serving_slo
+from tests.helpers.kube.operator_process import OperatorProcess
 
 
 def pod_control(port: int) -> dict:
@@ -154,6 +155,9 @@ def test_invalid_resources_get_conditions_naming_the_field(cluster: Cluster):
     c = cluster
     c.api.create(serving_slo("bad", offlineMode="fast", interferenceTolerance=-1), "servingslos")
     c.api.create(batch_job("orphan", "nope", batch_lines(2)), "batchjobs")
+    c.api.create(
+        batch_job("badenum", "chat", batch_lines(1), endpoint="/v1/embeddings"), "batchjobs"
+    )
     c.api.create(batch_job("badline", "chat", [*batch_lines(3), {"method": "POST"}]), "batchjobs")
     c.api.create(serving_slo(), "servingslos")  # a good one beside them still works
     ready(c)
@@ -171,6 +175,8 @@ def test_invalid_resources_get_conditions_naming_the_field(cluster: Cluster):
     orphan = c.wait(lambda: c.status("batchjobs", "orphan").get("message"), 30, "orphan reported")
     assert "spec.servingSlo" in orphan and "nope" in orphan
     assert c.status("batchjobs", "orphan")["phase"] == "Pending"
+    badenum = finished(c, "badenum", 30)
+    assert badenum["phase"] == "Failed" and "spec.endpoint" in badenum["message"]
     st = finished(c, "badline", 60)
     assert st["phase"] == "Succeeded", st
     assert (st["completed"], st["failed"]) == (3, 1)  # the bad line fails alone
@@ -254,3 +260,25 @@ def test_deleting_a_batchjob_cancels_its_queued_work(cluster: Cluster):
 
     after = c.wait(idle, 4, "queued work cancelled (not finished: the engine takes 5 s)")
     assert after["offline"]["requests"] == 0
+
+
+def test_retuning_tightens_the_budget_when_online_latency_nears_the_target(cluster: Cluster):
+    c = cluster
+    c.operator.stop()  # this test wants retuning every second
+    c.operator = OperatorProcess(c.api.kubeconfig, c.workdir / "operator2.log", TOKEN,
+                                 "--retune-interval", "1").start()  # fmt: skip
+    c.kubelet.env["FAKE_ONLINE_TBT_MS"] = "48"  # 96% of the 50 ms target
+    c.api.create(serving_slo(), "servingslos")
+    profiled = ready(c)["profile"]["budgetMs"]
+
+    def tightened() -> list[dict]:
+        return [e for e in c.api.list("events", NS) if e.get("reason") == "Tightened"]
+
+    ev = c.wait(lambda: len(tightened()) >= 2 and tightened(), 30, "two Tightened events")
+    assert "p99_tbt 48.0 ms = 96% of target 50 ms" in ev[0]["message"]
+    st = c.status("servingslos", "chat")
+    assert st["budgetMs"] < profiled * 0.7 + 1e-9
+    assert st["observed"]["p99TbtMs"] == 48.0 and st["observedSummary"] == "p99_tbt 48.0ms"
+    runs = c.kubelet.running("chat")
+    c.wait(lambda: all(pod_control(r.port)["control"]["budget_ms"] < profiled for r in runs),
+           10, "tightened budget on every pod")  # fmt: skip

@@ -41,10 +41,23 @@ def main(argv: list[str]) -> int:
     settings.state_dir.mkdir(parents=True, exist_ok=True)
     pod = Pod(settings, FakeEngine(delay_s=float(os.environ.get("FAKE_ENGINE_DELAY_S", "0.02"))))
 
+    async def online_load(tbt_ms: float) -> None:
+        """Synthetic online traffic for retuning tests: 20 requests/s at this TBT."""
+        while True:
+            pod.window.first_token("online", 0.05)
+            for _ in range(8):
+                pod.window.next_tokens("online", tbt_ms / 1e3)
+            pod.window.finished("online")
+            await asyncio.sleep(0.05)
+
     @asynccontextmanager
     async def lifespan(_app):
         async with running(pod):
+            tbt = os.environ.get("FAKE_ONLINE_TBT_MS")
+            load = asyncio.create_task(online_load(float(tbt))) if tbt else None
             yield
+            if load is not None:
+                load.cancel()
 
     app = FastAPI(lifespan=lifespan)
     attach(app, pod)
