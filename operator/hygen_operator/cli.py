@@ -39,6 +39,7 @@ def _cmd_run(args: argparse.Namespace) -> int:
             kubeconfig=args.kubeconfig,
             operator_image=args.operator_image,
             dispatcher_service_account=args.dispatcher_service_account,
+            peering=args.peering,
         )
     except (ValueError, ValidationError, OSError) as e:
         print(f"hygen-operator: {e}", file=sys.stderr)
@@ -158,6 +159,12 @@ def build_parser() -> argparse.ArgumentParser:
         "--dispatcher-service-account",
         default=env("DISPATCHER_SERVICE_ACCOUNT", "hygen-dispatcher"),
         help="ServiceAccount of dispatcher Jobs (get/list pods, servingslos; get/patch batchjobs)",
+    )
+    r.add_argument(
+        "--peering",
+        default=env("PEERING"),
+        help="kopf peering name (KopfPeering/ClusterKopfPeering objects) when running "
+        "more than one replica: one is active, the others stand by",
     )
     r.set_defaults(func=_cmd_run)
 

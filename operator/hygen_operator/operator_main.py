@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import random
 from typing import Any
 
 import kopf
@@ -94,7 +95,9 @@ def run(settings: OperatorSettings, liveness: str | None = None) -> None:
             registry=reg,
             namespaces=settings.namespaces or None,
             clusterwide=not settings.namespaces,
-            standalone=True,
+            standalone=settings.peering is None,
+            peering_name=settings.peering,
+            priority=random.randint(1, 1_000_000),  # peers differ; the highest one is active
             liveness_endpoint=liveness,
         )
     )

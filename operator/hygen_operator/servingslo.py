@@ -8,6 +8,7 @@ targets to every ready pod, retunes, and writes status. Both are idempotent.
 
 from __future__ import annotations
 
+import base64
 import time
 from dataclasses import dataclass, field
 from typing import Any
@@ -17,7 +18,7 @@ from pydantic import ValidationError
 
 from hygen_operator import manifests
 from hygen_operator.conditions import field_errors, now, set_condition
-from hygen_operator.kube import CONFIGMAP, DEPLOYMENT, POD, SERVICE, Kube
+from hygen_operator.kube import CONFIGMAP, DEPLOYMENT, POD, SECRET, SERVICE, Kube
 from hygen_operator.pod_client import PodAddress, PodClient, PodError
 from hygen_operator.resources import ServingSLOSpec
 from hygen_operator.settings import OperatorSettings
@@ -98,6 +99,17 @@ async def ready_pods(
     return sorted(out, key=lambda a: a.name)
 
 
+async def ensure_token_secret(ctx: Context, ns: str) -> None:
+    """The pods' control-token Secret in the ServingSLO's namespace, with the operator's token."""
+    name, token = ctx.settings.token_secret, ctx.settings.control_token
+    want = base64.b64encode(token.encode()).decode()
+    labels = {"app.kubernetes.io/managed-by": "hygen-operator"}
+    body = {"metadata": {"name": name, "labels": labels}, "type": "Opaque", "data": {"token": want}}
+    have, created = await ctx.kube.ensure(SECRET, ns, body)
+    if not created and (have.get("data") or {}).get("token") != want:
+        await ctx.kube.patch(SECRET, ns, name, {"data": {"token": want}})
+
+
 async def reconcile(ctx: Context, body: Any, logger: Any) -> dict[str, Any]:
     """Make the owned objects match the spec; returns the status fields to patch."""
     meta, status = body["metadata"], body.get("status") or {}
@@ -109,6 +121,7 @@ async def reconcile(ctx: Context, body: Any, logger: Any) -> dict[str, Any]:
         kopf.warn(body, reason="InvalidSpec", message=st["conditions"][0]["message"])
         return st
     kube, s = ctx.kube, ctx.settings
+    await ensure_token_secret(ctx, ns)
     await kube.ensure(CONFIGMAP, ns, _owned(manifests.profile_configmap(name), body))
     await kube.ensure(SERVICE, ns, _owned(manifests.service(name, s), body))
     want = _owned(manifests.deployment(name, spec, s), body)

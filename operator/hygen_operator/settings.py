@@ -27,6 +27,9 @@ class OperatorSettings(BaseModel):
     pod_port: int = Field(8000, gt=0, lt=65536)
     data_dir: str = Field("/opt/hygen/data", description="profiling traces inside the pod image")
     kubeconfig: str | None = None
+    peering: str | None = Field(
+        None, description="kopf peering name: replicas elect one active operator; None = alone"
+    )
 
 
 def read_token(token_file: str | None) -> str:

@@ -69,7 +69,7 @@ def finished(c: Cluster, job: str, timeout_s: float = 120) -> dict[str, Any]:
 
 
 def apply_crds(api: EmulatorServer) -> None:
-    for f in ("servingslos.yaml", "batchjobs.yaml"):
+    for f in sorted((ROOT / "crds").glob("*.yaml")):
         subprocess.run(
             [
                 "kubectl",
@@ -78,7 +78,7 @@ def apply_crds(api: EmulatorServer) -> None:
                 "apply",
                 "--validate=false",
                 "-f",
-                str(ROOT / "crds" / f),
+                str(f),
             ],
             check=True,
             capture_output=True,

@@ -10,6 +10,7 @@ first); a container that dies is restarted on the same state folder, as a kubele
 
 from __future__ import annotations
 
+import base64
 import os
 import subprocess
 import sys
@@ -150,6 +151,9 @@ class Kubelet:
         deps = {
             (d["metadata"]["namespace"], d["metadata"]["name"]): d
             for d in self.api.list("deployments", group="apps")
+            # serving pods only: the operator's own Deployment runs as the test's process
+            if manifests.HASH_ANNOTATION
+            in (d["spec"]["template"]["metadata"].get("annotations") or {})
         }
         for (ns, name), d in deps.items():
             h = d["spec"]["template"]["metadata"]["annotations"][manifests.HASH_ANNOTATION]
@@ -217,13 +221,21 @@ class Kubelet:
             return [sys.executable, "-m", "hygen_operator.cli", *cmd[1:]]
         return cmd
 
-    def _files(self, r: PodRun) -> None:
+    def _files(self, r: PodRun) -> bool:
+        """Volumes: the token Secret and profile ConfigMap as files; False while the Secret
+        is missing (a kubelet would not start the pod either)."""
+        vols = {v["name"]: v for v in r.template["spec"]["volumes"]}
+        secret = self.api.get("secrets", r.namespace, vols["token"]["secret"]["secretName"])
+        if secret is None:
+            return False
         for d in ("state", "profile", "token"):
             (r.root / d).mkdir(parents=True, exist_ok=True)
-        (r.root / "token" / "token").write_text(self.token)
+        token = base64.b64decode(secret["data"]["token"]).decode()
+        (r.root / "token" / "token").write_text(token)
         cm = self.api.get("configmaps", r.namespace, manifests.profile_configmap_name(r.deployment))
         for k, v in ((cm or {}).get("data") or {}).items():
             (r.root / "profile" / k).write_text(v)
+        return True
 
     def _spawn(self, r: PodRun, container: dict[str, Any], tag: str) -> subprocess.Popen:
         log = (r.root / f"{tag}.log").open("a")
@@ -240,8 +252,8 @@ class Kubelet:
         spec = r.template["spec"]
         if r.proc is None:
             if r.init is None:
-                self._files(r)
-                r.init = self._spawn(r, spec["initContainers"][0], "init")
+                if self._files(r):
+                    r.init = self._spawn(r, spec["initContainers"][0], "init")
                 return
             rc = r.init.poll()
             if rc is None:

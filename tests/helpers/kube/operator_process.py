@@ -22,6 +22,13 @@ class OperatorProcess:
         self.log = log
         self.proc: subprocess.Popen | None = None
 
+    @classmethod
+    def from_command(cls, cmd: list[str], log: Path, token: str) -> OperatorProcess:
+        """Run a given ``hygen-operator ...`` command line (e.g. from a rendered chart)."""
+        op = cls(Path("/dev/null"), log, token)
+        op.cmd = [sys.executable, "-m", "hygen_operator.cli", *cmd[1:]]
+        return op
+
     def start(self) -> OperatorProcess:
         self.proc = subprocess.Popen(
             self.cmd,
