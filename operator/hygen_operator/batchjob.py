@@ -192,7 +192,7 @@ async def dispatch_process(settings: OperatorSettings, ns: str, name: str, root:
     The BatchJob is re-read every poll (cancel, deletion); SIGTERM stops without cancelling,
     so the restarted Job resumes from the output file.
     """
-    kube = await Kube.connect(settings.kubeconfig)
+    kube = await Kube.connect(settings.kubeconfig, agent="hygen-dispatcher")
     pods = PodClient(settings.control_token)
     try:
         body = await kube.get(BATCHJOB, ns, name)

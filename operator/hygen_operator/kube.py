@@ -12,6 +12,7 @@ import asyncio
 import json
 import logging
 from dataclasses import dataclass
+from importlib.metadata import version
 from typing import Any
 
 from kubernetes.aio import client as k8s
@@ -73,13 +74,16 @@ class Kube:
         self.backoff_s = backoff_s
 
     @classmethod
-    async def connect(cls, kubeconfig: str | None = None) -> Kube:
+    async def connect(cls, kubeconfig: str | None = None, agent: str = "hygen-operator") -> Kube:
+        """In-cluster config, else the kubeconfig; ``agent`` names us in the API server's logs."""
         cfg = k8s.Configuration()
         try:
             k8s_config.load_incluster_config(client_configuration=cfg)
         except k8s_config.ConfigException:
             await k8s_config.load_kube_config(config_file=kubeconfig, client_configuration=cfg)
-        return cls(k8s.ApiClient(cfg))
+        api = k8s.ApiClient(cfg)
+        api.user_agent = f"{agent}/{version('hygen-k8s')}"
+        return cls(api)
 
     async def close(self) -> None:
         await self.api.close()

@@ -1,6 +1,8 @@
 """The rendered chart applied to the API emulator, and the operator started from the rendered
 Deployment's command, reconciles the example ServingSLO (model swapped for the fake engine's
-`tiny` and profiled on the H100 simulator: there are no Llama weights or GPUs here)."""
+`tiny` and profiled on the H100 simulator: there are no Llama weights or GPUs here) and runs
+BatchJobs; every API call the operator and its dispatcher Job made is allowed by the chart's
+RBAC, and every permission the chart grants was used (or is listed with the path needing it)."""
 
 from __future__ import annotations
 
@@ -12,7 +14,7 @@ import helm_python as helm
 import yaml
 
 from hygen_pod.pod_process import free_port
-from tests.e2e.conftest import ROOT, Cluster, apply_crds
+from tests.e2e.conftest import ROOT, Cluster, apply_crds, batch_job, batch_lines, finished
 from tests.helpers.kube.kubelet import Kubelet
 from tests.helpers.kube.operator_process import DATA, OperatorProcess
 from tests.helpers.kube.server import EmulatorServer
@@ -28,6 +30,44 @@ KINDS = (
     "ConfigMap",
 )
 PLURALS = {k: k.lower() + "s" for k in KINDS}
+
+
+# Granted for paths this run does not take, each with its reason.
+RARE = {
+    "operator": {
+        ("", "secrets", "patch"),  # the token Secret in a namespace held another token
+        ("", "configmaps", "patch"),  # profile ConfigMap existed before a profile was stored
+        ("", "services", "get"),  # a Service that already exists (operator restart)
+        ("apps", "deployments", "patch"),  # a ServingSLO spec change
+        ("apps", "deployments", "get"),  # a Deployment that already exists (operator restart)
+        ("batch", "jobs", "get"),  # a dispatcher Job that already exists (operator restart)
+        # kopf watches CRDs being added/removed when it serves all namespaces
+        ("apiextensions.k8s.io", "customresourcedefinitions", "list"),
+        ("apiextensions.k8s.io", "customresourcedefinitions", "watch"),
+    },
+    "dispatcher": {
+        ("", "configmaps", "get"),  # ConfigMap input with volume output
+        ("", "configmaps", "create"),  # volume input with ConfigMap output
+        ("", "configmaps", "patch"),
+        ("", "events", "create"),  # warnings: bad spec, unreadable input
+    },
+}
+
+
+def rbac_rules(docs: list[dict]) -> dict[str, list[dict]]:
+    """The rules each ServiceAccount gets in namespace default (Roles + ClusterRoles)."""
+    roles = {(d["kind"], d["metadata"]["name"]): d.get("rules", []) for d in docs
+             if d["kind"] in ("Role", "ClusterRole")}  # fmt: skip
+    out: dict[str, list[dict]] = {"operator": [], "dispatcher": []}
+    for b in (d for d in docs if d["kind"] in ("RoleBinding", "ClusterRoleBinding")):
+        who = "dispatcher" if b["subjects"][0]["name"].endswith("dispatcher") else "operator"
+        out[who] += roles[(b["roleRef"]["kind"], b["roleRef"]["name"])]
+    return out
+
+
+def allows(rules: list[dict], group: str, resource: str, verb: str) -> bool:
+    return any(group in r["apiGroups"] and resource in r["resources"] and verb in r["verbs"]
+               for r in rules)  # fmt: skip
 
 
 def test_rendered_chart_and_its_operator_reconcile_the_example(tmp_path: Path):
@@ -62,8 +102,33 @@ def test_rendered_chart_and_its_operator_reconcile_the_example(tmp_path: Path):
                 name = example["metadata"]["name"]
                 st = c.wait(lambda: (s := c.status("servingslos", name)).get("phase") == "Ready"
                             and s, 90, "example Ready")  # fmt: skip
+                # exercise every path: an inline job, a volume job (dispatcher Job), a deletion
+                c.api.create(batch_job("inline", name, batch_lines(6)), "batchjobs")
+                src = kubelet.pvc_root / "in" / "b.jsonl"
+                src.parent.mkdir(parents=True)
+                src.write_text("".join(json.dumps(x) + "\n" for x in batch_lines(6)))
+                vol = batch_job("vol", name, [])
+                vol["spec"]["input"] = {"volume": {"claimName": "in", "path": "b.jsonl"}}
+                vol["spec"]["output"] = {"volume": {"claimName": "out", "path": "r.jsonl"}}
+                c.api.create(vol, "batchjobs")
+                for job in ("inline", "vol"):
+                    assert finished(c, job, 60)["phase"] == "Succeeded"
+                c.api.delete("batchjobs", "default", "inline", "hygen.io")
+                c.wait(lambda: not c.obj("batchjobs", "inline"), 20, "inline job deleted")
             finally:
                 op.stop()
+        rules = rbac_rules(docs)
+        for who, prefixes in (("operator", ("kopf/", "hygen-operator/")),
+                              ("dispatcher", ("hygen-dispatcher/",))):  # fmt: skip
+            used = {(a.group, a.resource, a.verb) for a in api.emulator.access
+                    if a.agent.startswith(prefixes)}  # fmt: skip
+            assert used, who
+            missing = {u for u in used if not allows(rules[who], *u)}
+            assert not missing, f"{who} RBAC lacks {sorted(missing)}"
+            granted = {(g, r, v) for rule in rules[who] for g in rule["apiGroups"]
+                       for r in rule["resources"] for v in rule["verbs"]}  # fmt: skip
+            unused = granted - used - RARE[who]
+            assert not unused, f"{who} RBAC grants unused {sorted(unused)}"
     pod_secret = api.get("secrets", "default", "hygen-control-token")
     assert pod_secret["data"]["token"] == secret["data"]["token"]  # pods use the chart's token
     assert st["profile"]["budgetMs"] == st["budgetMs"] > 0

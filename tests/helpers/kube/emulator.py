@@ -151,6 +151,25 @@ def _parse_path(path: str) -> parsing.ParsedPath:
 parsing.parse_path = _parse_path
 
 
+@dataclass(frozen=True)
+class Access:
+    """Who asked for what, in RBAC terms: (user agent, API group, resource[/sub], verb)."""
+
+    agent: str
+    group: str
+    resource: str
+    verb: str
+
+    @classmethod
+    def of(cls, req: rendering.Request, rt: ResourceType, method: str) -> Access:
+        watch = req.params.get("watch") in ("true", "1")
+        verb = {"POST": "create", "PATCH": "patch", "PUT": "update", "DELETE": "delete"}.get(
+            method, "watch" if watch else "get" if req.name else "list"
+        )
+        res = rt.plural + (f"/{req.subresource}" if req.subresource else "")
+        return cls(req.headers.get("User-Agent", ""), rt.group, res, verb)
+
+
 def _now() -> str:
     return dt.datetime.now(dt.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
@@ -213,6 +232,7 @@ class KubeEmulator(KubernetesEmulator):
     history: dict[str, deque] = attrs.field(factory=dict, init=False)
     faults: list[Fault] = attrs.field(factory=list, init=False)
     log: list[tuple[str, str, int]] = attrs.field(factory=list, init=False)
+    access: list[Access] = attrs.field(factory=list, init=False)
     _rv: Any = attrs.field(factory=lambda: itertools.count(1000), init=False)
     _changed: asyncio.Condition | None = attrs.field(default=None, init=False)
     _watch_epoch: int = attrs.field(default=0, init=False)
@@ -323,6 +343,7 @@ class KubeEmulator(KubernetesEmulator):
         if self._changed is None:
             self._changed = asyncio.Condition()
         method = str(request.method.value).upper()
+        self.access.append(Access.of(request, rt, method))
         fault = next(
             (f for f in self.faults if f.matches(method, rt, request.name, request.subresource)),
             None,
