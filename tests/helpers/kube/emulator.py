@@ -618,7 +618,11 @@ class KubeEmulator(KubernetesEmulator):
             since = self._current_rv()
         assert self._changed is not None
         try:
-            while self._watch_epoch == epoch:
+            # ends on drop_watches() or when the client went away (kill -9 sends no FIN we see
+            # until we write, and an idle watch writes nothing)
+            while self._watch_epoch == epoch and not (
+                raw.transport is None or raw.transport.is_closing()
+            ):
                 for rv, kind, o in [e for e in hist if e[0] > since]:
                     since = rv
                     if wanted(o):

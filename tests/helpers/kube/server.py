@@ -51,6 +51,7 @@ class EmulatorServer:
     def __exit__(self, *exc: Any) -> None:
         async def stop() -> None:
             assert self._stop is not None
+            self.emulator.drop_watches()  # open watch streams would hold the shutdown
             self._stop.set()
             await self._task
 
