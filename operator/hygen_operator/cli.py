@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 
 
@@ -14,35 +15,50 @@ def _cmd_crds(args: argparse.Namespace) -> int:
     return 0
 
 
-def _cmd_run(args: argparse.Namespace) -> int:
+def _setup_logging(level: str) -> None:
     import logging
 
+    fmt = "%(asctime)s %(levelname)s %(name)s: %(message)s"
+    logging.basicConfig(level=level.upper(), format=fmt)
+    logging.getLogger("httpx").setLevel(logging.WARNING)  # one line per pod call otherwise
+
+
+def _settings(args: argparse.Namespace, **fields: object):
+    """OperatorSettings from the parsed options; None (after a message) when they are bad."""
     from pydantic import ValidationError
 
-    from hygen_operator.operator_main import run
     from hygen_operator.settings import OperatorSettings, read_token
 
-    logging.basicConfig(
-        level=args.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
-    )
-    logging.getLogger("httpx").setLevel(logging.WARNING)  # one line per pod call otherwise
     try:
-        settings = OperatorSettings(
-            namespaces=args.namespace,
-            pod_image=args.pod_image,
-            token_secret=args.token_secret,
+        return OperatorSettings(
             control_token=read_token(args.control_token_file),
-            status_interval_s=args.status_interval,
-            retune_interval_s=args.retune_interval,
             dispatch_poll_s=args.dispatch_poll,
-            data_dir=args.data_dir,
             kubeconfig=args.kubeconfig,
-            operator_image=args.operator_image,
-            dispatcher_service_account=args.dispatcher_service_account,
-            peering=args.peering,
+            **fields,
         )
     except (ValueError, ValidationError, OSError) as e:
-        print(f"hygen-operator: {e}", file=sys.stderr)
+        print(f"hygen-operator {args.command}: {e}", file=sys.stderr)
+        return None
+
+
+def _cmd_run(args: argparse.Namespace) -> int:
+    from hygen_operator.operator_main import run
+
+    _setup_logging(args.log_level)
+    settings = _settings(
+        args,
+        namespaces=args.namespace
+        or [n for n in os.environ.get("HYGEN_NAMESPACES", "").split(",") if n],
+        pod_image=args.pod_image,
+        token_secret=args.token_secret,
+        status_interval_s=args.status_interval,
+        retune_interval_s=args.retune_interval,
+        data_dir=args.data_dir,
+        operator_image=args.operator_image,
+        dispatcher_service_account=args.dispatcher_service_account,
+        peering=args.peering,
+    )
+    if settings is None:
         return 2
     run(settings, liveness=args.liveness)
     return 0
@@ -50,28 +66,39 @@ def _cmd_run(args: argparse.Namespace) -> int:
 
 def _cmd_dispatch(args: argparse.Namespace) -> int:
     import asyncio
-    import logging
     from pathlib import Path
 
-    from pydantic import ValidationError
-
     from hygen_operator.batchjob import dispatch_process
-    from hygen_operator.settings import OperatorSettings, read_token
 
-    logging.basicConfig(level="INFO", format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    logging.getLogger("httpx").setLevel(logging.WARNING)
-    try:
-        settings = OperatorSettings(
-            control_token=read_token(args.control_token_file),
-            dispatch_poll_s=args.dispatch_poll,
-            kubeconfig=args.kubeconfig,
-        )
-    except (ValueError, ValidationError, OSError) as e:
-        print(f"hygen-operator dispatch: {e}", file=sys.stderr)
+    _setup_logging("info")
+    settings = _settings(args)
+    if settings is None:
         return 2
-    return asyncio.run(
-        dispatch_process(settings, args.namespace, args.batchjob, Path(args.volume_root))
-    )
+    root = Path(args.volume_root)
+    return asyncio.run(dispatch_process(settings, args.namespace, args.batchjob, root))
+
+
+def _option(
+    p: argparse.ArgumentParser, flag: str, help: str, default: str | None = None, **kw: object
+) -> None:
+    """An option whose default comes from HYGEN_<FLAG> (e.g. --retune-interval ->
+    HYGEN_RETUNE_INTERVAL), so a Deployment can set any option through env."""
+    name = "HYGEN_" + flag.lstrip("-").upper().replace("-", "_")
+    value = os.environ.get(name, default)
+    conv = kw.get("type")
+    p.add_argument(
+        flag,
+        default=conv(value) if conv and value is not None else value,  # type: ignore[operator]
+        help=f"{help} [${name}]",
+        **kw,
+    )  # type: ignore[arg-type]
+
+
+def _client_options(p: argparse.ArgumentParser) -> None:
+    """What both the operator and a dispatcher Job need to reach the API and the pods."""
+    _option(p, "--control-token-file", "the pods' control token (else $HYGEN_CONTROL_TOKEN)")
+    _option(p, "--kubeconfig", "kubeconfig file (default: in-cluster, then $KUBECONFIG)")
+    _option(p, "--dispatch-poll", "seconds between BatchJob result polls", "1", type=float)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -88,84 +115,33 @@ def build_parser() -> argparse.ArgumentParser:
         "run",
         help="run the operator (kopf) against the cluster in $KUBECONFIG or in-cluster config",
         description="Reconcile ServingSLOs (Deployment, Service, profile ConfigMap; budget push "
-        "and retuning) and dispatch BatchJobs to the pods. Every option also reads HYGEN_<NAME>.",
+        "and retuning) and dispatch BatchJobs to the pods. Every option also reads the "
+        "environment variable shown in brackets.",
     )
-    env = _env
     r.add_argument(
         "--namespace",
         action="append",
-        default=env("NAMESPACES", "").split(",") if env("NAMESPACES") else [],
-        help="watch this namespace (repeat, or HYGEN_NAMESPACES=a,b); default: all",
+        help="watch this namespace (repeat); default: all [$HYGEN_NAMESPACES=a,b]",
     )
-    r.add_argument(
-        "--pod-image",
-        default=env("POD_IMAGE", "ghcr.io/hygen/hygen-pod:latest"),
-        help="image for ServingSLO pods that name none",
-    )
-    r.add_argument(
-        "--token-secret",
-        default=env("TOKEN_SECRET", "hygen-control-token"),
-        help="Secret (key 'token') the pods read their control token from",
-    )
-    r.add_argument(
-        "--control-token-file",
-        default=env("CONTROL_TOKEN_FILE"),
-        help="the same token for the operator (else $HYGEN_CONTROL_TOKEN)",
-    )
-    r.add_argument(
-        "--status-interval",
-        type=float,
-        default=float(env("STATUS_INTERVAL", "10")),
-        help="seconds between pod metric reads, status writes and budget pushes",
-    )
-    r.add_argument(
-        "--retune-interval",
-        type=float,
-        default=float(env("RETUNE_INTERVAL", "30")),
-        help="minimum seconds between budget changes of one ServingSLO",
-    )
-    r.add_argument(
-        "--dispatch-poll",
-        type=float,
-        default=float(env("DISPATCH_POLL", "1")),
-        help="seconds between BatchJob result polls",
-    )
-    r.add_argument(
-        "--data-dir",
-        default=env("DATA_DIR", "/opt/hygen/data"),
-        help="trace folder inside the pod image, for profiling",
-    )
-    r.add_argument(
-        "--kubeconfig",
-        default=env("KUBECONFIG"),
-        help="kubeconfig file (default: in-cluster, then $KUBECONFIG)",
-    )
-    r.add_argument(
-        "--liveness",
-        default=env("LIVENESS"),
-        help="serve kopf's liveness probe, e.g. http://0.0.0.0:8080/healthz",
-    )
-    r.add_argument(
-        "--log-level",
-        default=env("LOG_LEVEL", "info"),
-        choices=["debug", "info", "warning", "error"],
-    )
-    r.add_argument(
-        "--operator-image",
-        default=env("OPERATOR_IMAGE", "ghcr.io/hygen/hygen-operator:latest"),
-        help="image of the dispatcher Jobs for BatchJobs with volume input/output",
-    )
-    r.add_argument(
-        "--dispatcher-service-account",
-        default=env("DISPATCHER_SERVICE_ACCOUNT", "hygen-dispatcher"),
-        help="ServiceAccount of dispatcher Jobs (get/list pods, servingslos; get/patch batchjobs)",
-    )
-    r.add_argument(
-        "--peering",
-        default=env("PEERING"),
-        help="kopf peering name (KopfPeering/ClusterKopfPeering objects) when running "
-        "more than one replica: one is active, the others stand by",
-    )
+    opts = [
+        ("--pod-image", "pod image of ServingSLOs naming none", "ghcr.io/hygen/hygen-pod:latest"),
+        ("--token-secret", "Secret (key 'token') the pods mount; the operator copies its token "
+         "into each ServingSLO's namespace", "hygen-control-token"),
+        ("--status-interval", "seconds between pod reads, status writes and budget pushes", "10"),
+        ("--retune-interval", "minimum seconds between budget changes of one ServingSLO", "30"),
+        ("--data-dir", "trace folder inside the pod image, for profiling", "/opt/hygen/data"),
+        ("--liveness", "serve kopf's liveness probe, e.g. http://0.0.0.0:8080/healthz", None),
+        ("--operator-image", "image of the dispatcher Jobs (BatchJobs with volume input/output)",
+         "ghcr.io/hygen/hygen-operator:latest"),
+        ("--dispatcher-service-account", "ServiceAccount of dispatcher Jobs", "hygen-dispatcher"),
+        ("--peering", "kopf peering name when running more than one replica: one is active, "
+         "the others stand by", None),
+    ]  # fmt: skip
+    for flag, help, default in opts:
+        floats = ("--status-interval", "--retune-interval")
+        _option(r, flag, help, default, **({"type": float} if flag in floats else {}))
+    _option(r, "--log-level", "log level", "info", choices=["debug", "info", "warning", "error"])
+    _client_options(r)
     r.set_defaults(func=_cmd_run)
 
     d = sub.add_parser(
@@ -177,25 +153,9 @@ def build_parser() -> argparse.ArgumentParser:
     d.add_argument("--namespace", required=True)
     d.add_argument("--batchjob", required=True)
     d.add_argument("--volume-root", default="/data", help="claims are mounted at ROOT/<claimName>")
-    d.add_argument("--dispatch-poll", type=float, default=float(env("DISPATCH_POLL", "1")))
-    d.add_argument(
-        "--control-token-file",
-        default=env("CONTROL_TOKEN_FILE"),
-        help="pods' control token (else $HYGEN_CONTROL_TOKEN)",
-    )
-    d.add_argument(
-        "--kubeconfig",
-        default=env("KUBECONFIG"),
-        help="kubeconfig file (default: in-cluster, then $KUBECONFIG)",
-    )
+    _client_options(d)
     d.set_defaults(func=_cmd_dispatch)
     return p
-
-
-def _env(name: str, default: str | None = None) -> str | None:
-    import os
-
-    return os.environ.get(f"HYGEN_{name}", default)
 
 
 def main(argv: list[str] | None = None) -> int:
