@@ -129,6 +129,14 @@ def test_rendered_chart_and_its_operator_reconcile_the_example(tmp_path: Path):
                        for r in rule["resources"] for v in rule["verbs"]}  # fmt: skip
             unused = granted - used - RARE[who]
             assert not unused, f"{who} RBAC grants unused {sorted(unused)}"
+    # the token is only in Secrets: not in any other object, Event, or log
+    leaks = [
+        f"{rt.plural}/{k[2]}"
+        for k, obj in api.emulator.store.items()
+        if (rt := api.emulator.types[k[0]]).plural != "secrets" and token in json.dumps(obj)
+    ]
+    logs = [p.name for p in tmp_path.rglob("*.log") if token in p.read_text(errors="replace")]
+    assert not leaks and not logs, (leaks, logs)
     pod_secret = api.get("secrets", "default", "hygen-control-token")
     assert pod_secret["data"]["token"] == secret["data"]["token"]  # pods use the chart's token
     assert st["profile"]["budgetMs"] == st["budgetMs"] > 0
