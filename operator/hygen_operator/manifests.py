@@ -19,6 +19,7 @@ TOKEN_MOUNT = "/etc/hygen/token"
 PROFILE_KEY = "profile.json"
 SLO_LABEL = "hygen.io/serving-slo"
 HASH_ANNOTATION = "hygen.io/spec-hash"
+APPLIED_ANNOTATION = "hygen.io/applied-hash"  # of the Deployment spec we last wrote
 
 
 def spec_hash(spec: ServingSLOSpec) -> str:
@@ -180,19 +181,23 @@ def deployment(name: str, spec: ServingSLOSpec, settings: OperatorSettings) -> d
             ],
         },
     }
+    dep_spec = {
+        "replicas": spec.replicas,
+        "selector": {"matchLabels": {SLO_LABEL: name}},
+        "strategy": {
+            "type": "RollingUpdate",
+            "rollingUpdate": {"maxUnavailable": 0, "maxSurge": 1},
+        },
+        "template": template,
+    }
+    # The API server fills in defaults, so "is it up to date" compares what we wrote last.
+    applied = hashlib.sha256(json.dumps(dep_spec, sort_keys=True).encode()).hexdigest()[:16]
+    annotations = {HASH_ANNOTATION: h, APPLIED_ANNOTATION: applied}
     return {
         "apiVersion": "apps/v1",
         "kind": "Deployment",
-        "metadata": {"name": name, "labels": labels(name), "annotations": {HASH_ANNOTATION: h}},
-        "spec": {
-            "replicas": spec.replicas,
-            "selector": {"matchLabels": {SLO_LABEL: name}},
-            "strategy": {
-                "type": "RollingUpdate",
-                "rollingUpdate": {"maxUnavailable": 0, "maxSurge": 1},
-            },
-            "template": template,
-        },
+        "metadata": {"name": name, "labels": labels(name), "annotations": annotations},
+        "spec": dep_spec,
     }
 
 

@@ -126,10 +126,8 @@ async def reconcile(ctx: Context, body: Any, logger: Any) -> dict[str, Any]:
     await kube.ensure(SERVICE, ns, _owned(manifests.service(name, s), body))
     want = _owned(manifests.deployment(name, spec, s), body)
     have, created = await kube.ensure(DEPLOYMENT, ns, want)
-    if not created and (
-        have.get("spec") != want["spec"]
-        or have["metadata"].get("annotations") != want["metadata"]["annotations"]
-    ):
+    applied = (have["metadata"].get("annotations") or {}).get(manifests.APPLIED_ANNOTATION)
+    if not created and applied != want["metadata"]["annotations"][manifests.APPLIED_ANNOTATION]:
         await kube.patch(
             DEPLOYMENT,
             ns,
@@ -172,58 +170,41 @@ async def sync(ctx: Context, body: Any, logger: Any) -> dict[str, Any] | None:
     conds = list(status.get("conditions") or [])
     st: dict[str, Any] = {"readyReplicas": len(pods), "targets": targets_text(spec)}
 
-    # 1. the profile: from a pod that ran the current spec, stored once in the ConfigMap
-    profile = await _current_profile(ctx, ns, name, h, pods, body)
-    if profile is None:
-        st["phase"] = "Profiling"
-        st["conditions"] = set_condition(
-            conds,
-            "Ready",
-            False,
-            "Profiling",
-            f"{len(pods)} ready pods, none has profiled spec hash {h} yet",
-            gen,
-        )
-        return st
+    # 1. the profile: read (from the ConfigMap, else a pod that ran the current spec) only
+    #    when status does not hold it yet; status keeps the numbers tuning needs
     summary = status.get("profile") or {}
     if summary.get("specHash") != h:
-        summary = {
-            "budgetMs": profile.budget_ms,
-            "qps": profile.qps,
-            "predictorMape": profile.predictor.heldout_mape,
-            "profiledAt": now(),
-            "specHash": h,
-            "configMap": manifests.profile_configmap_name(name),
-        }
-        status["budgetMs"], status["qps"] = (
-            profile.budget_ms,
-            profile.qps,
-        )  # a new profile resets tuning
-        kopf.info(
-            body,
-            reason="Profiled",
-            message=f"spec hash {h}: budget {profile.budget_ms:.3g} ms, qps {profile.qps:.3g}, "
-            f"predictor MAPE {profile.predictor.heldout_mape:.1%}",
-        )
+        profile = await _current_profile(ctx, ns, name, h, pods, body)
+        if profile is None:
+            msg = f"{len(pods)} ready pods, none has profiled spec hash {h} yet"
+            st["phase"] = "Profiling"
+            st["conditions"] = set_condition(conds, "Ready", False, "Profiling", msg, gen)
+            return st
+        mape = profile.predictor.heldout_mape
+        summary = {"budgetMs": profile.budget_ms, "qps": profile.qps, "predictorMape": mape,
+                   "profiledAt": now(), "specHash": h,
+                   "configMap": manifests.profile_configmap_name(name)}  # fmt: skip
+        status["budgetMs"], status["qps"] = profile.budget_ms, profile.qps  # reset tuning
+        kopf.info(body, reason="Profiled",
+                  message=f"spec hash {h}: budget {profile.budget_ms:.3g} ms, "
+                  f"qps {profile.qps:.3g}, predictor MAPE {mape:.1%}")  # fmt: skip
     st["profile"] = summary
-    idle = (profile.budget_ms if spec.offline_mode == "budget" else profile.qps) <= 0
+    mode = spec.offline_mode
+    profiled_value = float(summary["budgetMs"] if mode == "budget" else summary["qps"])
+    idle = profiled_value <= 0
     conds = set_condition(
         conds, "Profiled", True, "NoOfflineCapacity" if idle else "Profiled",
         f"spec hash {h}" + ("; no offline work fits within the tolerance: offline jobs wait until "
                             "retuning finds room or the tolerance is raised" if idle else ""), gen,
     )  # fmt: skip
-    mode = spec.offline_mode
-    value = status.get("budgetMs" if mode == "budget" else "qps")
-    value = float(
-        value if value is not None else (profile.budget_ms if mode == "budget" else profile.qps)
-    )
+    held = status.get("budgetMs" if mode == "budget" else "qps")
+    value = float(held if held is not None else profiled_value)
 
     # 2. observe, then retune at most once per retune interval
     observed, online_n, offline_tps = await _observe(ctx, pods)
     targets = spec.slo.as_metrics()
     last = ctx.last_retune.get(meta["uid"], 0.0)
     if pods and time.monotonic() - last >= ctx.settings.retune_interval_s:
-        profiled_value = profile.budget_ms if mode == "budget" else profile.qps
         d = retune(value, profiled_value, observed, targets, online_n, ctx.rule)
         ctx.last_retune[meta["uid"]] = time.monotonic()
         if d.changed:

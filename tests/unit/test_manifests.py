@@ -38,3 +38,17 @@ def test_deployment_runs_profile_then_serve_with_the_same_gpu():
     assert d["spec"]["replicas"] == 3
     assert d["spec"]["selector"]["matchLabels"] == {manifests.SLO_LABEL: "llama"}
     assert t["metadata"]["labels"][manifests.SLO_LABEL] == "llama"
+
+
+def test_applied_hash_tracks_everything_written_to_the_deployment():
+    a = manifests.deployment("llama", spec(), S)["metadata"]["annotations"]
+    same = manifests.deployment("llama", spec(), S)["metadata"]["annotations"]
+    scaled = manifests.deployment("llama", spec(replicas=4), S)["metadata"]["annotations"]
+    other_image = OperatorSettings(control_token="t", pod_image="img:2")
+    moved = manifests.deployment("llama", spec(), other_image)["metadata"]["annotations"]
+    key = manifests.APPLIED_ANNOTATION
+    assert a == same
+    assert (
+        scaled[key] != a[key] and scaled[manifests.HASH_ANNOTATION] == a[manifests.HASH_ANNOTATION]
+    )
+    assert moved[key] != a[key]
