@@ -58,14 +58,24 @@ class Cluster:
             time.sleep(0.2)
 
 
+def reach(c: Cluster, plural: str, name: str, phases: tuple[str, ...], timeout_s: float) -> dict:
+    """Wait until the object's status.phase is one of ``phases``; returns its status."""
+
+    def now() -> dict[str, Any] | None:
+        st = c.status(plural, name)
+        return st if st.get("phase") in phases else None
+
+    return c.wait(now, timeout_s, f"{plural}/{name} phase in {phases}")
+
+
+def ready(c: Cluster, name: str = "chat", timeout_s: float = 90) -> dict[str, Any]:
+    """Wait for a ServingSLO to be Ready; returns its status."""
+    return reach(c, "servingslos", name, ("Ready",), timeout_s)
+
+
 def finished(c: Cluster, job: str, timeout_s: float = 120) -> dict[str, Any]:
     """Wait for a BatchJob's final phase; returns its status."""
-
-    def final() -> dict[str, Any] | None:
-        st = c.status("batchjobs", job)
-        return st if st.get("phase") in ("Succeeded", "Failed", "Cancelled") else None
-
-    return c.wait(final, timeout_s, f"BatchJob {job} finished")
+    return reach(c, "batchjobs", job, ("Succeeded", "Failed", "Cancelled"), timeout_s)
 
 
 def apply_crds(api: EmulatorServer) -> None:

@@ -14,7 +14,7 @@ import helm_python as helm
 import yaml
 
 from hygen_pod.pod_process import free_port
-from tests.e2e.conftest import ROOT, Cluster, apply_crds, batch_job, batch_lines, finished
+from tests.e2e.conftest import ROOT, Cluster, apply_crds, batch_job, batch_lines, finished, ready
 from tests.helpers.kube.kubelet import Kubelet
 from tests.helpers.kube.operator_process import DATA, OperatorProcess
 from tests.helpers.kube.server import EmulatorServer
@@ -100,8 +100,7 @@ def test_rendered_chart_and_its_operator_reconcile_the_example(tmp_path: Path):
             try:
                 api.create(example, "servingslos")
                 name = example["metadata"]["name"]
-                st = c.wait(lambda: (s := c.status("servingslos", name)).get("phase") == "Ready"
-                            and s, 90, "example Ready")  # fmt: skip
+                st = ready(c, name)
                 # exercise every path: an inline job, a volume job (dispatcher Job), a deletion
                 c.api.create(batch_job("inline", name, batch_lines(6)), "batchjobs")
                 src = kubelet.pvc_root / "in" / "b.jsonl"

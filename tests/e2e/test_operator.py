@@ -8,7 +8,17 @@ import httpx
 
 from hygen_operator import manifests
 from hygen_operator.resources import ServingSLOSpec
-from tests.e2e.conftest import NS, TOKEN, Cluster, batch_job, batch_lines, finished, serving_slo
+from tests.e2e.conftest import (
+    NS,
+    TOKEN,
+    Cluster,
+    batch_job,
+    batch_lines,
+    finished,
+    reach,
+    ready,
+    serving_slo,
+)
 from tests.helpers.kube.operator_process import OperatorProcess
 
 
@@ -16,16 +26,6 @@ def pod_control(port: int) -> dict:
     r = httpx.get(f"http://127.0.0.1:{port}/control", headers={"Authorization": f"Bearer {TOKEN}"})
     r.raise_for_status()
     return r.json()
-
-
-def ready(c: Cluster, name: str = "chat") -> dict:
-    return c.wait(
-        lambda: (
-            c.status("servingslos", name).get("phase") == "Ready" and c.status("servingslos", name)
-        ),
-        90,
-        f"ServingSLO {name} Ready; status {c.status('servingslos', name)}",
-    )
 
 
 def results(c: Cluster, cm: str) -> list[dict]:
@@ -161,14 +161,7 @@ def test_invalid_resources_get_conditions_naming_the_field(cluster: Cluster):
     c.api.create(batch_job("badline", "chat", [*batch_lines(3), {"method": "POST"}]), "batchjobs")
     c.api.create(serving_slo(), "servingslos")  # a good one beside them still works
     ready(c)
-    bad = c.wait(
-        lambda: (
-            c.status("servingslos", "bad").get("phase") == "Failed"
-            and c.status("servingslos", "bad")
-        ),
-        30,
-        "bad SLO Failed",
-    )
+    bad = reach(c, "servingslos", "bad", ("Failed",), 30)
     msg = next(x["message"] for x in bad["conditions"] if x["type"] == "Ready")
     assert "spec.offlineMode" in msg and "spec.interferenceTolerance" in msg
     assert c.api.get("deployments", NS, "bad", "apps") is None

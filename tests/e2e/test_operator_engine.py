@@ -7,7 +7,7 @@ import json
 
 import pytest
 
-from tests.e2e.conftest import NS, Cluster, batch_job, batch_lines, finished, serving_slo
+from tests.e2e.conftest import NS, Cluster, batch_job, batch_lines, finished, ready, serving_slo
 from tests.helpers.engine import BYTES_PER_TOKEN
 
 pytestmark = pytest.mark.engine
@@ -29,14 +29,7 @@ def test_real_engine_servingslo_profiles_serves_and_runs_a_batchjob(cluster: Clu
         profiling={"onlineRequests": 8, "offlineRequests": 8, "iterations": 2},
     )  # fmt: skip
     c.api.create(slo, "servingslos")
-    st = c.wait(
-        lambda: (
-            c.status("servingslos", "chat").get("phase") == "Ready"
-            and c.status("servingslos", "chat")
-        ),
-        420,
-        "real-engine ServingSLO Ready",
-    )
+    st = ready(c, "chat", 420)
     profile = json.loads(c.api.get("configmaps", NS, "chat-profile")["data"]["profile.json"])
     assert profile["hardware"] == "cpu" and profile["budget_ms"] == st["budgetMs"]
     assert st["profile"]["predictorMape"] is not None

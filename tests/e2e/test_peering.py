@@ -5,7 +5,16 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from tests.e2e.conftest import NS, TOKEN, Cluster, batch_job, batch_lines, finished, serving_slo
+from tests.e2e.conftest import (
+    NS,
+    TOKEN,
+    Cluster,
+    batch_job,
+    batch_lines,
+    finished,
+    ready,
+    serving_slo,
+)
 from tests.helpers.kube.operator_process import OperatorProcess
 
 
@@ -26,8 +35,7 @@ def test_two_peered_operators_one_acts_and_the_other_takes_over(cluster: Cluster
 
         c.wait(lambda: peers() == 2, 30, "both replicas in the peering")
         c.api.create(serving_slo(), "servingslos")
-        st = c.wait(lambda: (s := c.status("servingslos", "chat")).get("phase") == "Ready" and s,
-                    60, "Ready under peering")  # fmt: skip
+        st = ready(c, "chat", 60)
         assert st["readyReplicas"] == 2
         creates = [
             e for e in c.api.emulator.log if e[0] == "POST" and e[1].endswith("/deployments")
