@@ -7,9 +7,9 @@ OpenAI-shaped objects (files, batches) follow the OpenAI Batch API field names.
 from __future__ import annotations
 
 import re
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field
 
 from hygen_pod.control import OfflineControl
 
@@ -17,7 +17,9 @@ Metric = Literal["mean_ttft", "p99_ttft", "mean_tbt", "p99_tbt"]
 METRICS: tuple[Metric, ...] = ("mean_ttft", "p99_ttft", "mean_tbt", "p99_tbt")
 OFFLINE_ENDPOINTS = ("/v1/completions", "/v1/chat/completions")
 Endpoint = Literal["/v1/completions", "/v1/chat/completions"]
-_WINDOW = re.compile(r"^([1-9][0-9]*)([hm])$")
+REQUEST_ID_PATTERN = r"^[A-Za-z0-9_.:\-/]+$"  # the operator's ids are <job uid>-<line>
+WINDOW_PATTERN = r"^([1-9][0-9]*)([hm])$"
+_WINDOW = re.compile(WINDOW_PATTERN)
 
 
 def window_seconds(window: str) -> int:
@@ -26,6 +28,27 @@ def window_seconds(window: str) -> int:
     if not m:
         raise ValueError(f"completion_window {window!r} must look like '24h' or '90m'")
     return int(m.group(1)) * (3600 if m.group(2) == "h" else 60)
+
+
+# ------------------------------------------------------------------- errors
+class ErrorDetail(BaseModel):
+    message: str = Field(description="what is wrong, naming the field where there is one")
+    type: str
+    param: str | None = None
+    code: int
+
+
+class ErrorResponse(BaseModel):
+    """OpenAI's error shape: the body of every 4xx/5xx of the pod's own routes."""
+
+    error: ErrorDetail
+
+
+class Readiness(BaseModel):
+    """GET /ready: 200 when serving, 503 with the reason while starting or draining."""
+
+    ready: bool
+    reason: str | None = None
 
 
 # ------------------------------------------------------------------ control
@@ -43,15 +66,9 @@ class SLOTargets(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    targets_ms: dict[Metric, float] = Field(description="metric -> target in ms")
-
-    @field_validator("targets_ms")
-    @classmethod
-    def _positive(cls, v: dict[str, float]) -> dict[str, float]:
-        for k, x in v.items():
-            if not x > 0:
-                raise ValueError(f"target for {k} must be > 0 ms, got {x}")
-        return v
+    targets_ms: dict[Metric, Annotated[float, Field(gt=0)]] = Field(
+        description="metric -> target in ms (> 0)"
+    )
 
 
 class ClassWindow(BaseModel):
@@ -92,7 +109,7 @@ class OfflineSubmit(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    id: str = Field(min_length=1, max_length=200, pattern=r"^[A-Za-z0-9_.:\-/]+$")
+    id: str = Field(min_length=1, max_length=200, pattern=REQUEST_ID_PATTERN)
     url: Endpoint
     body: dict[str, Any]
 
@@ -144,6 +161,12 @@ class FileObject(BaseModel):
     purpose: str
 
 
+class FileDeleted(BaseModel):
+    id: str
+    object: Literal["file"] = "file"
+    deleted: bool = True
+
+
 class FileList(BaseModel):
     object: Literal["list"] = "list"
     data: list[FileObject]
@@ -155,14 +178,8 @@ class BatchCreate(BaseModel):
 
     input_file_id: str
     endpoint: Endpoint
-    completion_window: str = "24h"
+    completion_window: str = Field("24h", pattern=WINDOW_PATTERN, description="e.g. 24h, 90m")
     metadata: dict[str, str] | None = None
-
-    @field_validator("completion_window")
-    @classmethod
-    def _window(cls, v: str) -> str:
-        window_seconds(v)
-        return v
 
 
 class RequestCounts(BaseModel):

@@ -9,12 +9,11 @@ to inspect. Writers use `write_control`; the scheduler uses `ControlFile.poll`.
 
 from __future__ import annotations
 
-import math
 import os
 from pathlib import Path
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from hygen_pod.jsonio import write_atomic
 
@@ -31,16 +30,13 @@ class OfflineControl(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     mode: Literal["budget", "qps"] = "budget"
-    budget_ms: float = Field(0.0, ge=0.0, description="per-iteration latency budget (ms)")
-    qps: float | None = Field(None, ge=0.0, description="offline request starts per second")
-
-    @model_validator(mode="after")
-    def _finite(self) -> OfflineControl:
-        if not math.isfinite(self.budget_ms):
-            raise ValueError("budget_ms must be finite")
-        if self.qps is not None and not math.isfinite(self.qps):
-            raise ValueError("qps must be finite (use null for no rate cap)")
-        return self
+    # strict: a JSON true/false is not a number here; finite: null (not inf) means no cap
+    budget_ms: float = Field(
+        0.0, ge=0.0, strict=True, allow_inf_nan=False, description="per-iteration budget (ms)"
+    )
+    qps: float | None = Field(
+        None, ge=0.0, strict=True, allow_inf_nan=False, description="offline starts per second"
+    )
 
     @property
     def online_only(self) -> bool:

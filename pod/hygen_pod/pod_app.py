@@ -12,26 +12,45 @@ import hmac
 import logging
 import math
 import secrets
+from collections.abc import Callable, Coroutine
 from contextlib import asynccontextmanager
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
-from fastapi import APIRouter, Depends, FastAPI, File, Form, Request, Response, UploadFile
+from fastapi import (
+    APIRouter,
+    Depends,
+    FastAPI,
+    File,
+    Form,
+    Query,
+    Request,
+    Response,
+    UploadFile,
+)
+from fastapi import Path as PathParam
+from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
+from fastapi.routing import APIRoute
 from prometheus_client import REGISTRY, CollectorRegistry
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from starlette.exceptions import HTTPException
 
 from hygen_pod.api import (
+    REQUEST_ID_PATTERN,
     BatchCreate,
     BatchList,
     BatchObject,
     ControlView,
+    ErrorResponse,
+    FileDeleted,
     FileList,
     FileObject,
     LiveMetrics,
     Metric,
     OfflineResult,
     OfflineSubmit,
+    Readiness,
     SLOTargets,
 )
 from hygen_pod.control import OfflineControl, write_control
@@ -198,30 +217,73 @@ def _control_auth(request: Request, pod: PodDep) -> Pod:
 ControlPod = Annotated[Pod, Depends(_control_auth)]
 
 
-async def _json_body(request: Request, model: type[BaseModel]) -> Any:
-    raw = await request.body()
-    try:
-        return model.model_validate_json(raw or b"{}")
-    except ValidationError as e:
-        msg, loc = validation_message(e)
-        raise ApiError(400, msg, "invalid_request_error", loc) from e
+def request_validation_message(e: RequestValidationError) -> tuple[str, str | None]:
+    """Like `validation_message`, for FastAPI's errors (whose loc starts with body/query/path)."""
+    err = e.errors()[0]
+    loc = list(err.get("loc") or ())
+    if loc == ["body"] and err["type"] in ("model_attributes_type", "dict_type"):
+        return "body: expected a JSON object (Content-Type: application/json)", None
+    if loc and loc[0] in ("body", "query", "path", "header"):
+        loc = loc[1:]
+    where = ".".join(str(x) for x in loc) or None
+    return (f"{where}: {err['msg']}" if where else err["msg"]), where
 
 
-files = APIRouter(tags=["files"])
+class OpenAIErrorRoute(APIRoute):
+    """Our routes answer a request that fails validation with an OpenAI-shaped 400 (not
+    FastAPI's 422); scoped to these routes so vLLM's own handlers stay as they are."""
+
+    def get_route_handler(self) -> Callable[[Request], Coroutine[Any, Any, Response]]:
+        handler = super().get_route_handler()
+
+        async def route(request: Request) -> Response:
+            try:
+                return await handler(request)
+            except RequestValidationError as e:
+                msg, loc = request_validation_message(e)
+                return _error_json(400, msg, "invalid_request_error", loc)
+            except HTTPException as e:  # e.g. a body that is not UTF-8 JSON at all
+                return _error_json(
+                    e.status_code, str(e.detail), "invalid_request_error", headers=e.headers
+                )
+
+        return route
 
 
-@files.post("/v1/files", response_model=FileObject)
+_ERRORS = {
+    400: "invalid request: the message names the field",
+    401: "missing or wrong bearer token",
+    404: "no such object",
+    409: "conflicts with the stored state",
+    413: "upload too large",
+    429: "offline queue full; honour Retry-After",
+    503: "the pod is draining",
+}
+
+
+def errors(*codes: int) -> dict[int | str, dict[str, Any]]:
+    """OpenAPI `responses` for these error codes, all in OpenAI's error shape."""
+    return {c: {"model": ErrorResponse, "description": _ERRORS[c]} for c in (400, *codes)}
+
+
+def _router(tag: str, prefix: str = "") -> APIRouter:
+    """A router of the pod's own routes: OpenAI-shaped 400s, and JSON bodies parsed even
+    without a Content-Type (curl -d, httpx content=)."""
+    return APIRouter(
+        tags=[tag], prefix=prefix, route_class=OpenAIErrorRoute, strict_content_type=False
+    )
+
+
+files = _router("files")
+
+
+@files.post("/v1/files", response_model=FileObject, responses=errors(413, 503))
 async def upload_file(
-    pod: PodDep, file: Annotated[UploadFile, File()], purpose: Annotated[str, Form()]
+    pod: PodDep,
+    file: Annotated[UploadFile, File()],
+    purpose: Annotated[Literal["batch"], Form(description="only 'batch' is supported")],
 ) -> FileObject:
     pod.check_accepting()
-    if purpose != "batch":
-        raise ApiError(
-            400,
-            f"purpose {purpose!r} is not supported (use 'batch')",
-            "invalid_request_error",
-            "purpose",
-        )
     data = await file.read(MAX_UPLOAD_BYTES + 1)
     if len(data) > MAX_UPLOAD_BYTES:
         raise ApiError(
@@ -230,35 +292,38 @@ async def upload_file(
     return await pod.runner.db(pod.store.add_file, data, file.filename or "upload.jsonl", purpose)
 
 
-@files.get("/v1/files", response_model=FileList)
+@files.get("/v1/files", response_model=FileList, responses=errors())
 async def list_files(pod: PodDep, purpose: str | None = None) -> FileList:
     return FileList(data=await pod.runner.db(pod.store.list_files, purpose))
 
 
-@files.get("/v1/files/{file_id}", response_model=FileObject)
+@files.get("/v1/files/{file_id}", response_model=FileObject, responses=errors(404))
 async def get_file(pod: PodDep, file_id: str) -> FileObject:
     return await pod.runner.db(pod.store.get_file, file_id)
 
 
-@files.get("/v1/files/{file_id}/content")
+@files.get(
+    "/v1/files/{file_id}/content",
+    response_class=Response,
+    responses={200: {"content": {"application/jsonl": {}}}, **errors(404)},
+)
 async def file_content(pod: PodDep, file_id: str) -> Response:
     data = await pod.runner.db(pod.store.file_content, file_id)
     return Response(data, media_type="application/jsonl")
 
 
-@files.delete("/v1/files/{file_id}")
-async def delete_file(pod: PodDep, file_id: str) -> dict[str, Any]:
+@files.delete("/v1/files/{file_id}", response_model=FileDeleted, responses=errors(404))
+async def delete_file(pod: PodDep, file_id: str) -> FileDeleted:
     await pod.runner.db(pod.store.delete_file, file_id)
-    return {"id": file_id, "object": "file", "deleted": True}
+    return FileDeleted(id=file_id)
 
 
-batches = APIRouter(tags=["batches"])
+batches = _router("batches")
 
 
-@batches.post("/v1/batches", response_model=BatchObject)
-async def create_batch(pod: PodDep, request: Request) -> BatchObject:
+@batches.post("/v1/batches", response_model=BatchObject, responses=errors(404, 409, 503))
+async def create_batch(pod: PodDep, body: BatchCreate) -> BatchObject:
     pod.check_accepting()
-    body: BatchCreate = await _json_body(request, BatchCreate)
     b = await pod.runner.db(
         pod.store.create_batch,
         body.input_file_id,
@@ -270,15 +335,15 @@ async def create_batch(pod: PodDep, request: Request) -> BatchObject:
     return b
 
 
-@batches.get("/v1/batches/{batch_id}", response_model=BatchObject)
+@batches.get("/v1/batches/{batch_id}", response_model=BatchObject, responses=errors(404))
 async def get_batch(pod: PodDep, batch_id: str) -> BatchObject:
     return await pod.runner.db(pod.store.get_batch, batch_id)
 
 
-@batches.get("/v1/batches", response_model=BatchList)
-async def list_batches(pod: PodDep, limit: int = 20, after: str | None = None) -> BatchList:
-    if not 1 <= limit <= 100:
-        raise ApiError(400, "limit must be between 1 and 100", "invalid_request_error", "limit")
+@batches.get("/v1/batches", response_model=BatchList, responses=errors())
+async def list_batches(
+    pod: PodDep, limit: Annotated[int, Query(ge=1, le=100)] = 20, after: str | None = None
+) -> BatchList:
     data = await pod.runner.db(pod.store.list_batches, limit + 1, after)
     page = data[:limit]
     return BatchList(
@@ -289,21 +354,31 @@ async def list_batches(pod: PodDep, limit: int = 20, after: str | None = None) -
     )
 
 
-@batches.post("/v1/batches/{batch_id}/cancel", response_model=BatchObject)
+@batches.post(
+    "/v1/batches/{batch_id}/cancel", response_model=BatchObject, responses=errors(404, 409)
+)
 async def cancel_batch(pod: PodDep, batch_id: str) -> BatchObject:
     b = await pod.runner.db(pod.store.cancel_batch, batch_id)
     pod.runner.wake()
     return b
 
 
-offline = APIRouter(tags=["offline"])
+RequestId = Annotated[str, PathParam(min_length=1, max_length=200, pattern=REQUEST_ID_PATTERN)]
+offline = _router("offline")
 
 
-@offline.post("/v1/offline/requests", response_model=OfflineResult, status_code=202)
-async def submit_offline(pod: PodDep, request: Request, response: Response) -> OfflineResult:
+@offline.post(
+    "/v1/offline/requests",
+    response_model=OfflineResult,
+    status_code=202,
+    responses={
+        200: {"model": OfflineResult, "description": "already stored (same id)"},
+        **errors(409, 429, 503),
+    },
+)
+async def submit_offline(pod: PodDep, sub: OfflineSubmit, response: Response) -> OfflineResult:
     """Queue one offline request (idempotent on id). 429 + Retry-After when the queue is full."""
     pod.check_accepting()
-    sub: OfflineSubmit = await _json_body(request, OfflineSubmit)
     if await pod.runner.db(pod.store.single_queued) >= pod.settings.max_queued:
         existing = await pod.runner.db(_maybe_get, pod.store, sub.id)
         if existing is None:
@@ -328,22 +403,24 @@ def _maybe_get(store: OfflineStore, rid: str) -> OfflineResult | None:
         return None
 
 
-@offline.get("/v1/offline/requests/{rid:path}", response_model=OfflineResult)
-async def get_offline(pod: PodDep, rid: str) -> OfflineResult:
+@offline.get("/v1/offline/requests/{rid:path}", response_model=OfflineResult, responses=errors(404))
+async def get_offline(pod: PodDep, rid: RequestId) -> OfflineResult:
     return await pod.runner.db(pod.store.get_request, rid)
 
 
-@offline.delete("/v1/offline/requests/{rid:path}", response_model=OfflineResult)
-async def delete_offline(pod: PodDep, rid: str) -> OfflineResult:
+@offline.delete(
+    "/v1/offline/requests/{rid:path}", response_model=OfflineResult, responses=errors(404, 409)
+)
+async def delete_offline(pod: PodDep, rid: RequestId) -> OfflineResult:
     """Forget a request: acknowledges a result, or cancels one still queued or running."""
     await pod.runner.cancel_request(rid)
     return await pod.runner.db(pod.store.delete_request, rid)
 
 
-control = APIRouter(tags=["control"], prefix="/control")
+control = _router("control", "/control")
 
 
-@control.get("", response_model=ControlView)
+@control.get("", response_model=ControlView, responses=errors(401))
 async def get_control(pod: ControlPod) -> ControlView:
     status = read_status(pod.settings.status_path)
     return ControlView(
@@ -354,37 +431,40 @@ async def get_control(pod: ControlPod) -> ControlView:
     )
 
 
-@control.put("/offline", response_model=ControlView)
-async def put_control(pod: ControlPod, request: Request) -> ControlView:
+@control.put("/offline", response_model=ControlView, responses=errors(401, 409))
+async def put_control(pod: ControlPod, body: OfflineControl) -> ControlView:
     """Set the offline budget (HyGen) or QPS (HyGen*); the scheduler applies it next step."""
-    pod.set_control(await _json_body(request, OfflineControl))
+    pod.set_control(body)
     return await get_control(pod)
 
 
-@control.put("/slo", response_model=ControlView)
-async def put_slo(pod: ControlPod, request: Request) -> ControlView:
-    body: SLOTargets = await _json_body(request, SLOTargets)
+@control.put("/slo", response_model=ControlView, responses=errors(401))
+async def put_slo(pod: ControlPod, body: SLOTargets) -> ControlView:
     pod.slo_targets = dict(body.targets_ms)
     return await get_control(pod)
 
 
-@control.get("/metrics", response_model=LiveMetrics)
+@control.get("/metrics", response_model=LiveMetrics, responses=errors(401))
 async def live_metrics(pod: ControlPod) -> LiveMetrics:
     await pod.runner.refresh_depth()
     return pod.live()
 
 
-@control.get("/profile")
+@control.get("/profile", responses=errors(401, 404))
 async def get_profile(pod: ControlPod) -> dict[str, Any]:
     if pod.settings.profile_path is None:
         raise ApiError(404, "this pod was started without a profile", "not_found_error")
     return read_json(pod.settings.profile_path)
 
 
-probes = APIRouter(tags=["probes"])
+probes = _router("probes")
 
 
-@probes.get("/ready")
+@probes.get(
+    "/ready",
+    response_model=Readiness,
+    responses={503: {"model": Readiness, "description": "starting or draining"}},
+)
 async def ready(pod: PodDep) -> JSONResponse:
     if pod.draining:
         return JSONResponse({"ready": False, "reason": "draining"}, status_code=503)
