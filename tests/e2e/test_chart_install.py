@@ -14,7 +14,15 @@ import helm_python as helm
 import yaml
 
 from hygen_pod.pod_process import free_port
-from tests.e2e.conftest import ROOT, Cluster, apply_crds, batch_job, batch_lines, finished, ready
+from tests.helpers.kube.cluster import (
+    ROOT,
+    Cluster,
+    apply_crds,
+    batch_job,
+    batch_lines,
+    finished,
+    ready,
+)
 from tests.helpers.kube.kubelet import Kubelet
 from tests.helpers.kube.operator_process import DATA, OperatorProcess
 from tests.helpers.kube.server import EmulatorServer

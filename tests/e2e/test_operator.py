@@ -8,7 +8,7 @@ import httpx
 
 from hygen_operator import manifests
 from hygen_operator.resources import ServingSLOSpec
-from tests.e2e.conftest import (
+from tests.helpers.kube.cluster import (
     NS,
     TOKEN,
     Cluster,

@@ -7,8 +7,16 @@ import json
 
 import pytest
 
-from tests.e2e.conftest import NS, Cluster, batch_job, batch_lines, finished, ready, serving_slo
 from tests.helpers.engine import BYTES_PER_TOKEN
+from tests.helpers.kube.cluster import (
+    NS,
+    Cluster,
+    batch_job,
+    batch_lines,
+    finished,
+    ready,
+    serving_slo,
+)
 
 pytestmark = pytest.mark.engine
 

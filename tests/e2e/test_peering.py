@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from tests.e2e.conftest import (
+from tests.helpers.kube.cluster import (
     NS,
     TOKEN,
     Cluster,

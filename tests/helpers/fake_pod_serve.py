@@ -11,7 +11,8 @@ from contextlib import asynccontextmanager
 from pathlib import Path
 
 import uvicorn
-from fastapi import FastAPI
+from fastapi import FastAPI, Request
+from fastapi.responses import JSONResponse
 
 from hygen_pod.control import OfflineControl
 from hygen_pod.pod_app import Pod, PodSettings, attach, running
@@ -39,7 +40,8 @@ def main(argv: list[str]) -> int:
         initial_control=OfflineControl(budget_ms=profile.budget_ms if profile else 0.0),
     )
     settings.state_dir.mkdir(parents=True, exist_ok=True)
-    pod = Pod(settings, FakeEngine(delay_s=float(os.environ.get("FAKE_ENGINE_DELAY_S", "0.02"))))
+    engine = FakeEngine(delay_s=float(os.environ.get("FAKE_ENGINE_DELAY_S", "0.02")))
+    pod = Pod(settings, engine)
 
     async def online_load(tbt_ms: float) -> None:
         """Synthetic online traffic for retuning tests: 20 requests/s at this TBT."""
@@ -61,6 +63,13 @@ def main(argv: list[str]) -> int:
 
     app = FastAPI(lifespan=lifespan)
     attach(app, pod)
+
+    @app.post("/v1/completions")
+    async def online(request: Request) -> JSONResponse:
+        """The online path (vLLM's own route on a real pod), answered by the fake engine."""
+        code, body = await engine("/v1/completions", await request.json())
+        return JSONResponse(body, status_code=code)
+
     asyncio.run(
         uvicorn.Server(
             uvicorn.Config(app, host=args.host, port=args.port, log_level="warning")

@@ -43,6 +43,7 @@ class PodRun:
     restarts: int = 0
     ready: bool = False
     published: bool = False
+    unready: bool = False  # a test forces the readiness probe to fail (process keeps running)
 
 
 class Kubelet:
@@ -79,6 +80,10 @@ class Kubelet:
         run = self.pods[name]
         if run.proc is not None:
             os.killpg(run.proc.pid, 9)
+
+    def set_unready(self, name: str, unready: bool = True) -> None:
+        """Fail (or stop failing) the pod's readiness probe; its server keeps running."""
+        self.pods[name].unready = unready
 
     def running(self, deployment: str) -> list[PodRun]:
         return [r for r in self.pods.values() if r.deployment == deployment and r.published]
@@ -276,6 +281,8 @@ class Kubelet:
             self._publish(r)
 
     def _probe(self, r: PodRun) -> bool:
+        if r.unready:
+            return False
         try:
             return httpx.get(f"http://127.0.0.1:{r.port}/ready", timeout=1).status_code == 200
         except httpx.HTTPError:

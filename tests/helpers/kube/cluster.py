@@ -1,22 +1,22 @@
-"""A cluster for e2e tests: the API emulator, the CRDs applied with kubectl, the kubelet
-stand-in running real pod processes, and the real operator process."""
+"""A test cluster: the API emulator, the CRDs applied with kubectl, the kubelet stand-in
+running real pod processes, and the real operator process; plus the objects and waits the
+e2e tests, the reliability suite and `bench/soak.py` share."""
 
 from __future__ import annotations
 
 import subprocess
 import time
 from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
-
-import pytest
 
 from tests.helpers.kube.kubelet import Kubelet
 from tests.helpers.kube.operator_process import OperatorProcess
 from tests.helpers.kube.server import EmulatorServer
 
-ROOT = Path(__file__).resolve().parents[2]
+ROOT = Path(__file__).resolve().parents[3]
 TOKEN = "e2e-control-token"
 NS = "default"
 
@@ -96,12 +96,13 @@ def apply_crds(api: EmulatorServer) -> None:
         )
 
 
-@pytest.fixture
-def cluster(tmp_path: Path) -> Iterator[Cluster]:
-    with EmulatorServer(tmp_path) as api, Kubelet(api, tmp_path, TOKEN) as kubelet:
+@contextmanager
+def running_cluster(workdir: Path, **kubelet_env: str) -> Iterator[Cluster]:
+    """The emulator, kubelet and operator, started in ``workdir`` and stopped on exit."""
+    with EmulatorServer(workdir) as api, Kubelet(api, workdir, TOKEN, kubelet_env) as kubelet:
         apply_crds(api)
-        op = OperatorProcess(api.kubeconfig, tmp_path / "operator.log", TOKEN).start()
-        c = Cluster(api, kubelet, op, tmp_path)
+        op = OperatorProcess(api.kubeconfig, workdir / "operator.log", TOKEN).start()
+        c = Cluster(api, kubelet, op, workdir)
         try:
             yield c
         finally:

@@ -1,0 +1,150 @@
+"""Online burst against a real pod while a large batch runs (vLLM CPU engine, tiny model).
+
+Phases, each ``phase_s`` long: an online-only burst first (the reference: what the burst
+costs with no offline work), then with a batch queued: steady online load, a burst at
+``burst_x`` times that rate, and steady load again until the batch ends. Every online
+request has a client timeout; the batch's output file is checked for exactly one result
+per custom_id.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import io
+import json
+import time
+from collections import Counter
+from dataclasses import dataclass, field
+
+import httpx
+
+from tests.reliability.scenarios import Outcome
+
+EP = "/v1/completions"
+
+
+@dataclass
+class Phase:
+    name: str
+    rps: float
+    sent: int = 0
+    errors: int = 0
+    latencies: list[float] = field(default_factory=list)
+    offline_done: int = 0  # batch lines finished during the phase
+    seconds: float = 0.0
+
+    @property
+    def offline_per_s(self) -> float:
+        return self.offline_done / self.seconds if self.seconds else 0.0
+
+    @property
+    def p99_s(self) -> float:
+        xs = sorted(self.latencies)
+        return xs[min(len(xs) - 1, int(0.99 * len(xs)))] if xs else 0.0
+
+
+async def _online(http: httpx.AsyncClient, url: str, ph: Phase, timeout_s: float) -> None:
+    t0 = time.monotonic()
+    try:
+        r = await http.post(
+            url + EP,
+            json={"model": "tiny", "prompt": "hello " * 100, "max_tokens": 48, "ignore_eos": True},
+            timeout=timeout_s,
+        )
+        r.raise_for_status()
+        ph.latencies.append(time.monotonic() - t0)
+    except Exception:
+        ph.errors += 1
+
+
+def _completed(http: httpx.Client, url: str, bid: str) -> tuple[str, int]:
+    b = http.get(f"{url}/v1/batches/{bid}").json()
+    c = b["request_counts"]
+    return b["status"], c["completed"] + c["failed"]
+
+
+async def _drive(url: str, ph: Phase, until, timeout_s: float) -> None:
+    """Send online requests at ph.rps (open loop) until ``until()`` is true."""
+    t0 = time.monotonic()
+    tasks = []
+    async with httpx.AsyncClient() as http:
+        i = 0
+        while not until(time.monotonic() - t0):
+            tasks.append(asyncio.create_task(_online(http, url, ph, timeout_s)))
+            ph.sent += 1
+            i += 1
+            await asyncio.sleep(max(0.0, t0 + i / ph.rps - time.monotonic()))
+        await asyncio.gather(*tasks)
+    ph.seconds = time.monotonic() - t0
+
+
+def online_burst(
+    url: str,
+    *,
+    lines: int = 1500,
+    max_tokens: int = 64,
+    rps: float = 4.0,
+    burst_x: float = 4.0,
+    phase_s: float = 8.0,
+    timeout_s: float = 30.0,
+    max_s: float = 600.0,
+) -> tuple[Outcome, list[Phase]]:
+    http = httpx.Client(base_url=url, timeout=30)
+    phases: list[Phase] = []
+    ref = Phase("online-only burst", rps * burst_x)
+    asyncio.run(_drive(url, ref, lambda t: t >= phase_s, timeout_s))
+    phases.append(ref)
+
+    body = "\n".join(
+        json.dumps({"custom_id": f"bulk-{i}", "method": "POST", "url": EP,
+                    "body": {"model": "tiny", "prompt": f"document {i} " + "text " * 40,
+                             "max_tokens": max_tokens, "ignore_eos": True}})
+        for i in range(lines)
+    ).encode()  # fmt: skip
+    f = http.post("/v1/files", files={"file": ("bulk.jsonl", io.BytesIO(body))},
+                  data={"purpose": "batch"}).json()  # fmt: skip
+    bid = http.post("/v1/batches", json={"input_file_id": f["id"], "endpoint": EP}).json()["id"]
+    start = time.monotonic()
+
+    def phase(name: str, rate: float, until) -> Phase:
+        ph = Phase(name, rate)
+        before = _completed(http, url, bid)[1]
+        asyncio.run(_drive(url, ph, until, timeout_s))
+        ph.offline_done = _completed(http, url, bid)[1] - before
+        phases.append(ph)
+        return ph
+
+    phase("steady, batch running", rps, lambda t: t >= phase_s)
+    phase(f"burst x{burst_x:g}, batch running", rps * burst_x, lambda t: t >= phase_s)
+
+    def batch_done(t: float) -> bool:
+        if time.monotonic() - start > max_s:
+            raise TimeoutError(f"batch not done in {max_s} s")
+        return t >= 2 and _completed(http, url, bid)[0] in ("completed", "failed")
+
+    phase("steady until the batch ends", rps, batch_done)
+    b = http.get(f"/v1/batches/{bid}").json()
+    records = [json.loads(x) for x in http.get(f"/v1/files/{b['output_file_id']}/content")
+               .text.splitlines()]  # fmt: skip
+    if b.get("error_file_id"):
+        records += [json.loads(x) for x in http.get(f"/v1/files/{b['error_file_id']}/content")
+                    .text.splitlines()]  # fmt: skip
+    seen = Counter(r["custom_id"] for r in records)
+    co = phases[1:]
+    out = Outcome(
+        "online burst x4 during a batch (real engine)",
+        lines,
+        lost=sum(1 for i in range(lines) if seen[f"bulk-{i}"] == 0),
+        duplicates=sum(n - 1 for n in seen.values() if n > 1),
+        online_sent=sum(p.sent for p in co),
+        online_errors=sum(p.errors for p in co),
+        seconds=time.monotonic() - start + ref.seconds,
+    )
+    failed = sum(1 for r in records if r.get("error") or r["response"]["status_code"] != 200)
+    out.notes = [
+        f"{p.name}: online {p.rps:g} req/s, p99 {p.p99_s * 1e3:.0f} ms, errors {p.errors}; "
+        f"offline {p.offline_per_s:.1f} lines/s"
+        for p in phases
+    ] + [f"batch {b['status']}, {failed} lines failed"]
+    http.close()
+    return out, phases

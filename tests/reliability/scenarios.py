@@ -1,0 +1,304 @@
+"""Fault scenarios on an emulated cluster (real operator, real pod processes, fake engine).
+
+Each scenario drives one kind of trouble through a BatchJob and returns an `Outcome`: how
+many lines were expected, how many have no result (lost), how many custom_ids have more
+than one result (duplicates), and, where online traffic ran beside it, how many online
+requests failed. The reliability tests run each once; `bench/soak.py` runs them many times
+and prints the table in docs/reliability.md.
+"""
+
+from __future__ import annotations
+
+import json
+import random
+import threading
+import time
+from collections import Counter
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import httpx
+
+from hygen_operator import manifests
+from tests.helpers.kube.cluster import (
+    NS,
+    Cluster,
+    batch_job,
+    batch_lines,
+    finished,
+    ready,
+    serving_slo,
+)
+
+
+@dataclass
+class Outcome:
+    scenario: str
+    lines: int  # lines whose result is expected (good ones)
+    lost: int = 0  # expected custom_ids with no result
+    duplicates: int = 0  # results beyond the first for one custom_id
+    online_sent: int | None = None  # None: no online traffic in this scenario
+    online_errors: int | None = None
+    seconds: float = 0.0
+    notes: list[str] = field(default_factory=list)
+
+
+def results(c: Cluster, job: str) -> list[dict[str, Any]]:
+    """The job's output lines (ConfigMap sink)."""
+    data = (c.api.get("configmaps", NS, f"{job}-out") or {}).get("data") or {}
+    return [json.loads(v) for k, v in sorted(data.items()) if k.startswith("line-")]
+
+
+def tally(out: Outcome, records: list[dict[str, Any]], expected: list[str]) -> Outcome:
+    """Fill lost/duplicates from the output records against the expected custom_ids."""
+    seen = Counter(r["custom_id"] for r in records)
+    out.lost = sum(1 for cid in expected if seen[cid] == 0)
+    out.duplicates = sum(n - 1 for n in seen.values() if n > 1)
+    return out
+
+
+class OnlineTraffic:
+    """Online requests at ``rps`` to the ServingSLO's Ready pods, picked from the API the way
+    a Service's endpoints are; counts requests that failed."""
+
+    def __init__(self, c: Cluster, slo: str, rps: float = 10.0) -> None:
+        self.c, self.slo, self.period = c, slo, 1.0 / rps
+        self.sent = self.errors = 0
+        self.last_error = ""
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+
+    def _endpoints(self) -> list[int]:
+        ports = []
+        for p in self.c.api.list("pods", NS):
+            if (p["metadata"].get("labels") or {}).get(manifests.SLO_LABEL) != self.slo:
+                continue
+            conds = {x["type"]: x["status"] for x in p.get("status", {}).get("conditions", [])}
+            if conds.get("Ready") == "True":
+                ports.append(p["spec"]["containers"][0]["ports"][0]["containerPort"])
+        return ports
+
+    def _run(self) -> None:
+        rng = random.Random(7)
+        with httpx.Client(timeout=10) as http:
+            while not self._stop.wait(self.period):
+                ports = self._endpoints()
+                self.sent += 1
+                try:
+                    if not ports:
+                        raise RuntimeError("no Ready endpoint")
+                    r = http.post(
+                        f"http://127.0.0.1:{rng.choice(ports)}/v1/completions",
+                        json={"model": "tiny", "prompt": "online", "max_tokens": 4},
+                    )
+                    r.raise_for_status()
+                except Exception as e:
+                    self.errors += 1
+                    self.last_error = repr(e)
+
+    def __enter__(self) -> OnlineTraffic:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self._stop.set()
+        self._thread.join(15)
+
+
+def progress(c: Cluster, job: str) -> int:
+    return c.status("batchjobs", job).get("completed", 0)
+
+
+def run_job(
+    c: Cluster,
+    name: str,
+    n: int,
+    during: Callable[[], None],
+    *,
+    parallelism: int = 8,
+    timeout_s: float = 180,
+) -> tuple[dict[str, Any], list[str]]:
+    """Create a BatchJob of ``n`` good lines, call ``during()`` while it runs, wait for the
+    end; returns the final status and the expected custom_ids."""
+    c.api.create(batch_job(name, "chat", batch_lines(n), parallelism=parallelism), "batchjobs")
+    during()
+    st = finished(c, name, timeout_s)
+    assert st["phase"] == "Succeeded", st
+    return st, [f"req-{i}" for i in range(n)]
+
+
+def wait_progress(c: Cluster, job: str, at_least: int, timeout_s: float = 60) -> None:
+    c.wait(lambda: progress(c, job) >= at_least, timeout_s, f"{job}: {at_least} results")
+
+
+# ----------------------------------------------------------------- scenarios
+def pod_kill9(c: Cluster, rng: random.Random, n: int = 150, kills: int = 3) -> Outcome:
+    """kill -9 a random serving pod at random points of a batch, ``kills`` times."""
+    out = Outcome("pod kill -9 mid-batch", n)
+    c.kubelet.env["FAKE_ENGINE_DELAY_S"] = "0.5"  # requests in flight when the kill comes
+    c.api.create(serving_slo(), "servingslos")
+    ready(c)
+    points = sorted(rng.uniform(0.05, 0.8) for _ in range(kills))
+
+    def kill() -> None:
+        for f in points:
+            wait_progress(c, "b", int(f * n))
+            victim = rng.choice(c.kubelet.running("chat"))
+            restarts = victim.restarts
+            at = progress(c, "b")
+            assert at < n, "the job ended before the kill"
+            c.kubelet.kill9(victim.name)
+            out.notes.append(f"killed {victim.name} at {at}/{n}")
+            c.wait(lambda v=victim, r=restarts: v.restarts > r and v.ready, 30, "pod back")
+
+    _, expected = run_job(c, "b", n, kill, parallelism=4)
+    return tally(out, results(c, "b"), expected)
+
+
+def operator_restarts(c: Cluster, rng: random.Random, n: int = 150) -> Outcome:
+    """kill -9 the operator mid-reconcile (Deployment created, not Ready yet) and twice
+    mid-job, with online traffic running."""
+    out = Outcome("operator kill -9 mid-reconcile and mid-job", n)
+    c.kubelet.env["FAKE_ENGINE_DELAY_S"] = "0.3"
+    c.api.create(serving_slo(), "servingslos")
+    c.wait(lambda: c.api.get("deployments", NS, "chat", "apps"), 30, "Deployment created")
+    c.operator.kill9()
+    c.operator.start()
+    ready(c)
+    deps = [d["metadata"]["name"] for d in c.api.list("deployments", NS, "apps")]
+    assert deps == ["chat"], deps
+    with OnlineTraffic(c, "chat") as online:
+
+        def restart() -> None:
+            for f in sorted(rng.uniform(0.1, 0.7) for _ in range(2)):
+                wait_progress(c, "b", int(f * n))
+                at = progress(c, "b")
+                assert at < n, "the job ended before the restart"
+                out.notes.append(f"operator killed at {at}/{n}")
+                c.operator.kill9()
+                time.sleep(rng.uniform(0, 2))
+                c.operator.start()
+
+        _, expected = run_job(c, "b", n, restart)
+    out.online_sent, out.online_errors = online.sent, online.errors
+    return tally(out, results(c, "b"), expected)
+
+
+def api_faults(c: Cluster, rng: random.Random, n: int = 150) -> Outcome:
+    """409s, 500s (some after the write applied), slow responses and dropped watch streams
+    from the API server, during reconcile and during a job, with online traffic running."""
+    out = Outcome("API 409/500/slow/dropped watches", n)
+    api = c.api
+    api.inject("POST", "deployments", 500, after_apply=True)
+    api.inject("POST", "services", 409)
+    api.inject("PATCH", "servingslos", 500, subresource="status", times=3)
+    api.inject("GET", "configmaps", 0, delay_s=3.0, times=2)  # slow, then answered
+    api.inject("GET", "pods", 0, delay_s=2.0, times=3)
+    c.api.create(serving_slo(), "servingslos")
+    ready(c, timeout_s=120)
+    with OnlineTraffic(c, "chat") as online:
+
+        def trouble() -> None:
+            api.inject("PATCH", "configmaps", 500, times=3, after_apply=True)
+            api.inject("PATCH", "batchjobs", 409, subresource="status", times=3)
+            api.inject("GET", "pods", 500, times=3)
+            api.inject("PATCH", "batchjobs", 0, subresource="status", delay_s=4.0, times=2)
+            for _ in range(3):
+                time.sleep(rng.uniform(1, 3))
+                api.drop_watches()
+
+        _, expected = run_job(c, "b", n, trouble)
+    out.online_sent, out.online_errors = online.sent, online.errors
+    deps = [d["metadata"]["name"] for d in api.list("deployments", NS, "apps")]
+    assert deps == ["chat"], deps
+    out.notes.append(f"faults hit: {sum(f.hits for f in api.emulator.faults)}")
+    return tally(out, results(c, "b"), expected)
+
+
+def pod_unready(c: Cluster, rng: random.Random, n: int = 150) -> Outcome:
+    """A pod fails its readiness probe mid-batch (its server keeps running) and recovers
+    later; online traffic follows readiness as a Service would."""
+    out = Outcome("pod unready mid-batch, then ready", n)
+    c.kubelet.env["FAKE_ENGINE_DELAY_S"] = "0.3"
+    c.api.create(serving_slo(), "servingslos")
+    ready(c)
+    with OnlineTraffic(c, "chat") as online:
+
+        def flap() -> None:
+            wait_progress(c, "b", int(rng.uniform(0.1, 0.3) * n))
+            victim = rng.choice(c.kubelet.running("chat"))
+            out.notes.append(f"{victim.name} unready at {progress(c, 'b')}/{n}")
+            c.kubelet.set_unready(victim.name)
+            time.sleep(rng.uniform(3, 8))
+            c.kubelet.set_unready(victim.name, False)
+
+        _, expected = run_job(c, "b", n, flap)
+    out.online_sent, out.online_errors = online.sent, online.errors
+    return tally(out, results(c, "b"), expected)
+
+
+BAD_LINES: list[tuple[str, bytes]] = [
+    ("invalid_json", b'{"custom_id": "bad-json", "method": "POST", '),
+    ("missing_custom_id", b'{"method": "POST", "url": "/v1/completions", "body": {}}'),
+    ("invalid_url", b'{"custom_id": "wrong-ep", "url": "/v1/embeddings", "body": {}}'),
+    ("invalid_method", b'{"custom_id": "get", "method": "GET", "url": "/v1/completions"}'),
+    ("invalid_body", b'{"custom_id": "no-body", "method": "POST", "url": "/v1/completions"}'),
+    ("invalid_request", b'["not", "an", "object"]'),
+]
+
+
+def bad_batch_file(c: Cluster, rng: random.Random, n: int = 60) -> Outcome:
+    """A volume input file mixing good lines with every kind of bad line (bad JSON, no or
+    duplicate custom_id, wrong endpoint or method, no body, a 1.5 MiB line, blank lines):
+    each bad line fails alone with its code, every good line gets its result."""
+    out = Outcome("malformed batch file (volume input)", n)
+    c.api.create(serving_slo(), "servingslos")
+    ready(c)
+    good = [json.dumps(x).encode() for x in batch_lines(n)]
+    bad = list(BAD_LINES)
+    big = json.dumps({"custom_id": "huge", "method": "POST", "url": "/v1/completions",
+                      "body": {"model": "tiny", "prompt": "x" * (3 << 19)}})  # fmt: skip
+    bad.append(("line_too_long", big.encode()))
+    lines: list[bytes] = [*good]
+    for item in bad:  # bad lines at random places among the good ones
+        lines.insert(rng.randint(1, len(lines)), item[1])
+    lines.insert(rng.randint(0, len(lines)), b"")
+    bad.append(("duplicate_custom_id", good[0]))  # a repeat of req-0, somewhere after it
+    lines.insert(rng.randint(lines.index(good[0]) + 1, len(lines)), good[0])
+    src = c.kubelet.pvc_root / "in" / "mixed.jsonl"
+    src.parent.mkdir(parents=True, exist_ok=True)
+    src.write_bytes(b"\n".join(lines) + b"\n")
+    job = batch_job("mixed", "chat", [], parallelism=4)
+    job["spec"]["input"] = {"volume": {"claimName": "in", "path": "mixed.jsonl"}}
+    job["spec"]["output"] = {"volume": {"claimName": "out", "path": "mixed.jsonl"}}
+    c.api.create(job, "batchjobs")
+    st = finished(c, "mixed", 120)
+    assert st["phase"] == "Succeeded", st
+    assert (st["total"], st["completed"], st["failed"]) == (n + len(bad), n, len(bad)), st
+    records = [
+        json.loads(x) for x in (c.kubelet.pvc_root / "out" / "mixed.jsonl").read_text().splitlines()
+    ]
+    codes = sorted(r["error"]["code"] for r in records if r["error"])
+    assert codes == sorted(code for code, _ in bad), codes
+    assert all(r["error"]["message"].startswith("line ") for r in records if r["error"])
+    ok = [r for r in records if not r["error"]]
+    out.notes.append(f"{len(bad)} bad lines failed alone: {', '.join(codes)}")
+    return tally(out, ok, [f"req-{i}" for i in range(n)])
+
+
+def run_scenario(name: str, c: Cluster, seed: int | str) -> Outcome:
+    """Run one scenario on a fresh cluster with a seeded random source, timed."""
+    t0 = time.monotonic()
+    out = SCENARIOS[name](c, random.Random(f"{name}-{seed}"))
+    out.seconds = time.monotonic() - t0
+    return out
+
+
+SCENARIOS: dict[str, Callable[[Cluster, random.Random], Outcome]] = {
+    "pod_kill9": pod_kill9,
+    "operator_restarts": operator_restarts,
+    "api_faults": api_faults,
+    "pod_unready": pod_unready,
+    "bad_batch_file": bad_batch_file,
+}
