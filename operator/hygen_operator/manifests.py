@@ -16,6 +16,33 @@ from hygen_operator.settings import OperatorSettings
 STATE_DIR = "/var/lib/hygen"
 PROFILE_MOUNT = "/etc/hygen/profile"
 TOKEN_MOUNT = "/etc/hygen/token"
+SCRATCH = "/tmp"
+
+# Pods run as a non-root user on a read-only root filesystem. vLLM, torch, Triton and
+# Hugging Face write caches under HOME/XDG paths, so those point into the scratch emptyDir.
+POD_SECURITY: dict[str, Any] = {
+    "runAsNonRoot": True,
+    "runAsUser": 1000,
+    "runAsGroup": 1000,
+    "fsGroup": 1000,
+    "seccompProfile": {"type": "RuntimeDefault"},
+}
+CONTAINER_SECURITY: dict[str, Any] = {
+    "allowPrivilegeEscalation": False,
+    "readOnlyRootFilesystem": True,
+    "capabilities": {"drop": ["ALL"]},
+}
+CACHE_ENV = [
+    {"name": k, "value": v}
+    for k, v in (
+        ("HOME", f"{SCRATCH}/home"),
+        ("XDG_CACHE_HOME", f"{SCRATCH}/cache"),
+        ("HF_HOME", f"{SCRATCH}/cache/huggingface"),
+        ("VLLM_CACHE_ROOT", f"{SCRATCH}/cache/vllm"),
+        ("TRITON_CACHE_DIR", f"{SCRATCH}/cache/triton"),
+        ("TORCHINDUCTOR_CACHE_DIR", f"{SCRATCH}/cache/inductor"),
+    )
+]
 PROFILE_KEY = "profile.json"
 SLO_LABEL = "hygen.io/serving-slo"
 HASH_ANNOTATION = "hygen.io/spec-hash"
@@ -133,7 +160,9 @@ def deployment(name: str, spec: ServingSLOSpec, settings: OperatorSettings) -> d
     mounts = [
         {"name": "state", "mountPath": STATE_DIR},
         {"name": "profile", "mountPath": PROFILE_MOUNT, "readOnly": True},
+        {"name": "scratch", "mountPath": SCRATCH},
         {"name": "token", "mountPath": TOKEN_MOUNT, "readOnly": True},
+        {"name": "shm", "mountPath": "/dev/shm"},  # vLLM's worker processes share memory
     ]
     http = {"httpGet": {"path": "/ready", "port": "http"}}
     template = {
@@ -145,7 +174,9 @@ def deployment(name: str, spec: ServingSLOSpec, settings: OperatorSettings) -> d
                     "image": image,
                     "command": profile_command(spec, h, settings),
                     "resources": _resources(spec),
-                    "volumeMounts": mounts[:2],
+                    "env": CACHE_ENV,
+                    "volumeMounts": mounts[:3],
+                    "securityContext": CONTAINER_SECURITY,
                 }
             ],
             "containers": [
@@ -155,7 +186,9 @@ def deployment(name: str, spec: ServingSLOSpec, settings: OperatorSettings) -> d
                     "command": serve_command(spec, settings),
                     "ports": [{"name": "http", "containerPort": settings.pod_port}],
                     "resources": _resources(spec),
+                    "env": CACHE_ENV,
                     "volumeMounts": mounts,
+                    "securityContext": CONTAINER_SECURITY,
                     "readinessProbe": {**http, "periodSeconds": 5, "failureThreshold": 2},
                     "startupProbe": {**http, "periodSeconds": 10, "failureThreshold": 180},
                     "livenessProbe": {
@@ -167,6 +200,7 @@ def deployment(name: str, spec: ServingSLOSpec, settings: OperatorSettings) -> d
             ],
             # SIGTERM drains: running offline requests finish or go back to the queue.
             "terminationGracePeriodSeconds": 60,
+            "securityContext": POD_SECURITY,
             "nodeSelector": dict(spec.node_selector),
             "tolerations": [
                 t.model_dump(by_alias=True, exclude_none=True) for t in spec.tolerations
@@ -178,6 +212,8 @@ def deployment(name: str, spec: ServingSLOSpec, settings: OperatorSettings) -> d
                     "configMap": {"name": profile_configmap_name(name), "optional": True},
                 },
                 {"name": "token", "secret": {"secretName": settings.token_secret}},
+                {"name": "scratch", "emptyDir": {}},
+                {"name": "shm", "emptyDir": {"medium": "Memory"}},
             ],
         },
     }
@@ -262,10 +298,12 @@ def dispatcher_job(
                     "restartPolicy": "OnFailure",
                     "serviceAccountName": settings.dispatcher_service_account,
                     "terminationGracePeriodSeconds": 30,
+                    "securityContext": POD_SECURITY,
                     "containers": [{
                         "name": "dispatch", "image": settings.operator_image, "command": command,
                         "env": [{"name": "HYGEN_CONTROL_TOKEN", "valueFrom": token}],
                         "volumeMounts": mounts,
+                        "securityContext": CONTAINER_SECURITY,
                     }],
                     "volumes": volumes,
                 },

@@ -57,7 +57,7 @@ def test_servingslo_owns_deployment_service_profile_and_kubectl_shows_columns(cl
     assert serve["readinessProbe"]["httpGet"]["path"] == "/ready"
     assert init["command"][:2] == ["hygen-pod", "profile"] and h in init["command"]
     assert pod["nodeSelector"] == {"gpu": "h100"}
-    assert {v["name"] for v in pod["volumes"]} == {"state", "profile", "token"}
+    assert {v["name"] for v in pod["volumes"]} == {"state", "profile", "token", "scratch", "shm"}
     svc = c.api.get("services", NS, "chat")
     assert svc["spec"]["selector"] == {manifests.SLO_LABEL: "chat"}
     cm = c.api.get("configmaps", NS, "chat-profile")

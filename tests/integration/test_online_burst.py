@@ -5,8 +5,7 @@ from __future__ import annotations
 
 import pytest
 
-from tests.helpers.pod_process import tiny_pod
-from tests.reliability.load import online_burst
+from tests.reliability.load import budget_pod, online_burst
 
 pytestmark = pytest.mark.engine
 
@@ -16,9 +15,7 @@ def test_online_burst_during_a_batch_errs_nothing_and_loses_nothing(
 ) -> None:
     pred = tmp_path / "predictor.json"
     fitted_predictor.save(pred)
-    pod = tiny_pod(tiny_model, tmp_path / "state", "--hygen-predictor", str(pred),
-                   "--budget-ms", "40", "--slo", "p99_tbt=500")  # fmt: skip
-    pod.start()
+    pod = budget_pod(tiny_model, tmp_path, pred).start()
     try:
         out, phases = online_burst(pod.url)
     finally:

@@ -15,12 +15,21 @@ import json
 import time
 from collections import Counter
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import httpx
 
+from hygen_pod.pod_process import PodProcess
+from tests.helpers.pod_process import tiny_pod
 from tests.reliability.scenarios import Outcome
 
 EP = "/v1/completions"
+
+
+def budget_pod(model: Path, workdir: Path, predictor: Path) -> PodProcess:
+    """The tiny-model pod in HyGen budget mode (40 ms, predictor fitted on this machine)."""
+    return tiny_pod(model, workdir / "state", "--hygen-predictor", str(predictor),
+                    "--budget-ms", "40", "--slo", "p99_tbt=500")  # fmt: skip
 
 
 @dataclass
@@ -91,6 +100,7 @@ def online_burst(
 ) -> tuple[Outcome, list[Phase]]:
     http = httpx.Client(base_url=url, timeout=30)
     phases: list[Phase] = []
+    asyncio.run(_drive(url, Phase("warm-up", rps), lambda t: t >= 2, timeout_s))  # not counted
     ref = Phase("online-only burst", rps * burst_x)
     asyncio.run(_drive(url, ref, lambda t: t >= phase_s, timeout_s))
     phases.append(ref)

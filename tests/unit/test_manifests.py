@@ -52,3 +52,37 @@ def test_applied_hash_tracks_everything_written_to_the_deployment():
         scaled[key] != a[key] and scaled[manifests.HASH_ANNOTATION] == a[manifests.HASH_ANNOTATION]
     )
     assert moved[key] != a[key]
+
+
+def _pod_specs() -> list[dict]:
+    from hygen_operator.resources import BatchJobSpec
+
+    job = BatchJobSpec.model_validate({
+        "servingSlo": "chat", "endpoint": "/v1/completions",
+        "input": {"volume": {"claimName": "in", "path": "a.jsonl"}},
+        "output": {"volume": {"claimName": "out", "path": "b.jsonl"}},
+    })  # fmt: skip
+    return [
+        manifests.deployment("chat", spec(), S)["spec"]["template"]["spec"],
+        manifests.dispatcher_job("j", "default", job, S)["spec"]["template"]["spec"],
+    ]
+
+
+def test_every_pod_runs_non_root_on_a_read_only_root_with_writable_paths_as_volumes():
+    for pod in _pod_specs():
+        assert pod["securityContext"]["runAsNonRoot"] is True
+        assert pod["securityContext"]["runAsUser"] != 0
+        volumes = {v["name"] for v in pod["volumes"]}
+        for c in pod.get("initContainers", []) + pod["containers"]:
+            sc = c["securityContext"]
+            assert sc["readOnlyRootFilesystem"] is True and sc["allowPrivilegeEscalation"] is False
+            assert sc["capabilities"] == {"drop": ["ALL"]}
+            mounted = {m["mountPath"] for m in c["volumeMounts"]}
+            assert {m["name"] for m in c["volumeMounts"]} <= volumes
+            # every path the process writes is a mounted volume, not the root filesystem
+            for e in c.get("env", []):
+                if e["name"] in ("HOME", "XDG_CACHE_HOME", "HF_HOME", "VLLM_CACHE_ROOT"):
+                    assert any(e["value"].startswith(p) for p in mounted), (c["name"], e)
+    serve = _pod_specs()[0]["containers"][0]
+    assert "/dev/shm" in {m["mountPath"] for m in serve["volumeMounts"]}
+    assert any(a.startswith(manifests.STATE_DIR) for a in serve["command"])  # state: a volume

@@ -233,7 +233,7 @@ class Kubelet:
         secret = self.api.get("secrets", r.namespace, vols["token"]["secret"]["secretName"])
         if secret is None:
             return False
-        for d in ("state", "profile", "token"):
+        for d in ("state", "profile", "token", "scratch"):
             (r.root / d).mkdir(parents=True, exist_ok=True)
         token = base64.b64decode(secret["data"]["token"]).decode()
         (r.root / "token" / "token").write_text(token)
@@ -242,6 +242,17 @@ class Kubelet:
             (r.root / "profile" / k).write_text(v)
         return True
 
+    def _env(self, r: PodRun, container: dict[str, Any]) -> dict[str, str]:
+        """The container's env over ours, its scratch paths mapped into the pod's folder."""
+        env = dict(self.env)
+        for e in container.get("env") or []:
+            v = e.get("value")
+            if v is not None:
+                if v == manifests.SCRATCH or v.startswith(manifests.SCRATCH + "/"):
+                    v = str(r.root / "scratch") + v[len(manifests.SCRATCH) :]
+                env[e["name"]] = v
+        return env
+
     def _spawn(self, r: PodRun, container: dict[str, Any], tag: str) -> subprocess.Popen:
         log = (r.root / f"{tag}.log").open("a")
         return subprocess.Popen(
@@ -249,7 +260,7 @@ class Kubelet:
             cwd=r.root,
             stdout=log,
             stderr=subprocess.STDOUT,
-            env=self.env,
+            env=self._env(r, container),
             start_new_session=True,
         )
 
