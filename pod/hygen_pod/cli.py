@@ -106,7 +106,11 @@ def _cmd_profile(args: argparse.Namespace) -> int:
     azure = azure_conversation(args.data)
     arxiv = arxiv_summarization(args.data)
     cfg = ProfilerSettings(
-        targets=args.targets, tolerance=args.tolerance, seed=args.seed, iters=args.iters
+        targets=args.targets,
+        tolerance=args.tolerance,
+        seed=args.seed,
+        iters=args.iters,
+        confidence=args.confidence,
     )
     if args.oracle:
         from hygen_pod.profiler import SimRunner
@@ -248,6 +252,13 @@ def build_parser() -> argparse.ArgumentParser:
     pr.add_argument("--offline", type=int, default=64, help="offline backlog size")
     pr.add_argument("--window", type=float, default=60.0, help="simulated seconds (--oracle)")
     pr.add_argument("--iters", type=int, default=5, help="bisection steps per search")
+    pr.add_argument(
+        "--confidence",
+        type=float,
+        default=0.9,
+        help="a setting passes when the targets hold on this share of bootstrap resamples "
+        "of the online requests (0: a single point check)",
+    )
     pr.add_argument("--seed", type=int, default=0)
     pr.add_argument("--out", required=True, help="profile JSON to write")
     pr.add_argument("--spec-hash", help="record this hash in the profile (set by the operator)")

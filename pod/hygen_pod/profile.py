@@ -45,6 +45,9 @@ class ProfileDocument(BaseModel):
     seed: int
     targets: list[Metric] = Field(min_length=1)
     tolerance: float = Field(ge=0)
+    confidence: float = Field(
+        0.0, ge=0, le=1, description="share of bootstrap resamples a setting had to pass (0: point)"
+    )
     predictor: PredictorDocument
     budget_ms: float = Field(ge=0, description="HyGen: largest budget within tolerance")
     qps: float = Field(ge=0, description="HyGen*: largest offline QPS within tolerance")

@@ -16,22 +16,23 @@ from __future__ import annotations
 import random
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Protocol
 
 from hygen_pod.batch import BatchShape
 from hygen_pod.control import OfflineControl
-from hygen_pod.latency import LatencySummary
+from hygen_pod.latency import LatencySummary, RequestTiming
 from hygen_pod.predictor import LatencyPredictor
 from hygen_pod.profile import MetricValues, ProfileDocument
 from hygen_pod.simulator import RequestSpec, Simulator
-from hygen_pod.slo_search import METRICS, largest_passing
+from hygen_pod.slo_search import METRICS, largest_setting, robust_within, within
 
 
 @dataclass
 class RunOutcome:
     online: LatencySummary
     offline_tps: float
+    timings: list[RequestTiming] = field(default_factory=list, repr=False)  # online requests
 
 
 class Runner(Protocol):
@@ -58,6 +59,9 @@ class ProfilerSettings:
     tolerance: float
     seed: int = 0
     iters: int = 6
+    # accept a setting when the targets hold on this share of bootstrap resamples of the
+    # online requests (robust to a metric sitting just under the line); 0: a point check
+    confidence: float = 0.9
     budget_range_ms: tuple[float, float] = (1.0, 400.0)
     qps_range: tuple[float, float] = (0.01, 20.0)
 
@@ -88,27 +92,28 @@ def profile(
     progress("online-only baseline measured")
     outcomes: dict[tuple[str, float], RunOutcome] = {}
 
-    def measure(mode: str, value: float) -> LatencySummary:
+    def passes(mode: str, value: float) -> bool:
         if mode == "budget":
             control = OfflineControl(mode="budget", budget_ms=value)
         else:
             control = OfflineControl(mode="qps", qps=value)
         out = runner.run(control, with_offline=True)
         outcomes[(mode, value)] = out
+        if out.timings:
+            ok = robust_within(out.timings, base.timings, cfg.targets, cfg.tolerance,
+                               cfg.confidence, seed=cfg.seed)  # fmt: skip
+        else:  # a runner that reports summaries only
+            ok = within(out.online, base.online, cfg.targets, cfg.tolerance)
         progress(
             f"{mode}={value:.3g}: p99 TBT {out.online.p99_tbt * 1e3:.1f} ms, "
-            f"offline {out.offline_tps:.0f} tok/s"
+            f"offline {out.offline_tps:.0f} tok/s, {'passes' if ok else 'fails'}"
         )
-        return out.online
+        return ok
 
     lo, hi = cfg.budget_range_ms
-    b = largest_passing(
-        lambda v: measure("budget", v), base.online, cfg.targets, cfg.tolerance, lo, hi, cfg.iters
-    )
+    b = largest_setting(lambda v: passes("budget", v), lo, hi, cfg.iters)
     qlo, qhi = cfg.qps_range
-    q = largest_passing(
-        lambda v: measure("qps", v), base.online, cfg.targets, cfg.tolerance, qlo, qhi, cfg.iters
-    )
+    q = largest_setting(lambda v: passes("qps", v), qlo, qhi, cfg.iters)
     with_b = outcomes.get(("budget", b.value), RunOutcome(base.online, 0.0))
     with_q = outcomes.get(("qps", q.value), RunOutcome(base.online, 0.0))
     return ProfileDocument(
@@ -118,6 +123,7 @@ def profile(
         seed=cfg.seed,
         targets=list(cfg.targets),  # type: ignore[arg-type]
         tolerance=cfg.tolerance,
+        confidence=cfg.confidence,
         predictor=predictor.to_document(),
         budget_ms=b.value,
         qps=q.value,
@@ -160,4 +166,4 @@ class SimRunner:
             )
         else:
             r = self.sim.run(self.workload, "hygen_qps", window_s=self.window_s, qps=control.qps)
-        return RunOutcome(r.online, r.offline_tps)
+        return RunOutcome(r.online, r.offline_tps, r.timings)

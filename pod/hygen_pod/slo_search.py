@@ -1,18 +1,22 @@
 """SLO-aware search: the largest offline setting whose online metrics stay within tolerance.
 
-Given an evaluation function (run the workload with a budget or QPS, return the
-online latency summary), find the largest value whose targeted metrics are all
-<= (1 + tolerance) x their online-only values. Interference grows with the
-setting, so a (geometric) bisection over [lo, hi] finds the boundary in ``iters`` runs.
+Find the largest value (budget or QPS) whose targeted online metrics are all
+<= (1 + tolerance) x their online-only values: `within` checks one run (a point
+check), `robust_within` checks that the result holds on bootstrap resamples of
+the online requests. Interference grows with the setting, so a (geometric)
+bisection over [lo, hi] (`largest_setting`) finds the boundary in ``iters`` runs.
 """
 
 from __future__ import annotations
 
 import math
+import random
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
-from hygen_pod.latency import LatencySummary
+import numpy as np
+
+from hygen_pod.latency import LatencySummary, RequestTiming, summarize
 
 METRICS = ("mean_ttft", "p99_ttft", "mean_tbt", "p99_tbt")
 
@@ -24,27 +28,68 @@ def within(
     return all(observed.metric(m) <= (1 + tolerance) * baseline.metric(m) for m in targets)
 
 
+def robust_within(
+    observed: Sequence[RequestTiming],
+    baseline: Sequence[RequestTiming],
+    targets: Sequence[str],
+    tolerance: float,
+    confidence: float = 0.9,
+    resamples: int = 200,
+    seed: int = 0,
+) -> bool:
+    """Whether the targets stay within tolerance on at least ``confidence`` of paired
+    bootstrap resamples of the online requests (same requests in both runs).
+
+    A point check passes a setting whose metric happens to sit just under the line on the
+    profiled slice; on another slice it may not. This matters most for a P99 that sits on
+    a cliff: when a small share of tokens lands in long prefill steps, a few more such
+    tokens move the P99 from one mode to the other. Resampling the requests asks whether
+    the setting would still pass on a similar slice. With ``confidence`` <= 0, or runs that
+    are not paired (different request counts), it is the point check.
+    """
+    if confidence <= 0 or len(observed) != len(baseline) or not observed:
+        return _within_timings(observed, baseline, targets, tolerance)
+    rng = random.Random(seed)
+    obs, base = _Arrays(observed), _Arrays(baseline)
+    n, passed = len(observed), 0
+    for _ in range(resamples):
+        idx = [rng.randrange(n) for _ in range(n)]
+        passed += all(obs.metric(m, idx) <= (1 + tolerance) * base.metric(m, idx) for m in targets)
+    return passed >= confidence * resamples
+
+
+def _within_timings(
+    observed: Sequence[RequestTiming],
+    baseline: Sequence[RequestTiming],
+    targets: Sequence[str],
+    tolerance: float,
+) -> bool:
+    return within(summarize(list(observed)), summarize(list(baseline)), targets, tolerance)
+
+
+class _Arrays:
+    """Per-request TTFT and TBT arrays, for fast metrics over resampled requests."""
+
+    def __init__(self, timings: Sequence[RequestTiming]) -> None:
+        self.ttft = np.array([t.ttft if t.ttft is not None else np.nan for t in timings])
+        self.tbts = [np.asarray(t.tbts, dtype=float) for t in timings]
+
+    def metric(self, name: str, idx: list[int]) -> float:
+        if name.endswith("ttft"):
+            xs = self.ttft[idx]
+            xs = xs[~np.isnan(xs)]
+        else:
+            xs = np.concatenate([self.tbts[i] for i in idx])
+        if xs.size == 0:
+            return float("nan")
+        return float(np.mean(xs) if name.startswith("mean") else np.percentile(xs, 99))
+
+
 @dataclass
 class SearchResult:
     value: float  # the largest passing setting (lo when none passes)
     passed: bool
     probes: list[tuple[float, bool]] = field(default_factory=list)
-
-
-def largest_passing(
-    evaluate: Callable[[float], LatencySummary],
-    baseline: LatencySummary,
-    targets: Sequence[str],
-    tolerance: float,
-    lo: float,
-    hi: float,
-    iters: int = 8,
-) -> SearchResult:
-    """Largest setting in [lo, hi] that keeps ``targets`` within tolerance of ``baseline``."""
-    check_targets(targets, tolerance)
-    return largest_setting(
-        lambda v: within(evaluate(v), baseline, targets, tolerance), lo, hi, iters
-    )
 
 
 def check_targets(targets: Sequence[str], tolerance: float) -> None:

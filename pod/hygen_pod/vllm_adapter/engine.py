@@ -110,12 +110,14 @@ class Engine:
         on_step: Callable[[int, int], Any] | None = None,
         time_limit_s: float | None = None,
         until_online_done: bool = False,
+        stall_s: float = 120.0,
     ) -> ReplayResult:
         """Feed requests at their arrival times, step until all finish; time every token.
 
         With ``until_online_done`` the replay ends when the last online request
         finishes: unfinished offline requests are aborted and offline throughput is
-        what was done in that window (as the simulator measures it).
+        what was done in that window (as the simulator measures it). A replay in
+        which no request gains a token for ``stall_s`` raises instead of hanging.
         """
         from vllm import SamplingParams
 
@@ -126,6 +128,7 @@ class Engine:
         i = 0
         total = len(pending)
         online_left = sum(1 for r in pending if not r.offline)
+        last_progress = start
         while i < total or self.engine.has_unfinished_requests():
             if until_online_done and online_left == 0:
                 left = [rid for rid in res.offline_ids if rid not in res.outputs]
@@ -147,17 +150,24 @@ class Engine:
                 self.engine.add_request(r.rid, {"prompt_token_ids": r.prompt_token_ids}, sp)
                 res.timings[r.rid] = RequestTiming(arrival=start + r.arrival_s)
                 i += 1
+                last_progress = time.perf_counter()
             if not self.engine.has_unfinished_requests():
                 time.sleep(min(0.01, max(0.0, pending[i].arrival_s - now)))
                 continue
             outs = self.engine.step()
             t = time.perf_counter()
+            if t - last_progress > stall_s:
+                raise RuntimeError(
+                    f"replay stalled: no request made progress for {stall_s:.0f} s "
+                    f"({len(res.outputs)} of {i} finished)"
+                )
             for out in outs:
                 n = len(out.outputs[0].token_ids)
                 new = n - seen.get(out.request_id, 0)
                 if new > 0:
                     res.timings[out.request_id].token_times.extend([t] * new)
                     seen[out.request_id] = n
+                    last_progress = t
                 if out.finished:
                     res.outputs[out.request_id] = list(out.outputs[0].token_ids)
                     online_left -= out.request_id not in res.offline_ids
@@ -217,4 +227,6 @@ class EngineRunner:
         reqs = list(self.online) + (list(self.offline) if with_offline else [])
         res = self.eng.replay(self._fresh(reqs), until_online_done=True)
         offline_tokens = sum(len(t.token_times) for t in res.by_class(offline=True))
-        return RunOutcome(summarize(res.by_class(offline=False)), offline_tokens / res.wall_s)
+        # by request id: the same online requests in the same order in every run (paired)
+        online = [t for rid, t in sorted(res.timings.items()) if rid not in res.offline_ids]
+        return RunOutcome(summarize(online), offline_tokens / res.wall_s, list(online))
