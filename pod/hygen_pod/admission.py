@@ -9,11 +9,16 @@ prefill chunks. Every admission keeps predicted time <= budget (budget mode),
 and fits the token budget, the free KV blocks and the free request slots. A
 candidate may get fewer tokens than it wants (a partial chunk) only when
 ``allow_partial`` is set, and then it is the last admission.
+
+Running offline requests short of KV for even their next token may preempt newer
+running offline requests (`Admitter.offer_running`), as vLLM preempts the newest
+of its running list: without it, offline requests that fill the cache together
+would each wait for a block another holds, and the engine would stall.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -35,6 +40,7 @@ class OfflineCandidate:
     num_prompt_tokens: int
     held_blocks: int  # KV blocks it holds (or would adopt from the prefix cache)
     running: bool  # already running (vs. waiting to start)
+    age: tuple = ()  # orders running candidates for preemption: larger = newer
 
     @property
     def is_decode(self) -> bool:
@@ -83,6 +89,37 @@ class Admitter:
     def offer(self, c: OfflineCandidate) -> int:
         return self._offer(c, self.limits.budget_s)
 
+    def offer_running(
+        self, cands: Sequence[OfflineCandidate], evict: Callable[[Any], int]
+    ) -> list[OfflineCandidate]:
+        """Offer running candidates in the given order; returns those admitted.
+
+        One that passes the latency budget but lacks the KV blocks for its next
+        step may preempt newer candidates not yet admitted, newest first;
+        ``evict(ref)`` preempts one and returns the blocks it freed. The oldest
+        running request therefore always gets its block (liveness).
+        """
+        evicted: set[int] = set()
+        admitted: list[OfflineCandidate] = []
+
+        def room(c: OfflineCandidate, short: int) -> int:
+            freed = 0
+            taken = {id(a) for a, _ in self.allocations}
+            newer = [v for v in cands if v.age > c.age and id(v) not in evicted | taken]
+            for v in sorted(newer, key=lambda v: v.age, reverse=True):
+                if freed >= short:
+                    break
+                evicted.add(id(v))
+                freed += evict(v.ref)
+            return freed
+
+        for c in cands:
+            if self.closed:
+                break
+            if id(c) not in evicted and self._offer(c, self.limits.budget_s, room):
+                admitted.append(c)
+        return admitted
+
     def progress(self, c: OfflineCandidate, max_chunk: int) -> int:
         """Admit ``c`` with at most ``max_chunk`` tokens, ignoring the latency budget.
 
@@ -105,28 +142,35 @@ class Admitter:
         self.progress_step = n > 0
         return n
 
-    def _offer(self, c: OfflineCandidate, budget: float | None) -> int:
+    def _offer(
+        self,
+        c: OfflineCandidate,
+        budget: float | None,
+        room: Callable[[OfflineCandidate, int], int] | None = None,
+    ) -> int:
         if self.closed or self.slots <= 0 or self.tokens <= 0 or c.wanted <= 0:
             return 0
         lim, pred = self.limits, self.predictor
         if c.is_decode:
-            if cdiv(c.computed + 1, lim.block_size) - c.held_blocks > self.blocks:
-                return 0
             if budget is not None:
                 assert pred is not None
                 if self._predicted + pred.decode_cost(self.shape, c.computed + 1) > budget:
                     return 0
+            if not self._has_blocks(c, 1, room):
+                return 0
             self.shape.add_decode(c.computed + 1)
             n = 1
         else:
             n = min(c.wanted, self.tokens)
-            # KV: tokens that fit in the held blocks plus the free ones.
-            n = min(n, (c.held_blocks + self.blocks) * lim.block_size - c.computed)
             if budget is not None:
                 assert pred is not None
                 n = min(n, pred.max_prefill_tokens(self.shape, budget, c.computed))
             if n <= 0 or (n < c.wanted and not lim.allow_partial):
                 return 0
+            if not self._has_blocks(c, 1 if lim.allow_partial else n, room):
+                return 0
+            # KV: tokens that fit in the held blocks plus the free ones.
+            n = min(n, (c.held_blocks + self.blocks) * lim.block_size - c.computed)
             self.shape.add_prefill(n, c.computed)
         if pred is not None:
             self._predicted = pred.predict(self.shape)
@@ -139,6 +183,19 @@ class Admitter:
             self.partial = c
             self.closed = True
         return n
+
+    def _has_blocks(
+        self,
+        c: OfflineCandidate,
+        tokens: int,
+        room: Callable[[OfflineCandidate, int], int] | None,
+    ) -> bool:
+        """Whether ``tokens`` more of ``c`` fit in KV, making room first if allowed."""
+        short = cdiv(c.computed + tokens, self.limits.block_size) - c.held_blocks - self.blocks
+        if short > 0 and room is not None:
+            self.blocks += room(c, short)
+            short = cdiv(c.computed + tokens, self.limits.block_size) - c.held_blocks - self.blocks
+        return short <= 0
 
 
 def admit(

@@ -281,15 +281,21 @@ class _Run:
             ),
         )
         cands = [
-            OfflineCandidate(r, r.computed, r.wanted, r.spec.prompt, r.blocks, True)
+            OfflineCandidate(
+                r, r.computed, r.wanted, r.spec.prompt, r.blocks, True, (r.spec.arrival, r.rid)
+            )
             for r in self.running
             if r.offline and r.wanted > 0
         ]
         cands.sort(key=lambda c: not c.is_decode)
-        for c in cands:
-            if adm.closed:
-                break
-            adm.offer(c)
+
+        def evict(r: _Req) -> int:
+            freed = r.blocks
+            self.preempt(r)
+            return freed
+
+        adm.offer_running(cands, evict)
+        cands = [c for c in cands if c.ref.active]
         while not adm.closed and self.queue:
             if self.bucket is not None and not self.bucket.take():
                 break

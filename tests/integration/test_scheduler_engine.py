@@ -129,6 +129,20 @@ def test_preempted_offline_requests_finish_with_the_same_output(fresh) -> None:
         assert mixed[r.rid] == alone[r.rid], r.rid
 
 
+def test_offline_requests_that_outgrow_the_kv_cache_together_all_finish(fresh) -> None:
+    """Offline prompts that fit the cache, with outputs that do not: older requests
+    preempt newer ones for blocks (this stalled the engine forever before)."""
+    s: HyGenScheduler = fresh.scheduler
+    s.set_control(OfflineControl(mode="qps", qps=None))
+    s.trace.records.clear()
+    reqs = random_requests(71, 16, offline=True, lo=200, hi=240, out_lo=70, out_hi=90)
+    done = fresh.run(reqs, max_steps=5000)
+    assert sorted(done) == sorted(r.rid for r in reqs)
+    assert all(len(done[r.rid]) == r.max_tokens for r in reqs)
+    assert sum(rec.offline_preempted for rec in s.trace) > 0, "the cache never filled up"
+    assert not s.offline_ids
+
+
 def test_offline_requests_sharing_a_prefix_run_back_to_back(fresh) -> None:
     s: HyGenScheduler = fresh.scheduler
     s.set_control(OfflineControl(mode="qps", qps=None))

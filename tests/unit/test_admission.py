@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import pytest
+
 from hygen_pod.admission import Limits, OfflineCandidate, admit
 from hygen_pod.batch import BatchShape
 from hygen_pod.predictor import LatencyPredictor
@@ -83,3 +85,37 @@ def test_progress_ignores_the_budget_but_not_resources() -> None:
     # Resource limits still hold: no free slot, no progress.
     b = Admitter(PRED, BatchShape(), limits(budget_ms=0.5, slots=0))
     assert b.progress(c, max_chunk=16) == 0 and not b.progress_step
+
+
+def test_a_running_request_short_of_kv_preempts_newer_ones_never_older() -> None:
+    from hygen_pod.admission import Admitter
+
+    # Three decodes, each at a block boundary (needs one new block); the cache is full.
+    cands = [
+        OfflineCandidate(f"r{i}", 32, 1, 32, held_blocks=2, running=True, age=(float(i), f"r{i}"))
+        for i in range(3)
+    ]
+    evicted: list[str] = []
+
+    def evict(ref: str) -> int:
+        evicted.append(ref)
+        return 2  # the blocks it held
+
+    a = Admitter(None, BatchShape(), limits(blocks=0))
+    got = a.offer_running(cands, evict)
+    # The oldest takes the newest's blocks and so does the middle one; nobody waits forever.
+    assert evicted == ["r2"]
+    assert [c.ref for c in got] == ["r0", "r1"]
+    # Without evict() there is no way forward: this was a stall on the real engine.
+    assert admit(None, BatchShape(), cands, limits(blocks=0)).allocations == []
+
+
+def test_preemption_for_kv_never_happens_for_work_the_budget_refuses() -> None:
+    from hygen_pod.admission import Admitter
+
+    cands = [
+        OfflineCandidate(f"r{i}", 32, 1, 32, held_blocks=2, running=True, age=(float(i), f"r{i}"))
+        for i in range(2)
+    ]
+    a = Admitter(PRED, BatchShape(), limits(budget_ms=0.5, blocks=0))
+    assert a.offer_running(cands, lambda ref: pytest.fail(f"evicted {ref}")) == []

@@ -335,6 +335,7 @@ class HyGenScheduler(Scheduler):
                         num_prompt_tokens=r.num_prompt_tokens,
                         held_blocks=self._held_blocks(r),
                         running=True,
+                        age=(r.arrival_time, r.request_id),
                     )
                 )
         return sorted(cands, key=lambda c: not c.is_decode)
@@ -354,11 +355,19 @@ class HyGenScheduler(Scheduler):
     def _admit_running(
         self, admitter: Admitter, offline_run: list[Request], cap: int, out: list[Request]
     ) -> None:
-        for c in self._running_candidates(offline_run, cap):
-            if admitter.offer(c):
-                out.append(c.ref)
-            if admitter.closed:
-                return
+        pool = self.kv_cache_manager.block_pool
+        now = time.monotonic()
+
+        def evict(victim: Request) -> int:
+            # Newer offline work gives its KV to older offline work (recompute later).
+            before = pool.get_num_free_blocks()
+            offline_run.remove(victim)
+            self.running.remove(victim)
+            self._preempt_request(victim, now)
+            return pool.get_num_free_blocks() - before
+
+        cands = self._running_candidates(offline_run, cap)
+        out.extend(c.ref for c in admitter.offer_running(cands, evict))
 
     def _admit_waiting(self, admitter: Admitter, cap: int, out: list[Request]) -> None:
         while not admitter.closed and self.offline_queue:
