@@ -78,6 +78,8 @@ def profile(
         )
     if cfg.tolerance < 0:
         raise ValueError("tolerance must be >= 0")
+    if not 0 <= cfg.confidence < 1:
+        raise ValueError(f"confidence must be in [0, 1), got {cfg.confidence}")
     t0 = time.perf_counter()
     progress("capturing step timings")
     shapes, secs = runner.capture(cfg.seed)

@@ -53,6 +53,8 @@ def test_bad_settings_and_documents(tmp_path) -> None:
         profile(runner, ProfilerSettings(["p50_tbt"], 0.1))
     with pytest.raises(ValueError, match="tolerance"):
         profile(runner, ProfilerSettings(["p99_tbt"], -0.1))
+    with pytest.raises(ValueError, match="confidence"):
+        profile(runner, ProfilerSettings(["p99_tbt"], 0.1, confidence=1.0))
     path = tmp_path / "p.json"
     path.write_text(json.dumps({"schema_version": 99}))
     with pytest.raises(ValueError, match="schema_version 99"):
