@@ -256,11 +256,9 @@ class HyGenScheduler(Scheduler):
         free -= self.kv_cache_manager.watermark_blocks
         now = time.monotonic()
         while free < kv_need and offline_run:
-            victim = offline_run.pop()
-            freed = self._held_blocks(victim)
-            self.running.remove(victim)
-            self._preempt_request(victim, now)
-            free += freed
+            victim = offline_run[-1]
+            free += self._held_blocks(victim)
+            self._preempt_offline(victim, offline_run, now)
 
         # --- Phase 2: admit offline work.
         # Online-only needs no predictor: nothing offline is offered at all.
@@ -317,6 +315,12 @@ class HyGenScheduler(Scheduler):
                     self.offline_queue.push_front(r.request_id, r)
         return out
 
+    def _preempt_offline(self, victim: Request, offline_run: list[Request], now: float) -> None:
+        """Preempt a running offline request while planning a step (back to its queue)."""
+        offline_run.remove(victim)
+        self.running.remove(victim)
+        self._preempt_request(victim, now)
+
     def _running_candidates(self, offline_run: list[Request], cap: int) -> list[OfflineCandidate]:
         """Running offline requests that have work, decodes first (cheap, and they free
         KV sooner), then prefill chunks."""
@@ -361,9 +365,7 @@ class HyGenScheduler(Scheduler):
         def evict(victim: Request) -> int:
             # Newer offline work gives its KV to older offline work (recompute later).
             before = pool.get_num_free_blocks()
-            offline_run.remove(victim)
-            self.running.remove(victim)
-            self._preempt_request(victim, now)
+            self._preempt_offline(victim, offline_run, now)
             return pool.get_num_free_blocks() - before
 
         cands = self._running_candidates(offline_run, cap)
