@@ -132,6 +132,23 @@ class OfflineResult(BaseModel):
     finished_at: float | None = None
 
 
+class OfflineList(BaseModel):
+    """GET /v1/offline/requests?prefix=: a page of single requests in id order."""
+
+    object: Literal["list"] = "list"
+    data: list[OfflineResult]
+    last_id: str | None = None
+    has_more: bool = False
+
+
+class OfflineDeleted(BaseModel):
+    """DELETE /v1/offline/requests?prefix=: how many requests were forgotten or cancelled."""
+
+    object: Literal["offline.requests.deleted"] = "offline.requests.deleted"
+    prefix: str
+    deleted: int
+
+
 def batch_output_line(
     line_id: str,
     custom_id: str | None,

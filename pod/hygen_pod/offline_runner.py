@@ -136,8 +136,11 @@ class OfflineRunner:
         await _cancel([t for rid, t in self.inflight.items() if rid.startswith(batch_id + ":")])
 
     async def cancel_request(self, rid: str) -> None:
-        t = self.inflight.get(rid)
-        await _cancel([t] if t is not None else [])
+        await self.cancel_requests([rid])
+
+    async def cancel_requests(self, rids: list[str]) -> None:
+        """Stop these requests if they are running in the engine (each writes nothing)."""
+        await _cancel([t for rid in rids if (t := self.inflight.get(rid)) is not None])
 
     async def drain(self, timeout_s: float) -> int:
         """Stop starting work, wait up to ``timeout_s`` for running requests, then abort

@@ -405,15 +405,12 @@ class OfflineStore:
                 created = True
         return self.get_request(rid), created
 
-    def get_request(self, rid: str) -> OfflineResult:
-        with self._lock:
-            row = self._db.execute(
-                "SELECT id, state, url, custom_id, batch_id, status_code, response, error,"
-                " created_at, finished_at FROM requests WHERE id = ?",
-                (rid,),
-            ).fetchone()
-        if row is None:
-            raise NotFound(f"no offline request {rid!r}")
+    _RESULT_COLUMNS = (
+        "id, state, url, custom_id, batch_id, status_code, response, error, created_at, finished_at"
+    )
+
+    @staticmethod
+    def _result_of(row: tuple) -> OfflineResult:
         return OfflineResult(
             id=row[0],
             state=row[1],
@@ -426,6 +423,58 @@ class OfflineStore:
             created_at=row[8],
             finished_at=row[9],
         )
+
+    def get_request(self, rid: str) -> OfflineResult:
+        with self._lock:
+            row = self._db.execute(
+                f"SELECT {self._RESULT_COLUMNS} FROM requests WHERE id = ?", (rid,)
+            ).fetchone()
+        if row is None:
+            raise NotFound(f"no offline request {rid!r}")
+        return self._result_of(row)
+
+    def list_requests(self, prefix: str, after: str | None, limit: int) -> list[OfflineResult]:
+        """Single requests whose id starts with ``prefix``, in id order, after ``after``.
+
+        One call tells a dispatcher what a pod holds of its job (``<job uid>-``): finished
+        results to collect, queued work to adopt after a restart, and what the pod lost.
+        """
+        lo, hi = _prefix_range(prefix)
+        if after is not None and after >= lo:
+            lo, strict = after, True
+        else:
+            strict = False
+        sql = (
+            f"SELECT {self._RESULT_COLUMNS} FROM requests WHERE batch_id IS NULL"
+            f" AND id {'>' if strict else '>='} ?"
+            + (" AND id < ?" if hi is not None else "")
+            + " ORDER BY id LIMIT ?"
+        )
+        args = (lo, hi, limit) if hi is not None else (lo, limit)
+        with self._lock:
+            rows = self._db.execute(sql, args).fetchall()
+        return [self._result_of(r) for r in rows]
+
+    def delete_prefix(self, prefix: str) -> list[str]:
+        """Forget every single request whose id starts with ``prefix``; returns their ids.
+
+        Queued ones can no longer start once this commits; the caller cancels running ones.
+        """
+        lo, hi = _prefix_range(prefix)
+        if hi is None:
+            raise ValueError("an empty prefix would delete every request")
+        with self._tx() as db:
+            ids = [
+                r[0]
+                for r in db.execute(
+                    "SELECT id FROM requests WHERE batch_id IS NULL AND id >= ? AND id < ?",
+                    (lo, hi),
+                )
+            ]
+            db.execute(
+                "DELETE FROM requests WHERE batch_id IS NULL AND id >= ? AND id < ?", (lo, hi)
+            )
+        return ids
 
     def delete_request(self, rid: str) -> OfflineResult:
         """Forget a single request (ack of a result, or cancel of a queued one)."""
@@ -482,3 +531,10 @@ class OfflineStore:
             return self._db.execute(
                 "SELECT COUNT(*) FROM requests WHERE batch_id IS NULL AND state = 'queued'"
             ).fetchone()[0]
+
+
+def _prefix_range(prefix: str) -> tuple[str, str | None]:
+    """[lo, hi) of the ids starting with ``prefix`` (an index range; hi None: no bound)."""
+    if not prefix:
+        return "", None
+    return prefix, prefix[:-1] + chr(ord(prefix[-1]) + 1)

@@ -48,6 +48,8 @@ from hygen_pod.api import (
     FileObject,
     LiveMetrics,
     Metric,
+    OfflineDeleted,
+    OfflineList,
     OfflineResult,
     OfflineSubmit,
     Readiness,
@@ -401,6 +403,36 @@ def _maybe_get(store: OfflineStore, rid: str) -> OfflineResult | None:
         return store.get_request(rid)
     except NotFound:
         return None
+
+
+_PREFIX = r"^[A-Za-z0-9_.:\-/]*$"  # REQUEST_ID_PATTERN, possibly empty
+IdPrefix = Annotated[str, Query(max_length=200, pattern=_PREFIX, description="id prefix")]
+JobPrefix = Annotated[
+    str, Query(min_length=1, max_length=200, pattern=_PREFIX, description="id prefix")
+]
+
+
+@offline.get("/v1/offline/requests", response_model=OfflineList, responses=errors())
+async def list_offline(
+    pod: PodDep,
+    prefix: IdPrefix = "",
+    after: Annotated[str | None, Query(max_length=200)] = None,
+    limit: Annotated[int, Query(ge=1, le=1000)] = 100,
+) -> OfflineList:
+    """Single requests whose id starts with ``prefix`` (a dispatcher's ``<job uid>-``),
+    in id order; page on with ``after`` = the last id."""
+    data = await pod.runner.db(pod.store.list_requests, prefix, after, limit + 1)
+    page = data[:limit]
+    return OfflineList(data=page, last_id=page[-1].id if page else None, has_more=len(data) > limit)
+
+
+@offline.delete("/v1/offline/requests", response_model=OfflineDeleted, responses=errors())
+async def delete_offline_prefix(pod: PodDep, prefix: JobPrefix) -> OfflineDeleted:
+    """Forget every single request whose id starts with ``prefix``: cancels a whole job's
+    queued and running work, and drops its unacknowledged results."""
+    ids = await pod.runner.db(pod.store.delete_prefix, prefix)
+    await pod.runner.cancel_requests(ids)
+    return OfflineDeleted(prefix=prefix, deleted=len(ids))
 
 
 @offline.get("/v1/offline/requests/{rid:path}", response_model=OfflineResult, responses=errors(404))

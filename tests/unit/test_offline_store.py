@@ -131,6 +131,26 @@ def test_single_requests_are_idempotent(tmp_path) -> None:
         s.get_request("job-1/0")
 
 
+def test_requests_by_prefix_are_listed_in_pages_and_forgotten_together(tmp_path) -> None:
+    s = OfflineStore(tmp_path)
+    for rid in ("job-1-1", "job-1-2", "job-1-10", "job-10-1", "job-2-1", "job-0"):
+        s.submit(rid, EP, {"prompt": rid})
+    _batch(s, 2)  # batch lines are not single requests: never listed or forgotten here
+    s.complete("job-1-2", 200, {"ok": 1}, None)
+    ids = [r.id for r in s.list_requests("job-1-", None, 10)]
+    assert ids == ["job-1-1", "job-1-10", "job-1-2"]  # id order; job-10-* is another prefix
+    assert s.get_request("job-1-2").state == "done"
+    assert [r.id for r in s.list_requests("job-1-", "job-1-1", 1)] == ["job-1-10"]
+    assert [r.id for r in s.list_requests("job-1-", "job-1-2", 10)] == []
+    assert len(s.list_requests("", None, 100)) == 6
+    assert sorted(s.delete_prefix("job-1-")) == ["job-1-1", "job-1-10", "job-1-2"]
+    assert [r.id for r in s.list_requests("job-", None, 10)] == ["job-0", "job-10-1", "job-2-1"]
+    assert s.delete_prefix("job-1-") == []
+    with pytest.raises(ValueError, match="every request"):
+        s.delete_prefix("")
+    assert s.depth()["queued"] == 3 + 2
+
+
 def test_wrong_file_purpose_and_orphans(tmp_path) -> None:
     s = OfflineStore(tmp_path)
     f = s.add_file(b"x", "a.txt", "fine-tune")

@@ -174,6 +174,28 @@ def test_single_offline_requests_backpressure_and_idempotency(tmp_path) -> None:
         assert r.status_code == 202
 
 
+def test_a_job_prefix_lists_and_cancels_all_its_requests_at_once(tmp_path) -> None:
+    eng = FakeEngine(hold_after=0)  # what starts never finishes: running work to cancel
+    with FakePodServer(tmp_path, eng, max_inflight=2) as srv:
+        h = srv.http
+        for rid in ("u1-1", "u1-2", "u1-3", "u2-1"):
+            h.post("/v1/offline/requests", json={"id": rid, "url": EP, "body": {"prompt": rid}})
+        _wait_until(lambda: len(srv.pod.runner.inflight) == 2)
+        r = h.get("/v1/offline/requests", params={"prefix": "u1-", "limit": 2})
+        assert r.status_code == 200 and r.json()["has_more"]
+        assert [x["id"] for x in r.json()["data"]] == ["u1-1", "u1-2"]
+        r = h.get("/v1/offline/requests", params={"prefix": "u1-", "after": "u1-2"})
+        assert [x["id"] for x in r.json()["data"]] == ["u1-3"] and not r.json()["has_more"]
+        r = h.delete("/v1/offline/requests", params={"prefix": "u1-"})
+        assert r.status_code == 200 and r.json()["deleted"] == 3
+        assert all(not rid.startswith("u1-") for rid in srv.pod.runner.inflight)
+        left = h.get("/v1/offline/requests", params={"prefix": "u"}).json()["data"]
+        assert [x["id"] for x in left] == ["u2-1"]
+        assert h.delete("/v1/offline/requests").status_code == 400  # no prefix: refused
+        r = h.get("/v1/offline/requests", params={"prefix": "a b"})
+        assert r.status_code == 400 and r.json()["error"]["param"] == "prefix"
+
+
 def test_single_offline_request_result(tmp_path) -> None:
     with FakePodServer(tmp_path, FakeEngine()) as srv, httpx.Client(base_url=srv.url) as h:
         h.post(
