@@ -21,7 +21,7 @@ from pydantic import ValidationError
 from hygen_operator import manifests
 from hygen_operator.batch_io import InputError, make_sink, read_input
 from hygen_operator.conditions import field_errors, now, set_condition
-from hygen_operator.dispatch import Dispatcher, Progress
+from hygen_operator.dispatch import Dispatcher, Progress, forget_on, job_prefix
 from hygen_operator.events import post_event
 from hygen_operator.kube import JOB, ApiError, Kind, Kube
 from hygen_operator.pod_client import PodClient
@@ -161,6 +161,21 @@ async def run_job(
         **counts,
     )
     await post_event(ctx.kube, body, "Normal", phase, msg)
+
+
+async def forget_job(ctx: Context, body: Any) -> None:
+    """A BatchJob is being deleted: forget its requests on every ready pod of its ServingSLO.
+
+    The dispatch loop does this too when it sees the deletion; this handler also covers a
+    job deleted while no operator (or dispatcher Job) was running. Best effort: a pod that
+    does not answer is logged, and deletion is not held up.
+    """
+    meta = body["metadata"]
+    slo = (body.get("spec") or {}).get("servingSlo")
+    if not isinstance(slo, str) or not slo:
+        return  # an invalid job never dispatched anything
+    pods = await ready_pods(ctx.kube, meta["namespace"], slo)
+    await forget_on(ctx.pods, pods, job_prefix(meta["uid"]))
 
 
 async def ensure_dispatcher_job(ctx: Context, body: Any, spec: BatchJobSpec) -> None:

@@ -9,8 +9,13 @@ dispatcher Job of a volume job. Resume state lives in two durable places:
   pod, so a crash between the two leaves a result the next run finds done, never a lost one.
 
 Lines are spread over ready pods by line number, at most ``parallelism`` outstanding per
-pod; a 429 or an unreachable pod backs off that pod only. A line whose pod disappears or
-lost its state is resubmitted elsewhere; the sink's per-line key keeps it to one result.
+pod; a 429 or an unreachable pod backs off that pod only. Each poll lists the job's
+requests on every ready pod (one GET per pod, ids ``<job uid>-*``): finished ones are
+recorded, work an earlier run left on a pod is adopted rather than submitted again, a
+second copy of a line is cancelled, and a line whose pod disappears or lost its state is
+resubmitted elsewhere; the sink's per-line key keeps it to one result. Stopping the job
+(cancel, delete, expiry) and finishing it forget the job's prefix on every ready pod, so
+nothing of it keeps running, even work submitted by a run that crashed.
 """
 
 from __future__ import annotations
@@ -30,6 +35,24 @@ from hygen_pod.api import OfflineResult, OfflineSubmit, batch_output_line, windo
 from hygen_pod.batch_input import BadLine, BatchLine, parse_batch_file
 
 logger = logging.getLogger(__name__)
+
+
+def job_prefix(job_uid: str) -> str:
+    """The id prefix of every request of one BatchJob on any pod."""
+    return f"{job_uid}-"
+
+
+async def forget_on(client: PodClient, pods: list[PodAddress], prefix: str) -> set[str]:
+    """DELETE the prefix on each pod (cancels queued and running work, drops unacknowledged
+    results); the names of the pods that answered. A pod that did not is logged."""
+    done: set[str] = set()
+    for pod in pods:
+        try:
+            await client.forget_prefix(pod, prefix)
+            done.add(pod.name)
+        except PodError as e:
+            logger.info("forgetting %s* on %s failed: %s", prefix, pod.name, e)
+    return done
 
 
 @dataclass
@@ -68,8 +91,16 @@ class Dispatcher:
     _results: dict[int, str] = field(default_factory=dict)  # line -> output, not yet written
     _acks: list[tuple[PodAddress, str]] = field(default_factory=list)
 
+    @property
+    def prefix(self) -> str:
+        return job_prefix(self.job_uid)
+
     def rid(self, line: int) -> str:
-        return f"{self.job_uid}-{line}"
+        return f"{self.prefix}{line}"
+
+    def _line_of(self, rid: str) -> int | None:
+        tail = rid[len(self.prefix) :] if rid.startswith(self.prefix) else ""
+        return int(tail) if tail.isdigit() else None
 
     async def flush(self) -> None:
         """Write buffered results, then acknowledge them on their pods (in that order)."""
@@ -121,12 +152,13 @@ class Dispatcher:
                 await self.report(progress)
                 return "Expired", progress
             pods = sorted(await self.ready_pods(), key=lambda p: p.name)
+            await self._collect(pods, progress)  # first: adopt what a crashed run left
             await self._submit(pods, progress)
-            await self._collect(pods, progress)
             await self.flush()
             await self.report(progress)
             if self._pending or self._inflight:
                 await asyncio.sleep(self.poll_s)
+        await self._forget_everywhere()  # stray copies of finished lines
         return "Succeeded", progress
 
     def _record(
@@ -178,45 +210,69 @@ class Dispatcher:
             per_pod[pod.name] = per_pod.get(pod.name, 0) + 1
 
     async def _collect(self, pods: list[PodAddress], progress: Progress) -> None:
-        live = {p.name: p for p in pods}
+        """List the job's requests on each ready pod and settle every line found there."""
         now = time.monotonic()
+        live = {p.name for p in pods}
         for line, f in list(self._inflight.items()):
-            pod = live.get(f.pod.name)
-            if pod is None:  # the pod is gone or unready: resubmit once it is clearly lost
-                if now - f.since > self.lost_after_s:
-                    self._requeue(line, f)
-                continue
-            f.pod = pod  # same name, maybe a new address after a restart
+            if f.pod.name not in live and now - f.since > self.lost_after_s:
+                self._requeue(line, f)  # the pod is gone or unready: resubmit, clearly lost
+        for pod in pods:
             try:
-                res: OfflineResult | None = await self.pods.result(pod, self.rid(line))
+                held = await self.pods.requests(pod, self.prefix)
             except PodError:
-                continue  # unreachable for now; the request is durable on the pod
-            f.since = now
-            if res is None:  # the pod lost its state (new pod): submit again
-                self._requeue(line, f)
-            elif res.state in ("done", "failed"):
-                self._record(
-                    line,
-                    f.line.custom_id,
-                    res.id,
-                    res.status_code,
-                    res.response,
-                    res.error,
-                    progress,
-                )
-                self._acks.append((pod, res.id))
-                del self._inflight[line]
-            elif res.state == "cancelled":
-                self._requeue(line, f)
+                continue  # unreachable for now; its requests are durable
+            seen: set[int] = set()
+            for res in held:
+                line = self._line_of(res.id)
+                if line is not None:
+                    seen.add(line)
+                    self._settle(pod, line, res, progress, now)
+            for line, f in list(self._inflight.items()):
+                if f.pod.name != pod.name:
+                    continue
+                if line in seen:
+                    f.pod, f.since = pod, now  # same name, maybe a new address
+                else:
+                    self._requeue(line, f)  # the pod lost its state (a new pod): submit again
+
+    def _settle(
+        self, pod: PodAddress, line: int, res: OfflineResult, progress: Progress, now: float
+    ) -> None:
+        """One request of this job found on ``pod``: record, adopt, or drop it."""
+        f = self._inflight.get(line)
+        finished = res.state in ("done", "failed")
+        if f is None and line in self._pending:  # left here by an earlier run: adopt it
+            f = self._inflight[line] = _Inflight(self._pending.pop(line), pod, now)
+        elif f is not None and f.pod.name != pod.name and finished:
+            self._acks.append((f.pod, res.id))  # take this result; cancel the other copy
+            f.pod = pod
+        if f is None or f.pod.name != pod.name:
+            self._acks.append((pod, res.id))  # written already, or a second copy: drop it
+        elif finished:
+            self._record(
+                line, f.line.custom_id, res.id, res.status_code, res.response, res.error, progress
+            )
+            self._acks.append((pod, res.id))
+            del self._inflight[line]
+        elif res.state == "cancelled":
+            self._acks.append((pod, res.id))
+            self._requeue(line, f)
 
     def _requeue(self, line: int, f: _Inflight) -> None:
         del self._inflight[line]
         self._pending[line] = f.line
 
+    async def _forget_everywhere(self) -> set[str]:
+        """Forget the job's prefix on every ready pod; the names of the pods that answered."""
+        return await forget_on(self.pods, await self.ready_pods(), self.prefix)
+
     async def _abandon(self) -> None:
-        """Stop: cancel what is queued on pods (results already written stay)."""
+        """Stop: cancel everything of this job on the pods (results already written stay)."""
+        done = await self._forget_everywhere()
         for line, f in list(self._inflight.items()):
-            try:
+            if f.pod.name in done:
+                continue
+            try:  # a pod not ready now: cancel what we know is there
                 await self.pods.ack(f.pod, self.rid(line))
             except PodError as e:
                 logger.info("cancel of %s on %s failed: %s", self.rid(line), f.pod.name, e)

@@ -84,6 +84,10 @@ def build_registry(
 
         await batchjob.run_job(ctx_ref["ctx"], body, stop_reason, stopped.wait)
 
+    @kopf.on.delete(*bj, registry=reg)
+    async def forget_job(body: Any, **_: Any) -> None:
+        await batchjob.forget_job(ctx_ref["ctx"], body)
+
     return reg
 
 

@@ -12,7 +12,15 @@ from typing import Any
 
 import httpx
 
-from hygen_pod.api import ControlView, LiveMetrics, OfflineResult, OfflineSubmit, SLOTargets
+from hygen_pod.api import (
+    ControlView,
+    LiveMetrics,
+    OfflineDeleted,
+    OfflineList,
+    OfflineResult,
+    OfflineSubmit,
+    SLOTargets,
+)
 from hygen_pod.control import OfflineControl
 from hygen_pod.profile import ProfileDocument
 
@@ -47,10 +55,17 @@ class PodClient:
         await self._http.aclose()
 
     async def _call(
-        self, pod: PodAddress, method: str, path: str, json: Any = None
+        self,
+        pod: PodAddress,
+        method: str,
+        path: str,
+        json: Any = None,
+        params: dict[str, Any] | None = None,
     ) -> httpx.Response:
         try:
-            r = await self._http.request(method, pod.url + path, json=json, headers=self._auth)
+            r = await self._http.request(
+                method, pod.url + path, json=json, params=params, headers=self._auth
+            )
         except httpx.HTTPError as e:
             raise PodError(0, f"{pod.name} unreachable: {e!r}") from e
         if r.status_code >= 400 and r.status_code != 404:
@@ -90,10 +105,27 @@ class PodClient:
             raise PodError(404, f"{pod.name}: no offline API")
         return OfflineResult.model_validate_json(r.content)
 
-    async def result(self, pod: PodAddress, rid: str) -> OfflineResult | None:
-        r = await self._call(pod, "GET", f"/v1/offline/requests/{rid}")
-        return None if r.status_code == 404 else OfflineResult.model_validate_json(r.content)
-
     async def ack(self, pod: PodAddress, rid: str) -> None:
         """DELETE: cancel a queued request or drop a finished one (404 is fine)."""
         await self._call(pod, "DELETE", f"/v1/offline/requests/{rid}")
+
+    async def requests(self, pod: PodAddress, prefix: str, page: int = 1000) -> list[OfflineResult]:
+        """Every single request the pod holds whose id starts with ``prefix`` (paged GETs)."""
+        out: list[OfflineResult] = []
+        params: dict[str, Any] = {"prefix": prefix, "limit": page}
+        while True:
+            r = await self._call(pod, "GET", "/v1/offline/requests", params=params)
+            if r.status_code == 404:
+                raise PodError(404, f"{pod.name}: no offline list API")
+            lst = OfflineList.model_validate_json(r.content)
+            out += lst.data
+            if not lst.has_more:
+                return out
+            params["after"] = lst.last_id
+
+    async def forget_prefix(self, pod: PodAddress, prefix: str) -> int:
+        """DELETE every request with this id prefix: cancels queued and running work."""
+        r = await self._call(pod, "DELETE", "/v1/offline/requests", params={"prefix": prefix})
+        if r.status_code == 404:
+            raise PodError(404, f"{pod.name}: no offline API")
+        return OfflineDeleted.model_validate_json(r.content).deleted

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 
 import httpx
+import pytest
 
 from hygen_operator import manifests
 from hygen_operator.resources import ServingSLOSpec
@@ -230,29 +231,58 @@ def test_volume_batchjob_runs_in_a_dispatcher_job_that_survives_kill9(cluster: C
     assert sorted(r["custom_id"] for r in out) == sorted(f"req-{i}" for i in range(n))
 
 
-def test_deleting_a_batchjob_cancels_its_queued_work(cluster: Cluster):
-    c = cluster
-    c.kubelet.env["FAKE_ENGINE_DELAY_S"] = "5.0"  # nothing finishes before the delete
+def pod_metrics(port: int) -> dict:
+    hdr = {"Authorization": f"Bearer {TOKEN}"}
+    return httpx.get(f"http://127.0.0.1:{port}/control/metrics", headers=hdr).json()
+
+
+def pod_idle(port: int) -> dict | None:
+    m = pod_metrics(port)
+    return m if m["offline_queued"] == m["offline_inflight"] == 0 else None
+
+
+def busy_job(c: Cluster, name: str, engine_s: float) -> int:
+    """A one-pod ServingSLO whose engine takes ``engine_s`` a request, and a job with 50 of
+    its 400 lines running there; the pod's port."""
+    c.kubelet.env["FAKE_ENGINE_DELAY_S"] = str(engine_s)  # nothing finishes before we act
     c.api.create(serving_slo(replicas=1), "servingslos")
     ready(c)
     (run,) = c.kubelet.running("chat")
-    hdr = {"Authorization": f"Bearer {TOKEN}"}
-    url = f"http://127.0.0.1:{run.port}/control/metrics"
+    c.api.create(batch_job(name, "chat", batch_lines(400), parallelism=50), "batchjobs")
+    c.wait(lambda: pod_metrics(run.port)["offline_inflight"] >= 50, 30, "50 running on the pod")
+    return run.port
 
-    def metrics() -> dict:
-        return httpx.get(url, headers=hdr).json()
 
-    c.api.create(batch_job("gone", "chat", batch_lines(400), parallelism=50), "batchjobs")
-    c.wait(lambda: metrics()["offline_inflight"] >= 50, 30, "50 requests running on the pod")
+def test_deleting_a_batchjob_cancels_its_queued_work(cluster: Cluster):
+    c = cluster
+    port = busy_job(c, "gone", 5.0)
     c.api.delete("batchjobs", NS, "gone", "hygen.io")
     c.wait(lambda: not c.obj("batchjobs", "gone"), 10, "BatchJob deleted (finalizer released)")
-
-    def idle() -> dict | None:
-        m = metrics()
-        return m if m["offline_queued"] == m["offline_inflight"] == 0 else None
-
-    after = c.wait(idle, 4, "queued work cancelled (not finished: the engine takes 5 s)")
+    after = c.wait(lambda: pod_idle(port), 4, "queued work cancelled (the engine takes 5 s)")
     assert after["offline"]["requests"] == 0
+
+
+@pytest.mark.parametrize("how", ["cancel", "delete"])
+def test_stopping_a_job_while_the_operator_is_down_still_stops_the_pods_work(
+    cluster: Cluster, how: str
+):
+    c = cluster
+    port = busy_job(c, "halt", 60.0)
+    uid = c.obj("batchjobs", "halt")["metadata"]["uid"]
+    c.operator.kill9()  # the restarted operator never saw what was sent to the pod
+    if how == "cancel":
+        c.api.patch("batchjobs", NS, "halt", {"spec": {"cancel": True}}, group="hygen.io")
+    else:
+        c.api.delete("batchjobs", NS, "halt", "hygen.io")
+    c.operator.start()
+    if how == "cancel":
+        st = reach(c, "batchjobs", "halt", ("Cancelled",), 30)
+        assert (st["completed"], st["failed"]) == (0, 0) and st["total"] == 400
+    else:
+        c.wait(lambda: not c.obj("batchjobs", "halt"), 30, "BatchJob deleted after restart")
+    c.wait(lambda: pod_idle(port), 15, "the pod's share of the job cancelled (engine: 60 s)")
+    held = httpx.get(f"http://127.0.0.1:{port}/v1/offline/requests", params={"prefix": uid})
+    assert held.json()["data"] == []
 
 
 def test_retuning_tightens_the_budget_when_online_latency_nears_the_target(cluster: Cluster):

@@ -19,13 +19,19 @@ A, B = PodAddress("a", "10.0.0.1", 8000), PodAddress("b", "10.0.0.2", 8000)
 
 
 class Pods:
-    """Pods that queue a request, finish it on the next result() call, and can refuse (429)."""
+    """Pods that queue a request, report it finished from the second listing on, and can
+    refuse (429)."""
 
     def __init__(self, refuse: dict[str, int] | None = None) -> None:
         self.refuse = dict(refuse or {})
         self.store: dict[tuple[str, str], OfflineResult] = {}
         self.submits: list[tuple[str, str]] = []
         self.acks: list[str] = []
+        self.forgets: list[tuple[str, str]] = []
+
+    def put(self, pod: str, rid: str) -> None:
+        """A request some earlier run left queued on ``pod``."""
+        self.store[(pod, rid)] = OfflineResult(id=rid, state="queued", url="/", created_at=0.0)
 
     async def submit(self, pod: PodAddress, req: OfflineSubmit) -> OfflineResult:
         if self.refuse.get(pod.name, 0) > 0:
@@ -36,17 +42,25 @@ class Pods:
         self.store.setdefault((pod.name, req.id), r)
         return r
 
-    async def result(self, pod: PodAddress, rid: str) -> OfflineResult | None:
-        r = self.store.get((pod.name, rid))
-        if r is None:
-            return None
-        done = r.model_copy(update={"state": "done", "status_code": 200, "response": {"ok": rid}})
-        self.store[(pod.name, rid)] = done
-        return r if r.state == "queued" else done
+    async def requests(self, pod: PodAddress, prefix: str) -> list[OfflineResult]:
+        held = sorted(
+            (k, r) for k, r in self.store.items() if k[0] == pod.name and r.id.startswith(prefix)
+        )
+        for k, r in held:
+            done = {"state": "done", "status_code": 200, "response": {"ok": r.id}}
+            self.store[k] = r.model_copy(update=done)
+        return [r for _, r in held]
 
     async def ack(self, pod: PodAddress, rid: str) -> None:
         self.acks.append(rid)
         self.store.pop((pod.name, rid), None)
+
+    async def forget_prefix(self, pod: PodAddress, prefix: str) -> int:
+        self.forgets.append((pod.name, prefix))
+        gone = [k for k, r in self.store.items() if k[0] == pod.name and r.id.startswith(prefix)]
+        for k in gone:
+            del self.store[k]
+        return len(gone)
 
 
 class MemorySink:
@@ -146,10 +160,51 @@ def test_cancel_stops_and_cancels_queued_work_but_shutdown_does_not(reason: str,
         calls["n"] += 1
         return reason if calls["n"] > 1 else None
 
-    d = dispatcher(pods, sink, lines(50), lambda: [A], spec=spec(parallelism=10))
+    pods.put("b", "uid-49")  # left on b by a run that crashed
+    d = dispatcher(pods, sink, lines(50), lambda: [A, B], spec=spec(parallelism=10))
     outcome, _ = asyncio.run(d.run(stop))
     assert outcome == reason
-    assert bool(pods.acks) == cancels  # shutdown leaves work queued for the next run
+    if cancels:  # every ready pod forgets the whole job, also what this run never sent
+        assert sorted(pods.forgets) == [("a", "uid-"), ("b", "uid-")] and not pods.store
+    else:  # shutdown leaves work queued for the next run
+        assert not pods.forgets and len(pods.store) == 20
+
+
+def test_a_restart_adopts_work_left_on_pods_instead_of_sending_it_again():
+    pods, sink = Pods(), MemorySink()
+    for i in range(10):  # a crashed run spread lines 1-10 over a and b
+        pods.put("ab"[i % 2], f"uid-{i + 1}")
+    d = dispatcher(pods, sink, lines(12), lambda: [A, B, PodAddress("c", "10.0.0.3", 8000)])
+    outcome, p = asyncio.run(d.run(lambda: None))
+    assert outcome == "Succeeded" and (p.completed, p.failed) == (12, 0)
+    assert sorted(rid for _, rid in pods.submits) == ["uid-11", "uid-12"]
+    assert json.loads(sink.lines[1])["response"]["body"] == {"ok": "uid-1"}
+
+
+def test_a_line_held_by_two_pods_is_recorded_once_and_the_other_copy_dropped():
+    pods, sink = Pods(), MemorySink()
+    pods.put("a", "uid-1")
+    pods.put("b", "uid-1")  # resubmitted after a was thought lost, and a came back
+    outcome, p = asyncio.run(dispatcher(pods, sink, lines(1), lambda: [A, B]).run(lambda: None))
+    assert outcome == "Succeeded" and (p.completed, len(sink.lines)) == (1, 1)
+    assert pods.submits == [] and not pods.store, "the second copy was forgotten"
+
+
+def test_a_pod_that_lost_its_state_gets_the_line_again():
+    pods, sink = Pods(), MemorySink()
+    wipe = {"n": 0}
+    orig = pods.requests
+
+    async def requests(pod, prefix):
+        wipe["n"] += 1
+        if wipe["n"] == 2:  # the pod was replaced between two polls
+            pods.store.clear()
+        return await orig(pod, prefix)
+
+    pods.requests = requests  # type: ignore[method-assign]
+    outcome, p = asyncio.run(dispatcher(pods, sink, lines(3), lambda: [A]).run(lambda: None))
+    assert outcome == "Succeeded" and p.completed == 3
+    assert sorted(rid for _, rid in pods.submits) == sorted(["uid-1", "uid-2", "uid-3"] * 2)
 
 
 def test_a_restart_skips_lines_already_written_and_a_torn_line_reruns(tmp_path: Path):
