@@ -15,6 +15,7 @@ import threading
 import time
 from collections import Counter
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -59,13 +60,15 @@ def tally(out: Outcome, records: list[dict[str, Any]], expected: list[str]) -> O
 
 
 class OnlineTraffic:
-    """Online requests at ``rps`` to the ServingSLO's Ready pods, picked from the API the way
-    a Service's endpoints are; counts requests that failed."""
+    """Online requests started at ``rps`` (each on a worker, so a slow answer does not slow
+    the rate) to the ServingSLO's Ready pods, picked from the API the way a Service's
+    endpoints are (refreshed every ``refresh_s``); counts requests that failed."""
 
-    def __init__(self, c: Cluster, slo: str, rps: float = 10.0) -> None:
-        self.c, self.slo, self.period = c, slo, 1.0 / rps
+    def __init__(self, c: Cluster, slo: str, rps: float = 10.0, refresh_s: float = 0.25) -> None:
+        self.c, self.slo, self.period, self.refresh_s = c, slo, 1.0 / rps, refresh_s
         self.sent = self.errors = 0
         self.last_error = ""
+        self._lock = threading.Lock()
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, daemon=True)
 
@@ -79,23 +82,30 @@ class OnlineTraffic:
                 ports.append(p["spec"]["containers"][0]["ports"][0]["containerPort"])
         return ports
 
+    def _one(self, http: httpx.Client, port: int | None) -> None:
+        try:
+            if port is None:
+                raise RuntimeError("no Ready endpoint")
+            r = http.post(
+                f"http://127.0.0.1:{port}/v1/completions",
+                json={"model": "tiny", "prompt": "online", "max_tokens": 4},
+            )
+            r.raise_for_status()
+        except Exception as e:
+            with self._lock:
+                self.errors += 1
+                self.last_error = repr(e)
+
     def _run(self) -> None:
         rng = random.Random(7)
-        with httpx.Client(timeout=10) as http:
+        ports: list[int] = []
+        fresh_at = 0.0
+        with httpx.Client(timeout=10) as http, ThreadPoolExecutor(8) as pool:
             while not self._stop.wait(self.period):
-                ports = self._endpoints()
+                if time.monotonic() - fresh_at > self.refresh_s:
+                    ports, fresh_at = self._endpoints(), time.monotonic()
                 self.sent += 1
-                try:
-                    if not ports:
-                        raise RuntimeError("no Ready endpoint")
-                    r = http.post(
-                        f"http://127.0.0.1:{rng.choice(ports)}/v1/completions",
-                        json={"model": "tiny", "prompt": "online", "max_tokens": 4},
-                    )
-                    r.raise_for_status()
-                except Exception as e:
-                    self.errors += 1
-                    self.last_error = repr(e)
+                pool.submit(self._one, http, rng.choice(ports) if ports else None)
 
     def __enter__(self) -> OnlineTraffic:
         self._thread.start()
