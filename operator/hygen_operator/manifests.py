@@ -99,6 +99,8 @@ def profile_command(spec: ServingSLOSpec, h: str, settings: OperatorSettings) ->
         str(p.offline_requests),
         "--iters",
         str(p.iterations),
+        "--confidence",
+        f"{p.confidence:g}",
         "--seed",
         str(p.seed),
         "--spec-hash",

@@ -73,6 +73,13 @@ class Profiling(Model):
     online_requests: int = Field(32, ge=4, le=10_000)
     offline_requests: int = Field(64, ge=1, le=100_000)
     iterations: int = Field(5, ge=1, le=20, description="bisection steps per search")
+    confidence: float = Field(
+        0.9,
+        ge=0,
+        lt=1,
+        description="a setting passes when its targets hold on this share of bootstrap "
+        "resamples of the profiled requests; 0 = a plain point check",
+    )
     seed: int = Field(0, ge=0)
     oracle: Literal["a100", "h100", "h200"] | None = Field(
         None,

@@ -32,6 +32,9 @@ def test_deployment_runs_profile_then_serve_with_the_same_gpu():
     i = init["command"]
     assert i[i.index("--spec-hash") + 1] == h and "--oracle" not in i
     assert i[i.index("--targets") + 1] == "p99_tbt" and i[i.index("--tolerance") + 1] == "0.1"
+    assert i[i.index("--confidence") + 1] == "0.9"
+    strict = manifests.deployment("llama", spec(profiling={"confidence": 0.95}), S)
+    assert "0.95" in strict["spec"]["template"]["spec"]["initContainers"][0]["command"]
     c = serve["command"]
     assert c[c.index("--slo") + 1] == "p99_tbt=80"
     assert c[c.index("--hygen-profile") + 1] == i[i.index("--out") + 1]
