@@ -284,8 +284,14 @@ class Kubelet:
             self._publish(r)
             return
         if r.proc.poll() is not None:  # the container died: restart it on the same volume
-            r.restarts += 1
+            # the new process first, then the count: a test that saw the restart must not
+            # find the dead process (kill9 of it raised ProcessLookupError); unready until
+            # the new server answers its probe, as a kubelet reports a restarted container
             r.proc = self._spawn(r, spec["containers"][0], "serve")
+            r.restarts += 1
+            if r.ready:
+                r.ready = False
+                self._publish(r)
         ready = self._probe(r)
         if ready != r.ready:
             r.ready = ready
