@@ -17,7 +17,9 @@ Metric = Literal["mean_ttft", "p99_ttft", "mean_tbt", "p99_tbt"]
 METRICS: tuple[Metric, ...] = ("mean_ttft", "p99_ttft", "mean_tbt", "p99_tbt")
 OFFLINE_ENDPOINTS = ("/v1/completions", "/v1/chat/completions")
 Endpoint = Literal["/v1/completions", "/v1/chat/completions"]
-REQUEST_ID_PATTERN = r"^[A-Za-z0-9_.:\-/]+$"  # the operator's ids are <job uid>-<line>
+_ID_CHARS = r"[A-Za-z0-9_.:\-/]"
+REQUEST_ID_PATTERN = rf"^{_ID_CHARS}+$"  # the operator's ids are <job uid>-<line>
+REQUEST_ID_PREFIX_PATTERN = rf"^{_ID_CHARS}*$"  # a job's ids: <job uid>-
 WINDOW_PATTERN = r"^([1-9][0-9]*)([hm])$"
 _WINDOW = re.compile(WINDOW_PATTERN)
 

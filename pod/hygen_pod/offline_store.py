@@ -440,19 +440,14 @@ class OfflineStore:
         results to collect, queued work to adopt after a restart, and what the pod lost.
         """
         lo, hi = _prefix_range(prefix)
-        if after is not None and after >= lo:
-            lo, strict = after, True
-        else:
-            strict = False
-        sql = (
-            f"SELECT {self._RESULT_COLUMNS} FROM requests WHERE batch_id IS NULL"
-            f" AND id {'>' if strict else '>='} ?"
-            + (" AND id < ?" if hi is not None else "")
-            + " ORDER BY id LIMIT ?"
-        )
-        args = (lo, hi, limit) if hi is not None else (lo, limit)
+        where, args = ["batch_id IS NULL", "id >= ?"], [lo]
+        if hi is not None:
+            where, args = [*where, "id < ?"], [*args, hi]
+        if after is not None:
+            where, args = [*where, "id > ?"], [*args, after]
+        sql = f"SELECT {self._RESULT_COLUMNS} FROM requests WHERE {' AND '.join(where)}"
         with self._lock:
-            rows = self._db.execute(sql, args).fetchall()
+            rows = self._db.execute(sql + " ORDER BY id LIMIT ?", (*args, limit)).fetchall()
         return [self._result_of(r) for r in rows]
 
     def delete_prefix(self, prefix: str) -> list[str]:
@@ -463,17 +458,10 @@ class OfflineStore:
         lo, hi = _prefix_range(prefix)
         if hi is None:
             raise ValueError("an empty prefix would delete every request")
+        where = "WHERE batch_id IS NULL AND id >= ? AND id < ?"
         with self._tx() as db:
-            ids = [
-                r[0]
-                for r in db.execute(
-                    "SELECT id FROM requests WHERE batch_id IS NULL AND id >= ? AND id < ?",
-                    (lo, hi),
-                )
-            ]
-            db.execute(
-                "DELETE FROM requests WHERE batch_id IS NULL AND id >= ? AND id < ?", (lo, hi)
-            )
+            ids = [r[0] for r in db.execute(f"SELECT id FROM requests {where}", (lo, hi))]
+            db.execute(f"DELETE FROM requests {where}", (lo, hi))
         return ids
 
     def delete_request(self, rid: str) -> OfflineResult:

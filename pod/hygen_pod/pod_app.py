@@ -38,6 +38,7 @@ from starlette.exceptions import HTTPException
 
 from hygen_pod.api import (
     REQUEST_ID_PATTERN,
+    REQUEST_ID_PREFIX_PATTERN,
     BatchCreate,
     BatchList,
     BatchObject,
@@ -405,10 +406,12 @@ def _maybe_get(store: OfflineStore, rid: str) -> OfflineResult | None:
         return None
 
 
-_PREFIX = r"^[A-Za-z0-9_.:\-/]*$"  # REQUEST_ID_PATTERN, possibly empty
-IdPrefix = Annotated[str, Query(max_length=200, pattern=_PREFIX, description="id prefix")]
+IdPrefix = Annotated[
+    str, Query(max_length=200, pattern=REQUEST_ID_PREFIX_PATTERN, description="id prefix")
+]
 JobPrefix = Annotated[
-    str, Query(min_length=1, max_length=200, pattern=_PREFIX, description="id prefix")
+    str,
+    Query(min_length=1, max_length=200, pattern=REQUEST_ID_PREFIX_PATTERN, description="id prefix"),
 ]
 
 
