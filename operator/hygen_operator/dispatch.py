@@ -16,6 +16,10 @@ second copy of a line is cancelled, and a line whose pod disappears or lost its 
 resubmitted elsewhere; the sink's per-line key keeps it to one result. Stopping the job
 (cancel, delete, expiry) and finishing it forget the job's prefix on every ready pod, so
 nothing of it keeps running, even work submitted by a run that crashed.
+
+A result is taken for a line only when the pod's stored digest of the request equals the
+digest of that line (`request_digest`): a request someone else stored under the line's id
+is deleted and the line submitted again, so no output ever holds a result it did not ask for.
 """
 
 from __future__ import annotations
@@ -31,7 +35,13 @@ from typing import Any
 from hygen_operator.batch_io import ResultSink
 from hygen_operator.pod_client import PodAddress, PodClient, PodError
 from hygen_operator.resources import BatchJobSpec
-from hygen_pod.api import OfflineResult, OfflineSubmit, batch_output_line, window_seconds
+from hygen_pod.api import (
+    OfflineResult,
+    OfflineSubmit,
+    batch_output_line,
+    request_digest,
+    window_seconds,
+)
 from hygen_pod.batch_input import BadLine, BatchLine, parse_batch_file
 
 logger = logging.getLogger(__name__)
@@ -90,6 +100,7 @@ class Dispatcher:
     _pending: dict[int, BatchLine] = field(default_factory=dict)
     _results: dict[int, str] = field(default_factory=dict)  # line -> output, not yet written
     _acks: list[tuple[PodAddress, str]] = field(default_factory=list)
+    _digests: dict[int, str] = field(default_factory=dict)  # line -> request_digest
 
     @property
     def prefix(self) -> str:
@@ -97,6 +108,12 @@ class Dispatcher:
 
     def rid(self, line: int) -> str:
         return f"{self.prefix}{line}"
+
+    def digest(self, item: BatchLine) -> str:
+        d = self._digests.get(item.line)
+        if d is None:
+            d = self._digests[item.line] = request_digest(self.spec.endpoint, item.body)
+        return d
 
     def _line_of(self, rid: str) -> int | None:
         tail = rid[len(self.prefix) :] if rid.startswith(self.prefix) else ""
@@ -193,12 +210,17 @@ class Dispatcher:
                 pod = usable[line % len(usable)]
             if per_pod.get(pod.name, 0) >= self.spec.parallelism:
                 continue
-            req = OfflineSubmit(id=self.rid(line), url=self.spec.endpoint, body=item.body)
+            req = OfflineSubmit(
+                id=self.rid(line), url=self.spec.endpoint, body=item.body, digest=self.digest(item)
+            )
             try:
                 await self.pods.submit(pod, req)
             except PodError as e:
                 if e.status in (0, 429) or e.status >= 500:
                     self._backoff[pod.name] = now + (e.retry_after_s or 2.0)
+                    continue
+                if e.status == 409:  # another request sits under our id: remove, retry
+                    await self._remove_foreign(pod, req.id)
                     continue
                 # the pod refused this line for good (e.g. 409: same id, another body)
                 err = {"code": "rejected", "message": e.message, "line": line}
@@ -224,9 +246,16 @@ class Dispatcher:
             seen: set[int] = set()
             for res in held:
                 line = self._line_of(res.id)
-                if line is not None:
-                    seen.add(line)
-                    self._settle(pod, line, res, progress, now)
+                if line is None:
+                    continue
+                item = self._line_item(line)
+                if item is None or res.digest != self.digest(item):
+                    # Not the request this line sent (forged, or from another input):
+                    # never its result. Remove it; the line is submitted again.
+                    await self._remove_foreign(pod, res.id)
+                    continue
+                seen.add(line)
+                self._settle(pod, line, res, progress, now)
             for line, f in list(self._inflight.items()):
                 if f.pod.name != pod.name:
                     continue
@@ -257,6 +286,17 @@ class Dispatcher:
         elif res.state == "cancelled":
             self._acks.append((pod, res.id))
             self._requeue(line, f)
+
+    def _line_item(self, line: int) -> BatchLine | None:
+        f = self._inflight.get(line)
+        return f.line if f is not None else self._pending.get(line)
+
+    async def _remove_foreign(self, pod: PodAddress, rid: str) -> None:
+        logger.warning("%s holds a request %s that this job did not send: deleting it", pod, rid)
+        try:
+            await self.pods.ack(pod, rid)
+        except PodError as e:
+            logger.info("delete of %s on %s failed: %s", rid, pod.name, e)
 
     def _requeue(self, line: int, f: _Inflight) -> None:
         del self._inflight[line]

@@ -6,6 +6,8 @@ OpenAI-shaped objects (files, batches) follow the OpenAI Batch API field names.
 
 from __future__ import annotations
 
+import hashlib
+import json
 import re
 from typing import Annotated, Any, Literal
 
@@ -106,6 +108,16 @@ class LiveMetrics(BaseModel):
 
 
 # ------------------------------------------------------------ offline requests
+DIGEST_PATTERN = r"^[0-9a-f]{64}$"
+
+
+def request_digest(url: str, body: dict[str, Any]) -> str:
+    """SHA-256 of a request's url and body in canonical JSON: what a dispatcher checks a
+    stored request against before it takes that request's result as its line's."""
+    canon = json.dumps([url, body], sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+    return hashlib.sha256(canon.encode()).hexdigest()
+
+
 class OfflineSubmit(BaseModel):
     """POST /v1/offline/requests: one offline request, idempotent on `id`."""
 
@@ -114,6 +126,12 @@ class OfflineSubmit(BaseModel):
     id: str = Field(min_length=1, max_length=200, pattern=REQUEST_ID_PATTERN)
     url: Endpoint
     body: dict[str, Any]
+    digest: str | None = Field(
+        None,
+        pattern=DIGEST_PATTERN,
+        description="request_digest(url, body); when given, the pod refuses a body that "
+        "does not match it (400)",
+    )
 
 
 RequestState = Literal["queued", "done", "failed", "cancelled"]
@@ -132,6 +150,9 @@ class OfflineResult(BaseModel):
     error: dict[str, Any] | None = None
     created_at: float
     finished_at: float | None = None
+    digest: str | None = Field(
+        None, description="request_digest of the stored url and body (single requests)"
+    )
 
 
 class OfflineList(BaseModel):

@@ -17,7 +17,7 @@ import time
 from collections.abc import Awaitable, Callable
 from typing import Any, TypeVar
 
-from hygen_pod.offline_store import OfflineStore
+from hygen_pod.offline_store import OfflineStore, Queued
 from hygen_pod.settings import CLASS_KEY
 
 logger = logging.getLogger("hygen.offline")
@@ -58,6 +58,9 @@ class OfflineRunner:
         self._last_housekeeping = 0.0
         self.depth: dict[str, int] = {}  # requests per state, refreshed with housekeeping
         self._loop_task: asyncio.Task | None = None
+        # Held while picking and starting requests, and while deleting them: a delete
+        # can then never fall between "read as queued" and "task created".
+        self._starting = asyncio.Lock()
         # One thread owns every SQLite call, off the event loop that serves online traffic.
         self._db = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="hygen-store")
 
@@ -90,27 +93,43 @@ class OfflineRunner:
                 await asyncio.wait_for(self._wake.wait(), self.poll_s)
 
     async def _fill(self) -> None:
-        room = self.max_inflight - len(self.inflight)
-        for rid, url, body in await self.db(self.store.next_queued, room, set(self.inflight)):
-            self.inflight[rid] = asyncio.get_running_loop().create_task(self._run(rid, url, body))
+        async with self._starting:
+            room = self.max_inflight - len(self.inflight)
+            for q in await self.db(self.store.next_queued, room, set(self.inflight)):
+                task = asyncio.get_running_loop().create_task(self._run(q))
+                self.inflight[q.id] = task
+                # A done-callback, not a `finally` in _run: a task cancelled before its
+                # first step never enters its coroutine, and its slot would leak for good.
+                task.add_done_callback(lambda t, rid=q.id: self._finished(rid, t))
 
-    async def _run(self, rid: str, url: str, body: dict[str, Any]) -> None:
+    def _finished(self, rid: str, task: asyncio.Task) -> None:
+        if self.inflight.get(rid) is task:
+            del self.inflight[rid]
+        self.wake()
+
+    async def _run(self, q: Queued) -> None:
         try:
-            try:
-                code, resp = await self.execute(url, mark_offline(rid, body))
-            except asyncio.CancelledError:
-                raise
-            except Exception as e:  # an engine-side failure of this request only
-                logger.exception("offline request %s failed", rid)
-                code, resp = 500, {"error": {"message": str(e), "type": "InternalServerError"}}
-            ok = 200 <= code < 300
-            err = None if ok else _error_of(code, resp)
-            written = await self.db(self.store.complete, rid, code, resp, err)
-            if written and self.on_result is not None:
-                self.on_result("done" if ok else "failed")
-        finally:
-            self.inflight.pop(rid, None)
-            self.wake()
+            code, resp = await self.execute(q.url, mark_offline(q.id, q.body))
+        except asyncio.CancelledError:
+            raise
+        except Exception as e:  # an engine-side failure of this request only
+            logger.exception("offline request %s failed", q.id)
+            code, resp = 500, {"error": {"message": str(e), "type": "InternalServerError"}}
+        ok = 200 <= code < 300
+        err = None if ok else _error_of(code, resp)
+        # Written only under the generation that ran: a request deleted and re-posted
+        # under the same id meanwhile is another request, and keeps its own result.
+        written = await self.db(self.store.complete, q.id, code, resp, err, seq=q.seq)
+        if written and self.on_result is not None:
+            self.on_result("done" if ok else "failed")
+
+    async def forget(self, delete: Callable[[], list[str]]) -> list[str]:
+        """Delete requests from the store (``delete`` returns their ids) and stop those
+        running, with no start in between: a request deleted here never starts again."""
+        async with self._starting:
+            ids = await self.db(delete)
+            await self.cancel_requests(ids)
+        return ids
 
     async def _housekeeping(self) -> None:
         """Cancel, expire and finalize batches (also those left mid-way by a crash)."""
@@ -134,9 +153,6 @@ class OfflineRunner:
 
     async def _stop_batch(self, batch_id: str) -> None:
         await _cancel([t for rid, t in self.inflight.items() if rid.startswith(batch_id + ":")])
-
-    async def cancel_request(self, rid: str) -> None:
-        await self.cancel_requests([rid])
 
     async def cancel_requests(self, rids: list[str]) -> None:
         """Stop these requests if they are running in the engine (each writes nothing)."""

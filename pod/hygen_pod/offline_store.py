@@ -20,6 +20,7 @@ import threading
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -31,6 +32,7 @@ from hygen_pod.api import (
     OfflineResult,
     RequestCounts,
     batch_output_line,
+    request_digest,
     window_seconds,
 )
 from hygen_pod.batch_input import BatchLine, parse_batch_file
@@ -50,6 +52,12 @@ CREATE INDEX IF NOT EXISTS requests_queue ON requests (state, seq);
 CREATE INDEX IF NOT EXISTS requests_batch ON requests (batch_id, line);
 CREATE INDEX IF NOT EXISTS requests_batch_state ON requests (batch_id, state);
 """
+# Columns added after the first release: (table, column, declaration), added on open.
+_ADDED_COLUMNS = (
+    ("files", "owner", "TEXT NOT NULL DEFAULT ''"),
+    ("batches", "owner", "TEXT NOT NULL DEFAULT ''"),
+    ("requests", "digest", "TEXT"),
+)
 TERMINAL = ("completed", "failed", "expired", "cancelled")
 
 
@@ -59,6 +67,28 @@ class NotFound(KeyError):
 
 class Conflict(ValueError):
     """The request conflicts with stored state (e.g. the same id with another body)."""
+
+
+class BadDigest(ValueError):
+    """A submitted digest does not match the submitted url and body."""
+
+
+@dataclass(frozen=True)
+class Queued:
+    """A queued request as the runner starts it; ``seq`` tells re-posts of one id apart."""
+
+    id: str
+    url: str
+    body: dict[str, Any]
+    seq: int
+
+
+def _private_file(path: Path) -> None:
+    """Create ``path`` readable by its owner only (or narrow an existing one to that)."""
+    try:
+        os.close(os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o600))
+    except FileExistsError:
+        path.chmod(0o600)
 
 
 def _new_id(prefix: str) -> str:
@@ -71,7 +101,12 @@ class OfflineStore:
     def __init__(self, root: str | Path) -> None:
         self.root = Path(root)
         self.files_dir = self.root / "files"
-        self.files_dir.mkdir(parents=True, exist_ok=True)
+        # Prompts and results are users' data: owner-only directories and files. SQLite
+        # gives its -wal/-shm files the database file's mode; uploads are made by mkstemp.
+        for d in (self.root, self.files_dir):
+            d.mkdir(mode=0o700, parents=True, exist_ok=True)
+            d.chmod(0o700)
+        _private_file(self.root / "offline.db")
         self._lock = threading.RLock()
         self._db = sqlite3.connect(
             self.root / "offline.db", check_same_thread=False, isolation_level=None
@@ -79,6 +114,10 @@ class OfflineStore:
         self._db.execute("PRAGMA journal_mode=WAL")
         self._db.execute("PRAGMA synchronous=FULL")
         self._db.executescript(_SCHEMA)
+        for table, col, decl in _ADDED_COLUMNS:
+            cols = {r[1] for r in self._db.execute(f"PRAGMA table_info({table})")}
+            if col not in cols:
+                self._db.execute(f"ALTER TABLE {table} ADD COLUMN {col} {decl}")
         self._seq = self._db.execute("SELECT COALESCE(MAX(seq), 0) FROM requests").fetchone()[0]
         self._remove_orphan_files()
 
@@ -117,7 +156,8 @@ class OfflineStore:
             Path(tmp).unlink(missing_ok=True)
             raise
 
-    def add_file(self, data: bytes, filename: str, purpose: str) -> FileObject:
+    def add_file(self, data: bytes, filename: str, purpose: str, owner: str = "") -> FileObject:
+        """Store an upload; ``owner`` (an API key's id, "" when keys are off) alone sees it."""
         fid = _new_id("file")
         self._write_content(fid, data)
         obj = FileObject(
@@ -125,12 +165,15 @@ class OfflineStore:
         )
         with self._tx() as db:
             db.execute(
-                "INSERT INTO files VALUES (?, ?, ?, ?, ?)",
-                (fid, purpose, filename, obj.bytes, obj.created_at),
+                "INSERT INTO files (id, purpose, filename, bytes, created_at, owner)"
+                " VALUES (?, ?, ?, ?, ?, ?)",
+                (fid, purpose, filename, obj.bytes, obj.created_at, owner),
             )
         return obj
 
     _FILE_COLS = "SELECT id, purpose, filename, bytes, created_at FROM files"
+    # Another owner's object is answered as missing (404), as OpenAI does across projects.
+    _OWNED = "(? IS NULL OR owner = ?)"
 
     @staticmethod
     def _file_of(row: tuple) -> FileObject:
@@ -138,27 +181,31 @@ class OfflineStore:
             id=row[0], purpose=row[1], filename=row[2], bytes=row[3], created_at=row[4]
         )
 
-    def get_file(self, file_id: str) -> FileObject:
+    def get_file(self, file_id: str, owner: str | None = None) -> FileObject:
+        """A file; with ``owner``, only if it is that owner's (None: any, for internal use)."""
         with self._lock:
-            row = self._db.execute(f"{self._FILE_COLS} WHERE id = ?", (file_id,)).fetchone()
+            row = self._db.execute(
+                f"{self._FILE_COLS} WHERE id = ? AND {self._OWNED}", (file_id, owner, owner)
+            ).fetchone()
         if row is None:
             raise NotFound(f"no file {file_id!r}")
         return self._file_of(row)
 
-    def list_files(self, purpose: str | None = None) -> list[FileObject]:
+    def list_files(self, purpose: str | None = None, owner: str | None = None) -> list[FileObject]:
         with self._lock:
             rows = self._db.execute(
-                f"{self._FILE_COLS} WHERE ? IS NULL OR purpose = ? ORDER BY created_at",
-                (purpose, purpose),
+                f"{self._FILE_COLS} WHERE (? IS NULL OR purpose = ?) AND {self._OWNED}"
+                " ORDER BY created_at",
+                (purpose, purpose, owner, owner),
             ).fetchall()
         return [self._file_of(r) for r in rows]
 
-    def file_content(self, file_id: str) -> bytes:
-        self.get_file(file_id)
+    def file_content(self, file_id: str, owner: str | None = None) -> bytes:
+        self.get_file(file_id, owner)
         return (self.files_dir / file_id).read_bytes()
 
-    def delete_file(self, file_id: str) -> None:
-        self.get_file(file_id)
+    def delete_file(self, file_id: str, owner: str | None = None) -> None:
+        self.get_file(file_id, owner)
         with self._tx() as db:
             db.execute("DELETE FROM files WHERE id = ?", (file_id,))
         (self.files_dir / file_id).unlink(missing_ok=True)
@@ -170,9 +217,11 @@ class OfflineStore:
         endpoint: str,
         completion_window: str,
         metadata: dict[str, str] | None = None,
+        owner: str = "",
     ) -> BatchObject:
-        """Parse the input file and queue every good line, atomically with the batch."""
-        f = self.get_file(input_file_id)
+        """Parse the input file (``owner``'s own) and queue every good line, atomically
+        with the batch, which belongs to ``owner`` too."""
+        f = self.get_file(input_file_id, owner)
         if f.purpose != "batch":
             raise Conflict(f"file {input_file_id} has purpose {f.purpose!r}, not 'batch'")
         items = parse_batch_file(self.file_content(input_file_id), endpoint)
@@ -238,19 +287,22 @@ class OfflineStore:
                         ),
                     )
             db.execute(
-                "INSERT INTO batches VALUES (?, ?, ?)", (bid, batch.model_dump_json(), batch.status)
+                "INSERT INTO batches (id, doc, status, owner) VALUES (?, ?, ?, ?)",
+                (bid, batch.model_dump_json(), batch.status, owner),
             )
         return self.get_batch(bid)
 
-    def _batch_doc(self, batch_id: str) -> BatchObject:
-        row = self._db.execute("SELECT doc FROM batches WHERE id = ?", (batch_id,)).fetchone()
+    def _batch_doc(self, batch_id: str, owner: str | None = None) -> BatchObject:
+        row = self._db.execute(
+            f"SELECT doc FROM batches WHERE id = ? AND {self._OWNED}", (batch_id, owner, owner)
+        ).fetchone()
         if row is None:
             raise NotFound(f"no batch {batch_id!r}")
         return BatchObject.model_validate_json(row[0])
 
-    def get_batch(self, batch_id: str) -> BatchObject:
+    def get_batch(self, batch_id: str, owner: str | None = None) -> BatchObject:
         with self._lock:
-            b = self._batch_doc(batch_id)
+            b = self._batch_doc(batch_id, owner)
             if b.status not in TERMINAL:
                 b.request_counts = self._counts(batch_id)
         return b
@@ -268,9 +320,17 @@ class OfflineStore:
             failed=rows.get("failed", 0) + rows.get("cancelled", 0),
         )
 
-    def list_batches(self, limit: int = 20, after: str | None = None) -> list[BatchObject]:
+    def list_batches(
+        self, limit: int = 20, after: str | None = None, owner: str | None = None
+    ) -> list[BatchObject]:
         with self._lock:
-            ids = [r[0] for r in self._db.execute("SELECT id FROM batches ORDER BY rowid DESC")]
+            ids = [
+                r[0]
+                for r in self._db.execute(
+                    f"SELECT id FROM batches WHERE {self._OWNED} ORDER BY rowid DESC",
+                    (owner, owner),
+                )
+            ]
         if after is not None:
             ids = ids[ids.index(after) + 1 :] if after in ids else []
         return [self.get_batch(i) for i in ids[:limit]]
@@ -281,10 +341,10 @@ class OfflineStore:
             (b.model_dump_json(), b.status, b.id),
         )
 
-    def cancel_batch(self, batch_id: str) -> BatchObject:
+    def cancel_batch(self, batch_id: str, owner: str | None = None) -> BatchObject:
         """Mark a batch cancelling; its queued requests stop and it finalizes as cancelled."""
         with self._tx() as db:
-            b = self._batch_doc(batch_id)
+            b = self._batch_doc(batch_id, owner)
             if b.status in ("in_progress", "validating"):
                 b.status = "cancelling"
                 b.cancelling_at = int(time.time())
@@ -365,10 +425,12 @@ class OfflineStore:
                 for fid, _, _ in new_files:
                     (self.files_dir / fid).unlink(missing_ok=True)
                 return b
+            (owner,) = db.execute("SELECT owner FROM batches WHERE id = ?", (batch_id,)).fetchone()
             for fid, data, name in new_files:
                 db.execute(
-                    "INSERT INTO files VALUES (?, 'batch_output', ?, ?, ?)",
-                    (fid, name, len(data), now),
+                    "INSERT INTO files (id, purpose, filename, bytes, created_at, owner)"
+                    " VALUES (?, 'batch_output', ?, ?, ?, ?)",
+                    (fid, name, len(data), now, owner),
                 )
                 if name.endswith("_output.jsonl"):
                     b.output_file_id = fid
@@ -386,8 +448,17 @@ class OfflineStore:
         return b
 
     # ------------------------------------------------------ offline requests
-    def submit(self, rid: str, url: str, body: dict[str, Any]) -> tuple[OfflineResult, bool]:
-        """Queue a single offline request; (stored request, created). Same id and body: no-op."""
+    def submit(
+        self, rid: str, url: str, body: dict[str, Any], digest: str | None = None
+    ) -> tuple[OfflineResult, bool]:
+        """Queue a single offline request; (stored request, created). Same id and body: no-op.
+
+        The request's digest is stored with it; a ``digest`` given that does not match
+        ``url`` and ``body`` is refused (BadDigest), so nothing unverifiable is queued.
+        """
+        mine = request_digest(url, body)
+        if digest is not None and digest != mine:
+            raise BadDigest(f"digest does not match the url and body of request {rid!r}")
         encoded = json.dumps(body, sort_keys=True)
         with self._tx() as db:
             row = db.execute("SELECT url, body FROM requests WHERE id = ?", (rid,)).fetchone()
@@ -398,15 +469,16 @@ class OfflineStore:
             else:
                 self._seq += 1
                 db.execute(
-                    "INSERT INTO requests (id, url, body, state, created_at, seq)"
-                    " VALUES (?, ?, ?, 'queued', ?, ?)",
-                    (rid, url, encoded, time.time(), self._seq),
+                    "INSERT INTO requests (id, url, body, state, created_at, seq, digest)"
+                    " VALUES (?, ?, ?, 'queued', ?, ?, ?)",
+                    (rid, url, encoded, time.time(), self._seq, mine),
                 )
                 created = True
         return self.get_request(rid), created
 
     _RESULT_COLUMNS = (
-        "id, state, url, custom_id, batch_id, status_code, response, error, created_at, finished_at"
+        "id, state, url, custom_id, batch_id, status_code, response, error, created_at,"
+        " finished_at, digest"
     )
 
     @staticmethod
@@ -422,6 +494,7 @@ class OfflineStore:
             error=json.loads(row[7]) if row[7] else None,
             created_at=row[8],
             finished_at=row[9],
+            digest=row[10],
         )
 
     def get_request(self, rid: str) -> OfflineResult:
@@ -473,28 +546,38 @@ class OfflineStore:
             db.execute("DELETE FROM requests WHERE id = ?", (rid,))
         return r
 
-    def next_queued(self, limit: int, exclude: set[str]) -> list[tuple[str, str, dict[str, Any]]]:
+    def next_queued(self, limit: int, exclude: set[str]) -> list[Queued]:
         """Oldest queued requests not in ``exclude`` (running) and not of a cancelling batch."""
         if limit <= 0:
             return []
         with self._lock:
             rows = self._db.execute(
-                "SELECT r.id, r.url, r.body FROM requests r LEFT JOIN batches b"
+                "SELECT r.id, r.url, r.body, r.seq FROM requests r LEFT JOIN batches b"
                 " ON r.batch_id = b.id WHERE r.state = 'queued'"
                 " AND (b.status IS NULL OR b.status = 'in_progress') ORDER BY r.seq LIMIT ?",
                 (limit + len(exclude),),
             ).fetchall()
-        return [(r[0], r[1], json.loads(r[2])) for r in rows if r[0] not in exclude][:limit]
+        return [Queued(r[0], r[1], json.loads(r[2]), r[3]) for r in rows if r[0] not in exclude][
+            :limit
+        ]
 
     def complete(
-        self, rid: str, status_code: int, response: dict | None, error: dict | None
+        self,
+        rid: str,
+        status_code: int,
+        response: dict | None,
+        error: dict | None,
+        *,
+        seq: int | None = None,
     ) -> bool:
-        """Record a result if the request is still queued; False if it was not (no double write)."""
+        """Record a result if the request is still queued (and, given ``seq``, is still that
+        generation of the id); False if it was not: no double write, no result under an id
+        that was deleted and posted again while the old request ran."""
         state = "done" if error is None and 200 <= status_code < 300 else "failed"
         with self._tx() as db:
             cur = db.execute(
                 "UPDATE requests SET state = ?, status_code = ?, response = ?, error = ?,"
-                " finished_at = ? WHERE id = ? AND state = 'queued'",
+                " finished_at = ? WHERE id = ? AND state = 'queued' AND (? IS NULL OR seq = ?)",
                 (
                     state,
                     status_code,
@@ -502,6 +585,8 @@ class OfflineStore:
                     json.dumps(error) if error is not None else None,
                     time.time(),
                     rid,
+                    seq,
+                    seq,
                 ),
             )
             return cur.rowcount == 1

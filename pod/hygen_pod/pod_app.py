@@ -11,6 +11,7 @@ from __future__ import annotations
 import hmac
 import logging
 import math
+import os
 import secrets
 from collections.abc import Callable, Coroutine
 from contextlib import asynccontextmanager
@@ -36,6 +37,7 @@ from prometheus_client import REGISTRY, CollectorRegistry
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from starlette.exceptions import HTTPException
 
+from hygen_pod.access import OWNER_KEY, AccessMiddleware, ApiKeys
 from hygen_pod.api import (
     REQUEST_ID_PATTERN,
     REQUEST_ID_PREFIX_PATTERN,
@@ -59,7 +61,7 @@ from hygen_pod.api import (
 from hygen_pod.control import OfflineControl, write_control
 from hygen_pod.jsonio import read_json
 from hygen_pod.offline_runner import Executor, OfflineRunner
-from hygen_pod.offline_store import Conflict, NotFound, OfflineStore
+from hygen_pod.offline_store import BadDigest, Conflict, NotFound, OfflineStore
 from hygen_pod.pod_metrics import PodMetrics
 from hygen_pod.scheduler_status import read_status
 from hygen_pod.slo_window import SLOWindow
@@ -75,7 +77,16 @@ class PodSettings(BaseModel):
 
     state_dir: Path = Field(description="offline state (files, batches, results): a volume")
     control_token: str | None = Field(
-        None, description="bearer token of the control API; generated into state_dir if unset"
+        None,
+        repr=False,
+        description="the operator's bearer token (control and dispatch routes); generated "
+        "into state_dir if unset",
+    )
+    api_keys: list[str] = Field(
+        default_factory=list,
+        repr=False,
+        description="API keys of the OpenAI routes (files and batches belong to a key); "
+        "none = those routes are open",
     )
     slo_targets_ms: dict[Metric, float] = Field(default_factory=dict)
     window_s: float = Field(60.0, gt=0, description="sliding window of live SLO metrics")
@@ -136,8 +147,15 @@ class Pod:
         self, settings: PodSettings, execute: Executor, registry: CollectorRegistry = REGISTRY
     ) -> None:
         self.settings = settings
-        settings.state_dir.mkdir(parents=True, exist_ok=True)
+        settings.state_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
+        settings.state_dir.chmod(0o700)
         self.token = settings.control_token or self._stored_token()
+        self.keys = ApiKeys(settings.api_keys)
+        if not self.keys.enabled:
+            logger.warning(
+                "no API keys configured (--api-key-file / --api-key): the OpenAI, files and "
+                "batch routes are open to anyone who can reach this pod"
+            )
         self.store = OfflineStore(settings.state_dir)
         self.window = SLOWindow(settings.window_s)
         self.slo_targets: dict[Metric, float] = dict(settings.slo_targets_ms)
@@ -155,12 +173,21 @@ class Pod:
         self.draining = False
 
     def _stored_token(self) -> str:
+        """The token kept in the state dir, made on first start with its final mode (0600,
+        never readable by others, not even for an instant)."""
         path = self.settings.state_dir / "control.token"
-        if not path.exists():
-            path.write_text(secrets.token_urlsafe(32))
-            path.chmod(0o600)
+        try:
+            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        except FileExistsError:
+            logger.warning("no control token given; using the one in %s", path)
+        else:
+            with os.fdopen(fd, "w") as f:
+                f.write(secrets.token_urlsafe(32))
             logger.warning("no control token given; generated one in %s", path)
-        return path.read_text().strip()
+        token = path.read_text().strip()
+        if not token:
+            raise ValueError(f"{path} is empty: delete it to generate a new token")
+        return token
 
     def live(self) -> LiveMetrics:
         depth = self.runner.depth
@@ -220,6 +247,17 @@ def _control_auth(request: Request, pod: PodDep) -> Pod:
 ControlPod = Annotated[Pod, Depends(_control_auth)]
 
 
+def _owner(request: Request) -> str:
+    """The caller's key id, set by `AccessMiddleware` ("" when the pod has no API keys)."""
+    owner = getattr(request.state, OWNER_KEY, None)
+    if owner is None:  # never reached behind the middleware; refuse rather than share
+        raise ApiError(401, "missing or wrong API key (Bearer)", "authentication_error")
+    return owner
+
+
+Owner = Annotated[str, Depends(_owner)]
+
+
 def request_validation_message(e: RequestValidationError) -> tuple[str, str | None]:
     """Like `validation_message`, for FastAPI's errors (whose loc starts with body/query/path)."""
     err = e.errors()[0]
@@ -255,7 +293,7 @@ class OpenAIErrorRoute(APIRoute):
 
 _ERRORS = {
     400: "invalid request: the message names the field",
-    401: "missing or wrong bearer token",
+    401: "missing or wrong bearer token (API key, or the operator's token)",
     404: "no such object",
     409: "conflicts with the stored state",
     413: "upload too large",
@@ -283,6 +321,7 @@ files = _router("files")
 @files.post("/v1/files", response_model=FileObject, responses=errors(413, 503))
 async def upload_file(
     pod: PodDep,
+    owner: Owner,
     file: Annotated[UploadFile, File()],
     purpose: Annotated[Literal["batch"], Form(description="only 'batch' is supported")],
 ) -> FileObject:
@@ -292,40 +331,42 @@ async def upload_file(
         raise ApiError(
             413, f"file is larger than {MAX_UPLOAD_BYTES} bytes", "invalid_request_error", "file"
         )
-    return await pod.runner.db(pod.store.add_file, data, file.filename or "upload.jsonl", purpose)
+    return await pod.runner.db(
+        pod.store.add_file, data, file.filename or "upload.jsonl", purpose, owner
+    )
 
 
-@files.get("/v1/files", response_model=FileList, responses=errors())
-async def list_files(pod: PodDep, purpose: str | None = None) -> FileList:
-    return FileList(data=await pod.runner.db(pod.store.list_files, purpose))
+@files.get("/v1/files", response_model=FileList, responses=errors(401))
+async def list_files(pod: PodDep, owner: Owner, purpose: str | None = None) -> FileList:
+    return FileList(data=await pod.runner.db(pod.store.list_files, purpose, owner))
 
 
-@files.get("/v1/files/{file_id}", response_model=FileObject, responses=errors(404))
-async def get_file(pod: PodDep, file_id: str) -> FileObject:
-    return await pod.runner.db(pod.store.get_file, file_id)
+@files.get("/v1/files/{file_id}", response_model=FileObject, responses=errors(401, 404))
+async def get_file(pod: PodDep, owner: Owner, file_id: str) -> FileObject:
+    return await pod.runner.db(pod.store.get_file, file_id, owner)
 
 
 @files.get(
     "/v1/files/{file_id}/content",
     response_class=Response,
-    responses={200: {"content": {"application/jsonl": {}}}, **errors(404)},
+    responses={200: {"content": {"application/jsonl": {}}}, **errors(401, 404)},
 )
-async def file_content(pod: PodDep, file_id: str) -> Response:
-    data = await pod.runner.db(pod.store.file_content, file_id)
+async def file_content(pod: PodDep, owner: Owner, file_id: str) -> Response:
+    data = await pod.runner.db(pod.store.file_content, file_id, owner)
     return Response(data, media_type="application/jsonl")
 
 
-@files.delete("/v1/files/{file_id}", response_model=FileDeleted, responses=errors(404))
-async def delete_file(pod: PodDep, file_id: str) -> FileDeleted:
-    await pod.runner.db(pod.store.delete_file, file_id)
+@files.delete("/v1/files/{file_id}", response_model=FileDeleted, responses=errors(401, 404))
+async def delete_file(pod: PodDep, owner: Owner, file_id: str) -> FileDeleted:
+    await pod.runner.db(pod.store.delete_file, file_id, owner)
     return FileDeleted(id=file_id)
 
 
 batches = _router("batches")
 
 
-@batches.post("/v1/batches", response_model=BatchObject, responses=errors(404, 409, 503))
-async def create_batch(pod: PodDep, body: BatchCreate) -> BatchObject:
+@batches.post("/v1/batches", response_model=BatchObject, responses=errors(401, 404, 409, 503))
+async def create_batch(pod: PodDep, owner: Owner, body: BatchCreate) -> BatchObject:
     pod.check_accepting()
     b = await pod.runner.db(
         pod.store.create_batch,
@@ -333,21 +374,25 @@ async def create_batch(pod: PodDep, body: BatchCreate) -> BatchObject:
         body.endpoint,
         body.completion_window,
         body.metadata,
+        owner,
     )
     pod.runner.wake()
     return b
 
 
-@batches.get("/v1/batches/{batch_id}", response_model=BatchObject, responses=errors(404))
-async def get_batch(pod: PodDep, batch_id: str) -> BatchObject:
-    return await pod.runner.db(pod.store.get_batch, batch_id)
+@batches.get("/v1/batches/{batch_id}", response_model=BatchObject, responses=errors(401, 404))
+async def get_batch(pod: PodDep, owner: Owner, batch_id: str) -> BatchObject:
+    return await pod.runner.db(pod.store.get_batch, batch_id, owner)
 
 
-@batches.get("/v1/batches", response_model=BatchList, responses=errors())
+@batches.get("/v1/batches", response_model=BatchList, responses=errors(401))
 async def list_batches(
-    pod: PodDep, limit: Annotated[int, Query(ge=1, le=100)] = 20, after: str | None = None
+    pod: PodDep,
+    owner: Owner,
+    limit: Annotated[int, Query(ge=1, le=100)] = 20,
+    after: str | None = None,
 ) -> BatchList:
-    data = await pod.runner.db(pod.store.list_batches, limit + 1, after)
+    data = await pod.runner.db(pod.store.list_batches, limit + 1, after, owner)
     page = data[:limit]
     return BatchList(
         data=page,
@@ -358,10 +403,10 @@ async def list_batches(
 
 
 @batches.post(
-    "/v1/batches/{batch_id}/cancel", response_model=BatchObject, responses=errors(404, 409)
+    "/v1/batches/{batch_id}/cancel", response_model=BatchObject, responses=errors(401, 404, 409)
 )
-async def cancel_batch(pod: PodDep, batch_id: str) -> BatchObject:
-    b = await pod.runner.db(pod.store.cancel_batch, batch_id)
+async def cancel_batch(pod: PodDep, owner: Owner, batch_id: str) -> BatchObject:
+    b = await pod.runner.db(pod.store.cancel_batch, batch_id, owner)
     pod.runner.wake()
     return b
 
@@ -376,10 +421,10 @@ offline = _router("offline")
     status_code=202,
     responses={
         200: {"model": OfflineResult, "description": "already stored (same id)"},
-        **errors(409, 429, 503),
+        **errors(401, 409, 429, 503),
     },
 )
-async def submit_offline(pod: PodDep, sub: OfflineSubmit, response: Response) -> OfflineResult:
+async def submit_offline(pod: ControlPod, sub: OfflineSubmit, response: Response) -> OfflineResult:
     """Queue one offline request (idempotent on id). 429 + Retry-After when the queue is full."""
     pod.check_accepting()
     if await pod.runner.db(pod.store.single_queued) >= pod.settings.max_queued:
@@ -391,7 +436,10 @@ async def submit_offline(pod: PodDep, sub: OfflineSubmit, response: Response) ->
                 "rate_limit_error",
                 headers={"Retry-After": str(pod.retry_after_s())},
             )
-    res, created = await pod.runner.db(pod.store.submit, sub.id, sub.url, sub.body)
+    try:
+        res, created = await pod.runner.db(pod.store.submit, sub.id, sub.url, sub.body, sub.digest)
+    except BadDigest as e:
+        raise ApiError(400, str(e), "invalid_request_error", "digest") from e
     if created:
         pod.runner.wake()
     else:
@@ -415,9 +463,9 @@ JobPrefix = Annotated[
 ]
 
 
-@offline.get("/v1/offline/requests", response_model=OfflineList, responses=errors())
+@offline.get("/v1/offline/requests", response_model=OfflineList, responses=errors(401))
 async def list_offline(
-    pod: PodDep,
+    pod: ControlPod,
     prefix: IdPrefix = "",
     after: Annotated[str | None, Query(max_length=200)] = None,
     limit: Annotated[int, Query(ge=1, le=1000)] = 100,
@@ -429,27 +477,36 @@ async def list_offline(
     return OfflineList(data=page, last_id=page[-1].id if page else None, has_more=len(data) > limit)
 
 
-@offline.delete("/v1/offline/requests", response_model=OfflineDeleted, responses=errors())
-async def delete_offline_prefix(pod: PodDep, prefix: JobPrefix) -> OfflineDeleted:
+@offline.delete("/v1/offline/requests", response_model=OfflineDeleted, responses=errors(401))
+async def delete_offline_prefix(pod: ControlPod, prefix: JobPrefix) -> OfflineDeleted:
     """Forget every single request whose id starts with ``prefix``: cancels a whole job's
     queued and running work, and drops its unacknowledged results."""
-    ids = await pod.runner.db(pod.store.delete_prefix, prefix)
-    await pod.runner.cancel_requests(ids)
+    ids = await pod.runner.forget(lambda: pod.store.delete_prefix(prefix))
     return OfflineDeleted(prefix=prefix, deleted=len(ids))
 
 
-@offline.get("/v1/offline/requests/{rid:path}", response_model=OfflineResult, responses=errors(404))
-async def get_offline(pod: PodDep, rid: RequestId) -> OfflineResult:
+@offline.get(
+    "/v1/offline/requests/{rid:path}", response_model=OfflineResult, responses=errors(401, 404)
+)
+async def get_offline(pod: ControlPod, rid: RequestId) -> OfflineResult:
     return await pod.runner.db(pod.store.get_request, rid)
 
 
 @offline.delete(
-    "/v1/offline/requests/{rid:path}", response_model=OfflineResult, responses=errors(404, 409)
+    "/v1/offline/requests/{rid:path}",
+    response_model=OfflineResult,
+    responses=errors(401, 404, 409),
 )
-async def delete_offline(pod: PodDep, rid: RequestId) -> OfflineResult:
+async def delete_offline(pod: ControlPod, rid: RequestId) -> OfflineResult:
     """Forget a request: acknowledges a result, or cancels one still queued or running."""
-    await pod.runner.cancel_request(rid)
-    return await pod.runner.db(pod.store.delete_request, rid)
+    gone: list[OfflineResult] = []
+
+    def delete() -> list[str]:
+        gone.append(pod.store.delete_request(rid))
+        return [rid]
+
+    await pod.runner.forget(delete)
+    return gone[0]
 
 
 control = _router("control", "/control")
@@ -509,7 +566,8 @@ async def ready(pod: PodDep) -> JSONResponse:
 
 
 def attach(app: FastAPI, pod: Pod) -> None:
-    """Mount the pod's routes and error handlers on ``app`` (vLLM's or a bare one)."""
+    """Mount the pod's routes, error handlers and access control on ``app`` (vLLM's or a
+    bare one): `AccessMiddleware` guards every route of the app, vLLM's included."""
     app.state.hygen_pod = pod
     for r in (files, batches, offline, control, probes):
         app.include_router(r)
@@ -528,6 +586,7 @@ def attach(app: FastAPI, pod: Pod) -> None:
 
     # vLLM's app may have built its middleware stack already; rebuild it with these handlers.
     app.middleware_stack = None
+    app.add_middleware(AccessMiddleware, operator_token=pod.token, keys=pod.keys)
 
 
 @asynccontextmanager

@@ -63,13 +63,15 @@ class FakePodServer:
             async with running(self.pod):
                 yield
 
-        app = FastAPI(lifespan=lifespan)
+        app = self.app = FastAPI(lifespan=lifespan)
         attach(app, self.pod)
         self.server = uvicorn.Server(
             uvicorn.Config(app, host="127.0.0.1", port=self.port, log_level="warning")
         )
         self.thread = threading.Thread(target=self.server.run, daemon=True)
         self.http = httpx.Client(base_url=self.url)
+        # the operator's client: its token on every call (dispatch and control routes)
+        self.op = httpx.Client(base_url=self.url, headers={"Authorization": "Bearer secret"})
 
     @property
     def url(self) -> str:
@@ -89,5 +91,6 @@ class FakePodServer:
 
     def __exit__(self, *exc: Any) -> None:
         self.http.close()
+        self.op.close()
         self.server.should_exit = True
         self.thread.join(10)

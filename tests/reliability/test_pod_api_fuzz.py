@@ -1,7 +1,8 @@
 """Fuzz the pod's own HTTP API from its OpenAPI document (schemathesis): every response is
 documented, in the documented shape, never a 5xx; schema-valid input is accepted and
-schema-invalid input rejected; the control API answers 401 to every call without the token;
-and the pod still serves afterwards."""
+schema-invalid input rejected; the control and dispatch APIs answer 401 to every call
+without the operator's token, the OpenAI routes to every call without an API key; and the
+pod still serves afterwards."""
 
 from __future__ import annotations
 
@@ -13,23 +14,33 @@ import schemathesis
 from hypothesis import HealthCheck, given, settings
 from schemathesis.specs.openapi.checks import unsupported_method
 
+from hygen_pod.access import route_kind
+from hygen_pod.api import request_digest
 from tests.helpers.fake_pod import FakeEngine, FakePodServer
 
 AUTH = {"Authorization": "Bearer secret"}
+KEY = {"Authorization": "Bearer key-a"}
+
+
+def credential(path: str) -> dict[str, str]:
+    """What a legitimate caller of ``path`` sends: the operator's token or an API key."""
+    return AUTH if route_kind(path) == "operator" else KEY
 
 
 @pytest.fixture(scope="module")
 def pod(tmp_path_factory: pytest.TempPathFactory) -> Iterator[FakePodServer]:
     # a small queue so the fuzzer also meets 429s
     engine = FakeEngine(delay_s=0.001)
-    with FakePodServer(tmp_path_factory.mktemp("pod"), engine, max_queued=20) as p:
+    pod_dir = tmp_path_factory.mktemp("pod")
+    with FakePodServer(pod_dir, engine, max_queued=20, api_keys=["key-a"]) as p:
         yield p
 
 
 def fuzz(pod: FakePodServer, check, path_regex: str = ".*", examples: int = 60) -> dict:
     """Run ``check(case)`` on hypothesis-generated cases of every matching operation;
     returns {operation: failure} for those that failed (empty when all passed)."""
-    schema = schemathesis.openapi.from_url(f"{pod.url}/openapi.json").include(path_regex=path_regex)
+    schema = schemathesis.openapi.from_url(f"{pod.url}/openapi.json", headers=KEY)
+    schema = schema.include(path_regex=path_regex)
     failures, ran = {}, []
     for result in schema.get_all_operations():
         op = result.ok()
@@ -51,27 +62,35 @@ def fuzz(pod: FakePodServer, check, path_regex: str = ".*", examples: int = 60) 
 
 def test_every_route_answers_as_documented(pod: FakePodServer) -> None:
     def check(case) -> None:
+        body = case.body
+        if isinstance(body, dict) and isinstance(body.get("digest"), str):
+            # a legitimate caller's digest is that of its url and body (a wrong one is 400)
+            if isinstance(body.get("body"), dict) and isinstance(body.get("url"), str):
+                body["digest"] = request_digest(body["url"], body["body"])
         # Allow-header check excluded: Starlette answers 405 with the Allow of the first
         # route that matched the path, and GET and POST of one path are separate routes.
-        case.call_and_validate(headers=AUTH, excluded_checks=[unsupported_method])
+        case.call_and_validate(headers=credential(case.path), excluded_checks=[unsupported_method])
 
     failures = fuzz(pod, check)
     assert not failures, "\n\n".join(f"{k}: {v}" for k, v in failures.items())
 
 
-def test_control_api_rejects_every_call_without_the_right_token(pod: FakePodServer) -> None:
+def test_every_guarded_route_rejects_every_call_without_the_right_credential(
+    pod: FakePodServer,
+) -> None:
     def check(case) -> None:
-        for headers in ({}, {"Authorization": "Bearer wrong"}, {"Authorization": "secret"}):
+        wrong = KEY if credential(case.path) is AUTH else AUTH  # the other kind of secret
+        for headers in ({}, {"Authorization": "Bearer wrong"}, {"Authorization": "secret"}, wrong):
             r = case.call(headers=headers)
             assert r.status_code == 401, (headers, r.status_code, r.text)
             assert r.json()["error"]["type"] == "authentication_error"
 
-    failures = fuzz(pod, check, "^/control", examples=15)
+    failures = fuzz(pod, check, "^/(control|v1/)", examples=10)
     assert not failures, failures
 
 
 def test_the_pod_still_serves_after_the_fuzzing(pod: FakePodServer) -> None:
-    http = pod.http
+    http = pod.op
     assert http.get("/ready").status_code == 200
     r = http.post(
         "/v1/offline/requests",
@@ -80,8 +99,8 @@ def test_the_pod_still_serves_after_the_fuzzing(pod: FakePodServer) -> None:
     )  # fmt: skip
     assert r.status_code in (200, 202, 429), r.text
     if r.status_code == 429:  # the fuzzer filled the queue: drain it, then try again
-        for q in http.get("/v1/batches").json()["data"]:
-            http.post(f"/v1/batches/{q['id']}/cancel")
+        for q in http.get("/v1/batches", headers=KEY).json()["data"]:
+            http.post(f"/v1/batches/{q['id']}/cancel", headers=KEY)
         time.sleep(1)
         r = http.post(
             "/v1/offline/requests",

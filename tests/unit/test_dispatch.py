@@ -13,8 +13,9 @@ from hygen_operator.batch_io import FileSink
 from hygen_operator.dispatch import Dispatcher, Progress
 from hygen_operator.pod_client import PodAddress, PodError
 from hygen_operator.resources import BatchJobSpec
-from hygen_pod.api import OfflineResult, OfflineSubmit
+from hygen_pod.api import OfflineResult, OfflineSubmit, request_digest
 
+EP = "/v1/completions"
 A, B = PodAddress("a", "10.0.0.1", 8000), PodAddress("b", "10.0.0.2", 8000)
 
 
@@ -29,16 +30,25 @@ class Pods:
         self.acks: list[str] = []
         self.forgets: list[tuple[str, str]] = []
 
-    def put(self, pod: str, rid: str) -> None:
-        """A request some earlier run left queued on ``pod``."""
-        self.store[(pod, rid)] = OfflineResult(id=rid, state="queued", url="/", created_at=0.0)
+    def put(self, pod: str, rid: str, body: dict | None = None) -> None:
+        """A request left queued on ``pod``: by an earlier run (the line's own body, as
+        `lines` makes it), or by someone else (another ``body``)."""
+        body = body if body is not None else {"prompt": str(int(rid.rsplit("-", 1)[1]) - 1)}
+        self.store[(pod, rid)] = OfflineResult(
+            id=rid, state="queued", url=EP, created_at=0.0, digest=request_digest(EP, body)
+        )
 
     async def submit(self, pod: PodAddress, req: OfflineSubmit) -> OfflineResult:
         if self.refuse.get(pod.name, 0) > 0:
             self.refuse[pod.name] -= 1
             raise PodError(429, "full", retry_after_s=0.01)
+        held = self.store.get((pod.name, req.id))
+        digest = request_digest(req.url, req.body)
+        assert req.digest == digest, "the dispatcher sends each line's digest"
+        if held is not None and held.digest != digest:
+            raise PodError(409, "same id, another body")  # as the pod answers
         self.submits.append((pod.name, req.id))
-        r = OfflineResult(id=req.id, state="queued", url=req.url, created_at=0.0)
+        r = OfflineResult(id=req.id, state="queued", url=req.url, created_at=0.0, digest=digest)
         self.store.setdefault((pod.name, req.id), r)
         return r
 
@@ -47,7 +57,7 @@ class Pods:
             (k, r) for k, r in self.store.items() if k[0] == pod.name and r.id.startswith(prefix)
         )
         for k, r in held:
-            done = {"state": "done", "status_code": 200, "response": {"ok": r.id}}
+            done = {"state": "done", "status_code": 200, "response": {"ok": r.id, "of": r.digest}}
             self.store[k] = r.model_copy(update=done)
         return [r for _, r in held]
 
@@ -178,7 +188,7 @@ def test_a_restart_adopts_work_left_on_pods_instead_of_sending_it_again():
     outcome, p = asyncio.run(d.run(lambda: None))
     assert outcome == "Succeeded" and (p.completed, p.failed) == (12, 0)
     assert sorted(rid for _, rid in pods.submits) == ["uid-11", "uid-12"]
-    assert json.loads(sink.lines[1])["response"]["body"] == {"ok": "uid-1"}
+    assert json.loads(sink.lines[1])["response"]["body"]["ok"] == "uid-1"
 
 
 def test_a_line_held_by_two_pods_is_recorded_once_and_the_other_copy_dropped():
@@ -228,3 +238,32 @@ def test_bad_lines_fail_alone():
     sink = MemorySink()
     outcome, p = asyncio.run(dispatcher(Pods(), sink, data, lambda: [A]).run(lambda: None))
     assert outcome == "Succeeded" and (p.completed, p.failed) == (3, 2)
+
+
+@pytest.mark.parametrize("when", ["before", "after"])
+def test_a_request_forged_under_a_lines_id_is_never_taken_as_its_result(when: str):
+    """Someone stores their own request under a line's id (before the dispatcher sends the
+    line: its submit gets 409; or after: the listing shows a foreign digest). Either way the
+    forged request is deleted and the line's own request runs; the output holds its result."""
+    pods, sink = Pods(), MemorySink()
+    forged = {"prompt": "attacker text"}
+    if when == "before":
+        pods.put("a", "uid-1", forged)
+    else:
+        orig = pods.requests
+        swapped = {"n": 0}
+
+        async def requests(pod, prefix):
+            if swapped["n"] == 0 and ("a", "uid-1") in pods.store:
+                swapped["n"] = 1  # replaced between submit and the first listing
+                pods.put("a", "uid-1", forged)
+            return await orig(pod, prefix)
+
+        pods.requests = requests  # type: ignore[method-assign]
+    outcome, p = asyncio.run(dispatcher(pods, sink, lines(2), lambda: [A]).run(lambda: None))
+    assert outcome == "Succeeded" and (p.completed, p.failed) == (2, 0)
+    assert "uid-1" in pods.acks, "the forged request was deleted"
+    line = json.loads(sink.lines[1])
+    own = request_digest(EP, {"prompt": "0"})
+    assert line["custom_id"] == "c0" and line["response"]["body"] == {"ok": "uid-1", "of": own}
+    assert [rid for _, rid in pods.submits].count("uid-1") == (1 if when == "before" else 2)

@@ -68,8 +68,8 @@ def test_batch_queues_good_lines_and_fails_bad_ones(tmp_path) -> None:
     assert b.status == "in_progress"
     assert b.request_counts.model_dump() == {"total": 5, "completed": 0, "failed": 2}
     queued = s.next_queued(10, set())
-    assert [q[0] for q in queued] == [f"{b.id}:{i}" for i in (1, 2, 3)]
-    assert s.next_queued(10, {queued[0][0]})[0][0] == queued[1][0]
+    assert [q.id for q in queued] == [f"{b.id}:{i}" for i in (1, 2, 3)]
+    assert s.next_queued(10, {queued[0].id})[0].id == queued[1].id
 
 
 def test_result_is_written_once(tmp_path) -> None:
@@ -88,7 +88,7 @@ def test_state_survives_a_crash_and_finalizes_one_line_per_custom_id(tmp_path) -
     s.complete(f"{b.id}:2", 400, {"error": {"message": "bad"}}, {"code": "400", "message": "bad"})
     # No close(): the process "dies" here. A new store on the same directory resumes.
     s2 = OfflineStore(tmp_path)
-    left = [q[0] for q in s2.next_queued(10, set())]
+    left = [q.id for q in s2.next_queued(10, set())]
     assert left == [f"{b.id}:3", f"{b.id}:4"]
     with pytest.raises(Conflict):
         s2.finalize_batch(b.id)
@@ -167,3 +167,74 @@ def test_batch_with_no_good_line_fails(tmp_path) -> None:
     f = s.add_file(b"{bad\n", "in.jsonl", "batch")
     b = s.create_batch(f.id, EP, "24h")
     assert b.status == "failed" and b.errors and b.errors.data[0].code == "empty_batch"
+
+
+def test_state_on_disk_is_owner_only(tmp_path) -> None:
+    """Prompts and results are users' data: no other local user can read them."""
+    root = tmp_path / "state"
+    s = OfflineStore(root)
+    f = s.add_file(b"x", "in.jsonl", "batch", owner="key_a")
+    s.submit("r1", "/v1/completions", {"prompt": "p"})
+    modes = {
+        p.name: p.stat().st_mode & 0o777
+        for p in (root, root / "files", root / "offline.db", root / "files" / f.id)
+    }
+    assert modes == {"state": 0o700, "files": 0o700, "offline.db": 0o600, f.id: 0o600}
+    wal = root / "offline.db-wal"
+    assert not wal.exists() or wal.stat().st_mode & 0o777 == 0o600
+    s.close()
+
+
+def test_files_and_batches_belong_to_their_owner(tmp_path) -> None:
+    from hygen_pod.offline_store import NotFound
+
+    s = OfflineStore(tmp_path)
+    line = json.dumps({"custom_id": "a", "url": "/v1/completions", "body": {"prompt": "x"}})
+    f = s.add_file(line.encode(), "in.jsonl", "batch", owner="key_a")
+    with pytest.raises(NotFound):
+        s.create_batch(f.id, "/v1/completions", "24h", owner="key_b")  # not b's input
+    b = s.create_batch(f.id, "/v1/completions", "24h", owner="key_a")
+    for call in (
+        lambda: s.get_file(f.id, "key_b"),
+        lambda: s.file_content(f.id, "key_b"),
+        lambda: s.delete_file(f.id, "key_b"),
+        lambda: s.get_batch(b.id, "key_b"),
+        lambda: s.cancel_batch(b.id, "key_b"),
+    ):
+        with pytest.raises(NotFound):
+            call()
+    assert s.list_files(owner="key_b") == [] and s.list_batches(owner="key_b") == []
+    assert [x.id for x in s.list_files(owner="key_a")] == [f.id]
+    assert s.get_batch(b.id, "key_a").id == b.id
+    s.complete(f"{b.id}:1", 200, {"ok": 1}, None)
+    out = s.finalize_batch(b.id).output_file_id
+    assert out is not None and s.get_file(out, "key_a").purpose == "batch_output"
+    with pytest.raises(NotFound):
+        s.file_content(out, "key_b")
+
+
+def test_a_result_is_written_only_under_the_generation_that_ran(tmp_path) -> None:
+    """Deleted and posted again under the same id while the old request ran: the old
+    request's result must not land on the new one."""
+    s = OfflineStore(tmp_path)
+    s.submit("r", "/v1/completions", {"prompt": "old"})
+    (old,) = s.next_queued(1, set())
+    s.delete_request("r")
+    s.submit("r", "/v1/completions", {"prompt": "new"})
+    assert not s.complete("r", 200, {"echo": "old"}, None, seq=old.seq)
+    (new,) = s.next_queued(1, set())
+    assert new.body == {"prompt": "new"} and new.seq != old.seq
+    assert s.complete("r", 200, {"echo": "new"}, None, seq=new.seq)
+    assert s.get_request("r").response == {"echo": "new"}
+
+
+def test_a_digest_that_does_not_match_the_body_is_refused(tmp_path) -> None:
+    from hygen_pod.api import request_digest
+    from hygen_pod.offline_store import BadDigest
+
+    s = OfflineStore(tmp_path)
+    good = request_digest("/v1/completions", {"prompt": "p"})
+    with pytest.raises(BadDigest):
+        s.submit("r", "/v1/completions", {"prompt": "other"}, good)
+    res, created = s.submit("r", "/v1/completions", {"prompt": "p"}, good)
+    assert created and res.digest == good

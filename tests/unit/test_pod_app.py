@@ -148,7 +148,7 @@ def test_control_api_needs_the_token(tmp_path) -> None:
 def test_single_offline_requests_backpressure_and_idempotency(tmp_path) -> None:
     eng = FakeEngine(hold_after=0)  # nothing finishes: the queue fills up
     with FakePodServer(tmp_path, eng, max_queued=3, max_inflight=1) as srv:
-        h = srv.http
+        h = srv.op
         body = {"model": "tiny", "prompt": "x"}
         codes = [
             h.post(
@@ -177,7 +177,7 @@ def test_single_offline_requests_backpressure_and_idempotency(tmp_path) -> None:
 def test_a_job_prefix_lists_and_cancels_all_its_requests_at_once(tmp_path) -> None:
     eng = FakeEngine(hold_after=0)  # what starts never finishes: running work to cancel
     with FakePodServer(tmp_path, eng, max_inflight=2) as srv:
-        h = srv.http
+        h = srv.op
         for rid in ("u1-1", "u1-2", "u1-3", "u2-1"):
             h.post("/v1/offline/requests", json={"id": rid, "url": EP, "body": {"prompt": rid}})
         _wait_until(lambda: len(srv.pod.runner.inflight) == 2)
@@ -197,7 +197,8 @@ def test_a_job_prefix_lists_and_cancels_all_its_requests_at_once(tmp_path) -> No
 
 
 def test_single_offline_request_result(tmp_path) -> None:
-    with FakePodServer(tmp_path, FakeEngine()) as srv, httpx.Client(base_url=srv.url) as h:
+    with FakePodServer(tmp_path, FakeEngine()) as srv:
+        h = srv.op
         h.post(
             "/v1/offline/requests",
             json={"id": "r1", "url": EP, "body": {"model": "tiny", "prompt": "hi"}},
@@ -251,7 +252,7 @@ def test_cancel_batch_stops_its_work(tmp_path) -> None:
 def test_ready_and_draining(tmp_path, draining: bool) -> None:
     with FakePodServer(tmp_path, FakeEngine()) as srv:
         srv.pod.draining = draining
-        h = srv.http
+        h = srv.op
         assert h.get("/ready").status_code == (503 if draining else 200)
         r = h.post("/v1/offline/requests", json={"id": "a", "url": EP, "body": {}})
         assert r.status_code == (503 if draining else 202)
@@ -295,7 +296,7 @@ def test_prometheus_scrape_sees_current_queue_depth(tmp_path) -> None:
     eng = FakeEngine(hold_after=0)
     with FakePodServer(tmp_path, eng, max_inflight=1) as srv:
         for i in range(3):
-            srv.http.post("/v1/offline/requests", json={"id": f"q{i}", "url": EP, "body": {}})
+            srv.op.post("/v1/offline/requests", json={"id": f"q{i}", "url": EP, "body": {}})
 
         def scrape() -> str:
             return generate_latest(srv.registry).decode()
@@ -304,3 +305,68 @@ def test_prometheus_scrape_sees_current_queue_depth(tmp_path) -> None:
         _wait_until(lambda: 'hygen_offline_requests{state="queued"} 2.0' in scrape())
         assert 'hygen_offline_requests{state="inflight"} 1.0' in scrape()
         assert "hygen_offline_qps_limit 0.0" in scrape()  # default: budget mode, budget 0
+
+
+def _concrete(path: str) -> str:
+    """A route's path with every parameter filled in."""
+    import re
+
+    return re.sub(r"\{[^}]+\}", "x1", path)
+
+
+def test_every_route_but_probes_and_metrics_needs_a_credential(tmp_path) -> None:
+    """Enumerated from the app itself, so a route added later cannot slip by unguarded."""
+    from fastapi.routing import APIRoute
+
+    from hygen_pod.access import OPEN_PATHS
+
+    with FakePodServer(tmp_path, FakeEngine(), api_keys=["key-a"]) as srv:
+        h = srv.http
+        checked = 0
+        for route in srv.app.routes:
+            if not isinstance(route, APIRoute) or route.path in OPEN_PATHS:
+                continue
+            path = _concrete(route.path)
+            for method in route.methods:
+                for hdr in ({}, {"Authorization": "Bearer wrong"}, {"Authorization": "key-a"}):
+                    r = h.request(method, path, headers=hdr)
+                    assert r.status_code == 401, (method, path, hdr, r.text)
+                    assert r.json()["error"]["type"] == "authentication_error"
+                checked += 1
+        assert checked >= 15
+        # An API key does not open the operator's routes, nor the token the clients'.
+        key, op = {"Authorization": "Bearer key-a"}, {"Authorization": "Bearer secret"}
+        assert h.get("/v1/offline/requests", headers=key).status_code == 401
+        assert h.get("/control", headers=key).status_code == 401
+        assert h.get("/v1/files", headers=op).status_code == 401
+        # Spellings of an operator path are still the operator's (or no route at all).
+        for path in ("//control", "/CONTROL", "/v1//offline/requests", "/Control/metrics"):
+            assert h.get(path, headers=key).status_code in (401, 404), path
+        assert h.get("/ready").status_code == 200  # probes stay open (/metrics is vLLM's)
+        assert h.get("/v1/files", headers=key).status_code == 200
+
+
+def test_files_and_batches_are_invisible_to_another_key(tmp_path) -> None:
+    from openai import NotFoundError
+
+    with FakePodServer(tmp_path, FakeEngine(), api_keys=["key-a", "key-b"]) as srv:
+        a = OpenAI(base_url=srv.url + "/v1", api_key="key-a")
+        b = OpenAI(base_url=srv.url + "/v1", api_key="key-b")
+        bid = _submit(a, 3)  # the official client with an API key, unchanged
+        done = _wait_batch(a, bid)
+        assert done.status == "completed" and len(_jsonl(a, done.output_file_id)) == 3
+        fid = done.input_file_id
+        for call in (
+            lambda: b.batches.retrieve(bid),
+            lambda: b.batches.cancel(bid),
+            lambda: b.files.retrieve(fid),
+            lambda: b.files.content(fid),
+            lambda: b.files.content(done.output_file_id),
+            lambda: b.files.delete(fid),
+            lambda: b.batches.create(input_file_id=fid, endpoint=EP, completion_window="24h"),
+        ):
+            with pytest.raises(NotFoundError):
+                call()
+        assert [x.id for x in b.batches.list()] == [] and list(b.files.list()) == []
+        assert bid in [x.id for x in a.batches.list()]
+        assert fid in [x.id for x in a.files.list()]
