@@ -11,6 +11,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import os
 import random
 import statistics
 import time
@@ -69,9 +70,15 @@ async def main() -> None:
     p.add_argument("--qps", type=float, default=1.0)
     p.add_argument("--seconds", type=float, default=60.0)
     p.add_argument("--max-tokens", type=int, default=128)
+    p.add_argument(
+        "--api-key",
+        default=os.environ.get("OPENAI_API_KEY"),
+        help="a key from the ServingSLO's apiKeys Secret (default $OPENAI_API_KEY)",
+    )
     a = p.parse_args()
     out: dict = {"ttft": [], "tbt": [], "errors": []}
-    async with httpx.AsyncClient(timeout=300) as client:
+    headers = {"Authorization": f"Bearer {a.api_key}"} if a.api_key else {}
+    async with httpx.AsyncClient(timeout=300, headers=headers) as client:
         tasks, end = [], time.monotonic() + a.seconds
         while time.monotonic() < end:
             tasks.append(asyncio.create_task(one(client, a.url, a.model, a.max_tokens, out)))

@@ -16,6 +16,7 @@ from hygen_operator.settings import OperatorSettings
 STATE_DIR = "/var/lib/hygen"
 PROFILE_MOUNT = "/etc/hygen/profile"
 TOKEN_MOUNT = "/etc/hygen/token"
+API_KEYS_MOUNT = "/etc/hygen/api-keys"
 SCRATCH = "/tmp"
 
 # Pods run as a non-root user on a read-only root filesystem. vLLM, torch, Triton and
@@ -125,6 +126,8 @@ def serve_command(spec: ServingSLOSpec, settings: OperatorSettings) -> list[str]
         "0.0.0.0",
         "--port",
         str(settings.pod_port),
+        "--admin-port",
+        str(settings.pod_admin_port),
         "--state-dir",
         f"{STATE_DIR}/state",
         "--hygen-profile",
@@ -136,6 +139,8 @@ def serve_command(spec: ServingSLOSpec, settings: OperatorSettings) -> list[str]
     ]
     if spec.served_model_name:
         cmd += ["--served-model-name", spec.served_model_name]
+    if spec.api_keys is not None:
+        cmd += ["--api-key-file", f"{API_KEYS_MOUNT}/keys"]
     return cmd + list(spec.engine_args)
 
 
@@ -166,6 +171,25 @@ def deployment(name: str, spec: ServingSLOSpec, settings: OperatorSettings) -> d
         {"name": "token", "mountPath": TOKEN_MOUNT, "readOnly": True},
         {"name": "shm", "mountPath": "/dev/shm"},  # vLLM's worker processes share memory
     ]
+    volumes: list[dict[str, Any]] = [
+        {"name": "state", "emptyDir": {}},
+        {
+            "name": "profile",
+            "configMap": {"name": profile_configmap_name(name), "optional": True},
+        },
+        {"name": "token", "secret": {"secretName": settings.token_secret}},
+        {"name": "scratch", "emptyDir": {}},
+        {"name": "shm", "emptyDir": {"medium": "Memory"}},
+    ]
+    if spec.api_keys is not None:
+        mounts.append({"name": "api-keys", "mountPath": API_KEYS_MOUNT, "readOnly": True})
+        ref = spec.api_keys
+        volumes.append(
+            {
+                "name": "api-keys",
+                "secret": {"secretName": ref.name, "items": [{"key": ref.key, "path": "keys"}]},
+            }
+        )
     http = {"httpGet": {"path": "/ready", "port": "http"}}
     template = {
         "metadata": {"labels": labels(name), "annotations": {HASH_ANNOTATION: h}},
@@ -186,7 +210,10 @@ def deployment(name: str, spec: ServingSLOSpec, settings: OperatorSettings) -> d
                     "name": "serve",
                     "image": image,
                     "command": serve_command(spec, settings),
-                    "ports": [{"name": "http", "containerPort": settings.pod_port}],
+                    "ports": [
+                        {"name": "http", "containerPort": settings.pod_port},
+                        {"name": "admin", "containerPort": settings.pod_admin_port},
+                    ],
                     "resources": _resources(spec),
                     "env": CACHE_ENV,
                     "volumeMounts": mounts,
@@ -207,16 +234,7 @@ def deployment(name: str, spec: ServingSLOSpec, settings: OperatorSettings) -> d
             "tolerations": [
                 t.model_dump(by_alias=True, exclude_none=True) for t in spec.tolerations
             ],
-            "volumes": [
-                {"name": "state", "emptyDir": {}},
-                {
-                    "name": "profile",
-                    "configMap": {"name": profile_configmap_name(name), "optional": True},
-                },
-                {"name": "token", "secret": {"secretName": settings.token_secret}},
-                {"name": "scratch", "emptyDir": {}},
-                {"name": "shm", "emptyDir": {"medium": "Memory"}},
-            ],
+            "volumes": volumes,
         },
     }
     dep_spec = {

@@ -88,6 +88,13 @@ class Profiling(Model):
     )
 
 
+class SecretKeyRef(Model):
+    """One key of a Secret in the ServingSLO's namespace."""
+
+    name: str = Field(min_length=1, max_length=253, pattern=r"^[a-z0-9]([-a-z0-9.]*[a-z0-9])?$")
+    key: str = Field("api-keys", min_length=1, max_length=253, pattern=r"^[-._a-zA-Z0-9]+$")
+
+
 class ServingSLOSpec(Model):
     model: str = Field(min_length=1, description="Hugging Face id or a path in the image/volume")
     served_model_name: str | None = None
@@ -107,6 +114,13 @@ class ServingSLOSpec(Model):
         "budget", description="budget = HyGen (latency budget), qps = HyGen* (offline rate)"
     )
     profiling: Profiling = Field(default_factory=Profiling)
+    api_keys: SecretKeyRef | None = Field(
+        None,
+        description="Secret key holding the API keys (one per line) that clients present as "
+        "Bearer on the OpenAI, files and batch routes; each key owns its files and batches. "
+        "Unset: those routes are open to anyone who reaches the Service. Pods read it at "
+        "start: restart them (kubectl rollout restart) after rotating a key",
+    )
 
 
 class Condition(Model):

@@ -85,15 +85,13 @@ async def ready_pods(
             and (meta.get("annotations") or {}).get(manifests.HASH_ANNOTATION) != spec_hash
         ):
             continue
-        port = next(
-            (
-                pt["containerPort"]
-                for c in p["spec"]["containers"]
-                for pt in c.get("ports") or []
-                if pt.get("name") == "http"
-            ),
-            None,
-        )
+        # The operator's routes: on the admin port (pods made before it existed: http).
+        ports = {
+            pt.get("name"): pt["containerPort"]
+            for c in p["spec"]["containers"]
+            for pt in c.get("ports") or []
+        }
+        port = ports.get("admin") or ports.get("http")
         if port:
             out.append(PodAddress(meta["name"], st["podIP"], int(port)))
     return sorted(out, key=lambda a: a.name)

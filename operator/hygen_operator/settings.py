@@ -25,6 +25,13 @@ class OperatorSettings(BaseModel):
     retune_interval_s: float = Field(30.0, gt=0, description="minimum time between retunes")
     dispatch_poll_s: float = Field(1.0, gt=0, description="BatchJob result polling")
     pod_port: int = Field(8000, gt=0, lt=65536)
+    pod_admin_port: int = Field(
+        8001,
+        gt=0,
+        lt=65536,
+        description="pods serve the operator's routes (control, dispatch) on this port only, "
+        "which the chart's NetworkPolicy opens to the operator and dispatcher Jobs alone",
+    )
     data_dir: str = Field("/opt/hygen/data", description="profiling traces inside the pod image")
     kubeconfig: str | None = None
     peering: str | None = Field(

@@ -9,6 +9,10 @@ Three kinds of route, decided from the path alone and default-deny:
   API key (Bearer, as `vllm serve --api-key` takes it) when keys are configured. The key's
   id (a hash, never the key) is put in the request scope: files and batches belong to it.
 
+With an admin port (`--admin-port`), the operator's routes are served there only and
+everything else only on the main port (404 across), so a NetworkPolicy can let only the
+operator and its dispatcher Jobs reach them.
+
 It sits in front of vLLM's own routes too, so vLLM's `--api-key` middleware is not used:
 `hygen-pod serve` takes those keys over (vLLM's would also demand an API key on the
 operator's routes).
@@ -92,15 +96,23 @@ def read_key_file(path: str) -> list[str]:
 class AccessMiddleware:
     """Refuses (401, OpenAI error shape) every request its route kind does not allow."""
 
-    def __init__(self, app: ASGIApp, operator_token: str, keys: ApiKeys) -> None:
+    def __init__(
+        self, app: ASGIApp, operator_token: str, keys: ApiKeys, admin_port: int | None = None
+    ) -> None:
         self.app = app
         self.token = operator_token
         self.keys = keys
+        self.admin_port = admin_port
 
     async def __call__(self, scope: Scope, receive: Any, send: Any) -> None:
         if scope["type"] not in ("http", "websocket"):
             return await self.app(scope, receive, send)
         kind = route_kind(route_path(scope))
+        if self.admin_port is not None and kind != "open":
+            on_admin = (scope.get("server") or (None, None))[1] == self.admin_port
+            if on_admin != (kind == "operator"):
+                where = "the admin port" if kind == "operator" else "the main port"
+                return await _refuse(scope, send, f"not found here: served on {where}", 404)
         if kind == "client" and scope.get("method") == "OPTIONS":
             return await self.app(scope, receive, send)  # CORS preflight carries no key
         given = bearer(scope.get("headers") or ())
@@ -118,22 +130,16 @@ class AccessMiddleware:
         return await self.app(scope, receive, send)
 
 
-async def _refuse(scope: Scope, send: Any, message: str) -> None:
+async def _refuse(scope: Scope, send: Any, message: str, status: int = 401) -> None:
     if scope["type"] == "websocket":
         await send({"type": "websocket.close", "code": 1008, "reason": message})
         return
+    kind = "authentication_error" if status == 401 else "not_found_error"
     body = json.dumps(
-        {"error": {"message": message, "type": "authentication_error", "param": None, "code": 401}}
+        {"error": {"message": message, "type": kind, "param": None, "code": status}}
     ).encode()
-    await send(
-        {
-            "type": "http.response.start",
-            "status": 401,
-            "headers": [
-                (b"content-type", b"application/json"),
-                (b"content-length", str(len(body)).encode()),
-                (b"www-authenticate", b"Bearer"),
-            ],
-        }
-    )
+    headers = [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]
+    if status == 401:
+        headers.append((b"www-authenticate", b"Bearer"))
+    await send({"type": "http.response.start", "status": status, "headers": headers})
     await send({"type": "http.response.body", "body": body})

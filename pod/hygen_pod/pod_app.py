@@ -93,6 +93,13 @@ class PodSettings(BaseModel):
     max_inflight: int = Field(256, gt=0, description="offline requests inside the engine")
     max_queued: int = Field(10_000, gt=0, description="queued single offline requests before 429")
     drain_timeout_s: float = Field(30.0, ge=0, description="SIGTERM: wait this long for work")
+    admin_port: int | None = Field(
+        None,
+        gt=0,
+        lt=65536,
+        description="serve the operator's routes (control, dispatch) on this port only, "
+        "and nothing else there; None: every route on the main port",
+    )
     profile_path: Path | None = None
     has_predictor: bool = Field(False, description="a budget > 0 needs a predictor")
     initial_control: OfflineControl = Field(default_factory=OfflineControl)
@@ -586,7 +593,12 @@ def attach(app: FastAPI, pod: Pod) -> None:
 
     # vLLM's app may have built its middleware stack already; rebuild it with these handlers.
     app.middleware_stack = None
-    app.add_middleware(AccessMiddleware, operator_token=pod.token, keys=pod.keys)
+    app.add_middleware(
+        AccessMiddleware,
+        operator_token=pod.token,
+        keys=pod.keys,
+        admin_port=pod.settings.admin_port,
+    )
 
 
 @asynccontextmanager

@@ -11,6 +11,7 @@ import json
 from pathlib import Path
 
 import helm_python as helm
+import httpx
 import yaml
 
 from hygen_pod.pod_process import free_port
@@ -26,6 +27,7 @@ from tests.helpers.kube.cluster import (
 from tests.helpers.kube.kubelet import Kubelet
 from tests.helpers.kube.operator_process import DATA, OperatorProcess
 from tests.helpers.kube.server import EmulatorServer
+from tests.reliability.scenarios import endpoints
 
 KINDS = (
     "ServiceAccount",
@@ -36,8 +38,10 @@ KINDS = (
     "RoleBinding",
     "Deployment",
     "ConfigMap",
+    "NetworkPolicy",
 )
-PLURALS = {k: k.lower() + "s" for k in KINDS}
+PLURALS = {k: k.lower() + "s" for k in KINDS} | {"NetworkPolicy": "networkpolicies"}
+API_KEY = "sk-example-key-for-the-chart-e2e"
 
 
 # Granted for paths this run does not take, each with its reason.
@@ -106,9 +110,21 @@ def test_rendered_chart_and_its_operator_reconcile_the_example(tmp_path: Path):
             op = OperatorProcess.from_command(mapped, tmp_path / "operator.log", token).start()
             c = Cluster(api, kubelet, op, tmp_path)
             try:
+                # the README's step before the example: the Secret of API keys it names
+                keys = example["spec"]["apiKeys"]
+                api.create({"apiVersion": "v1", "kind": "Secret",
+                            "metadata": {"name": keys["name"], "namespace": "default"},
+                            "data": {"api-keys": base64.b64encode(API_KEY.encode()).decode()}},
+                           "secrets")  # fmt: skip
                 api.create(example, "servingslos")
                 name = example["metadata"]["name"]
                 st = ready(c, name)
+                (port,) = endpoints(c, name)
+                body = {"model": "tiny", "prompt": "hi", "max_tokens": 2}
+                url = f"http://127.0.0.1:{port}/v1/completions"
+                assert httpx.post(url, json=body).status_code == 401  # the example needs a key
+                ok = httpx.post(url, json=body, headers={"Authorization": f"Bearer {API_KEY}"})
+                assert ok.status_code == 200, ok.text
                 # exercise every path: an inline job, a volume job (dispatcher Job), a deletion
                 c.api.create(batch_job("inline", name, batch_lines(6)), "batchjobs")
                 src = kubelet.pvc_root / "in" / "b.jsonl"
@@ -136,14 +152,17 @@ def test_rendered_chart_and_its_operator_reconcile_the_example(tmp_path: Path):
                        for r in rule["resources"] for v in rule["verbs"]}  # fmt: skip
             unused = granted - used - RARE[who]
             assert not unused, f"{who} RBAC grants unused {sorted(unused)}"
-    # the token is only in Secrets: not in any other object, Event, or log
-    leaks = [
-        f"{rt.plural}/{k[2]}"
-        for k, obj in api.emulator.store.items()
-        if (rt := api.emulator.types[k[0]]).plural != "secrets" and token in json.dumps(obj)
-    ]
-    logs = [p.name for p in tmp_path.rglob("*.log") if token in p.read_text(errors="replace")]
-    assert not leaks and not logs, (leaks, logs)
+    # the token and the API key are only in Secrets: not in any other object, Event, or log
+    for secret_value in (token, API_KEY):
+        leaks = [
+            f"{rt.plural}/{k[2]}"
+            for k, obj in api.emulator.store.items()
+            if (rt := api.emulator.types[k[0]]).plural != "secrets"
+            and secret_value in json.dumps(obj)
+        ]
+        logs = [p.name for p in tmp_path.rglob("*.log")
+                if secret_value in p.read_text(errors="replace")]  # fmt: skip
+        assert not leaks and not logs, (leaks, logs)
     pod_secret = api.get("secrets", "default", "hygen-control-token")
     assert pod_secret["data"]["token"] == secret["data"]["token"]  # pods use the chart's token
     assert st["profile"]["budgetMs"] == st["budgetMs"] > 0

@@ -68,7 +68,7 @@ def test_servingslo_owns_deployment_service_profile_and_kubectl_shows_columns(cl
     types = {x["type"]: x["status"] for x in st["conditions"]}
     assert types["Ready"] == types["Profiled"] == types["BudgetApplied"] == "True"
     for run in c.kubelet.running("chat"):
-        assert pod_control(run.port)["control"]["budget_ms"] == st["budgetMs"]
+        assert pod_control(run.admin_port)["control"]["budget_ms"] == st["budgetMs"]
 
     out = c.kubectl("get", "slo")
     assert out.returncode == 0, out.stderr
@@ -140,12 +140,14 @@ def test_slo_change_reprofiles_and_pushes_new_budget_to_every_pod(cluster: Clust
         "pods rolled",
     )
     c.wait(
-        lambda: all(pod_control(r.port)["control"]["budget_ms"] == st["budgetMs"] for r in runs),
+        lambda: all(
+            pod_control(r.admin_port)["control"]["budget_ms"] == st["budgetMs"] for r in runs
+        ),
         30,
         "new budget on every pod",
     )
     for r in runs:
-        assert pod_control(r.port)["slo_targets_ms"] == {"p99_tbt": 40.0}
+        assert pod_control(r.admin_port)["slo_targets_ms"] == {"p99_tbt": 40.0}
     profile = json.loads(c.api.get("configmaps", NS, "chat-profile")["data"]["profile.json"])
     assert profile["tolerance"] == 0.5 and profile["budget_ms"] == st["budgetMs"]
     events = [e for e in c.api.list("events", NS) if e.get("reason") == "Profiled"]
@@ -243,14 +245,16 @@ def pod_idle(port: int) -> dict | None:
 
 def busy_job(c: Cluster, name: str, engine_s: float) -> int:
     """A one-pod ServingSLO whose engine takes ``engine_s`` a request, and a job with 50 of
-    its 400 lines running there; the pod's port."""
+    its 400 lines running there; the pod's admin port (where the operator's routes are)."""
     c.kubelet.env["FAKE_ENGINE_DELAY_S"] = str(engine_s)  # nothing finishes before we act
     c.api.create(serving_slo(replicas=1), "servingslos")
     ready(c)
     (run,) = c.kubelet.running("chat")
     c.api.create(batch_job(name, "chat", batch_lines(400), parallelism=50), "batchjobs")
-    c.wait(lambda: pod_metrics(run.port)["offline_inflight"] >= 50, 30, "50 running on the pod")
-    return run.port
+    c.wait(
+        lambda: pod_metrics(run.admin_port)["offline_inflight"] >= 50, 30, "50 running on the pod"
+    )
+    return run.admin_port
 
 
 def test_deleting_a_batchjob_cancels_its_queued_work(cluster: Cluster):
@@ -281,8 +285,9 @@ def test_stopping_a_job_while_the_operator_is_down_still_stops_the_pods_work(
     else:
         c.wait(lambda: not c.obj("batchjobs", "halt"), 30, "BatchJob deleted after restart")
     c.wait(lambda: pod_idle(port), 15, "the pod's share of the job cancelled (engine: 60 s)")
-    held = httpx.get(f"http://127.0.0.1:{port}/v1/offline/requests", params={"prefix": uid})
-    assert held.json()["data"] == []
+    held = httpx.get(f"http://127.0.0.1:{port}/v1/offline/requests", params={"prefix": uid},
+                     headers={"Authorization": f"Bearer {TOKEN}"})  # fmt: skip
+    assert held.status_code == 200 and held.json()["data"] == []
 
 
 def test_retuning_tightens_the_budget_when_online_latency_nears_the_target(cluster: Cluster):
@@ -303,5 +308,5 @@ def test_retuning_tightens_the_budget_when_online_latency_nears_the_target(clust
     assert st["budgetMs"] < profiled * 0.7 + 1e-9
     assert st["observed"]["p99TbtMs"] == 48.0 and st["observedSummary"] == "p99_tbt 48.0ms"
     runs = c.kubelet.running("chat")
-    c.wait(lambda: all(pod_control(r.port)["control"]["budget_ms"] < profiled for r in runs),
+    c.wait(lambda: all(pod_control(r.admin_port)["control"]["budget_ms"] < profiled for r in runs),
            10, "tightened budget on every pod")  # fmt: skip

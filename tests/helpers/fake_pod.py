@@ -10,10 +10,10 @@ from pathlib import Path
 from typing import Any
 
 import httpx
-import uvicorn
 from fastapi import FastAPI
 from prometheus_client import CollectorRegistry
 
+from hygen_pod.listeners import listeners, serve_all
 from hygen_pod.pod_app import Pod, PodSettings, attach, running
 from hygen_pod.pod_process import free_port
 
@@ -47,8 +47,14 @@ class FakeEngine:
 
 
 class FakePodServer:
-    def __init__(self, state_dir: Path, engine: FakeEngine, **settings: Any) -> None:
+    def __init__(
+        self, state_dir: Path, engine: FakeEngine, *, admin: bool = False, **settings: Any
+    ) -> None:
+        """``admin``: the operator's routes on a second port (``admin_port``), as on a cluster."""
         self.port = free_port()
+        self.admin_port = free_port() if admin else None
+        if admin:
+            settings["admin_port"] = self.admin_port
         self.engine = engine
         self.registry = CollectorRegistry()
         self.pod = Pod(
@@ -65,13 +71,14 @@ class FakePodServer:
 
         app = self.app = FastAPI(lifespan=lifespan)
         attach(app, self.pod)
-        self.server = uvicorn.Server(
-            uvicorn.Config(app, host="127.0.0.1", port=self.port, log_level="warning")
+        self.servers = listeners(app, "127.0.0.1", self.port, self.admin_port, log_level="warning")
+        self.thread = threading.Thread(
+            target=lambda: asyncio.run(serve_all(self.servers)), daemon=True
         )
-        self.thread = threading.Thread(target=self.server.run, daemon=True)
         self.http = httpx.Client(base_url=self.url)
-        # the operator's client: its token on every call (dispatch and control routes)
-        self.op = httpx.Client(base_url=self.url, headers={"Authorization": "Bearer secret"})
+        # the operator's client: its token on every call, at the port its routes live on
+        op_url = f"http://127.0.0.1:{self.admin_port}" if admin else self.url
+        self.op = httpx.Client(base_url=op_url, headers={"Authorization": "Bearer secret"})
 
     @property
     def url(self) -> str:
@@ -84,7 +91,7 @@ class FakePodServer:
     def __enter__(self) -> FakePodServer:
         self.thread.start()
         deadline = time.monotonic() + 10
-        while not self.server.started:
+        while not all(s.started for s in self.servers):
             assert time.monotonic() < deadline, "fake pod did not start"
             time.sleep(0.01)
         return self
@@ -92,5 +99,6 @@ class FakePodServer:
     def __exit__(self, *exc: Any) -> None:
         self.http.close()
         self.op.close()
-        self.server.should_exit = True
+        for s in self.servers:
+            s.should_exit = True
         self.thread.join(10)

@@ -10,11 +10,12 @@ import sys
 from contextlib import asynccontextmanager
 from pathlib import Path
 
-import uvicorn
 from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse
 
+from hygen_pod.access import read_key_file
 from hygen_pod.control import OfflineControl
+from hygen_pod.listeners import listeners, serve_all
 from hygen_pod.pod_app import Pod, PodSettings, attach, running
 from hygen_pod.profile import ProfileDocument
 from tests.helpers.fake_pod import FakeEngine
@@ -28,12 +29,16 @@ def main(argv: list[str]) -> int:
     p.add_argument("--state-dir", required=True)
     p.add_argument("--hygen-profile")
     p.add_argument("--control-token-file")
+    p.add_argument("--api-key-file")
+    p.add_argument("--admin-port", type=int)
     p.add_argument("--slo", nargs="*", default=[])
     args, _engine_args = p.parse_known_args(argv)
     profile = ProfileDocument.load(args.hygen_profile) if args.hygen_profile else None
     settings = PodSettings(
         state_dir=Path(args.state_dir),
         control_token=Path(args.control_token_file).read_text().strip(),
+        api_keys=read_key_file(args.api_key_file) if args.api_key_file else [],
+        admin_port=args.admin_port,
         slo_targets_ms={k: float(v) for k, v in (s.split("=") for s in args.slo)},
         profile_path=Path(args.hygen_profile) if profile else None,
         has_predictor=profile is not None,
@@ -70,11 +75,8 @@ def main(argv: list[str]) -> int:
         code, body = await engine("/v1/completions", await request.json())
         return JSONResponse(body, status_code=code)
 
-    asyncio.run(
-        uvicorn.Server(
-            uvicorn.Config(app, host=args.host, port=args.port, log_level="warning")
-        ).serve()
-    )
+    servers = listeners(app, args.host, args.port, args.admin_port, log_level="warning")
+    asyncio.run(serve_all(servers, handle_signals=True))
     return 0
 
 

@@ -21,18 +21,38 @@ from tests.helpers.pod_process import TOKEN, tiny_pod
 
 pytestmark = pytest.mark.engine
 EP = "/v1/completions"
+KEY = "sk-test-key"  # given as vLLM's own --api-key: the pod takes it over
+OP = {"Authorization": f"Bearer {TOKEN}"}
 
 
 @pytest.fixture(scope="module")
 def pod(tiny_model, tmp_path_factory):
-    p = tiny_pod(tiny_model, tmp_path_factory.mktemp("pod") / "state", "--slo", "p99_tbt=500")
+    p = tiny_pod(tiny_model, tmp_path_factory.mktemp("pod") / "state", "--slo", "p99_tbt=500",
+                 "--api-key", KEY)  # fmt: skip
     p.start()
     yield p
     assert p.terminate() == 0, p.log_tail()
 
 
 def _client(pod: PodProcess) -> OpenAI:
-    return OpenAI(base_url=pod.url + "/v1", api_key="unused", max_retries=0)
+    return OpenAI(base_url=pod.url + "/v1", api_key=KEY, max_retries=0)
+
+
+def test_vllms_routes_need_a_key_and_the_operators_take_its_token(pod: PodProcess) -> None:
+    """Our access control in front of vLLM's own app: vLLM's routes (and ours) refuse a
+    missing or wrong key; the operator's token opens /v1/offline, which vLLM's own key
+    check would have refused; probes and /metrics stay open."""
+    body = {"model": "tiny", "prompt": "x", "max_tokens": 2}
+    for hdr in ({}, {"Authorization": "Bearer wrong"}, OP):
+        assert httpx.post(pod.url + "/v1/completions", json=body, headers=hdr).status_code == 401
+        assert httpx.get(pod.url + "/v1/models", headers=hdr).status_code == 401
+        assert httpx.get(pod.url + "/tokenize", headers=hdr).status_code == 401
+    key = {"Authorization": f"Bearer {KEY}"}
+    assert httpx.get(pod.url + "/v1/models", headers=key).status_code == 200
+    assert httpx.get(pod.url + "/v1/offline/requests", headers=key).status_code == 401
+    assert httpx.get(pod.url + "/v1/offline/requests", headers=OP).status_code == 200
+    for probe in ("/health", "/ready", "/metrics"):
+        assert httpx.get(pod.url + probe).status_code == 200
 
 
 def _batch_lines(n: int, max_tokens: int, prefix: str = "c") -> list[str]:
@@ -99,7 +119,8 @@ def test_bad_online_requests_get_clear_4xx(pod: PodProcess) -> None:
     with pytest.raises(openai.BadRequestError, match="maximum context length"):
         c.completions.create(model="tiny", prompt="x " * 3000, max_tokens=2)
     r = httpx.post(pod.url + EP, content=b'{"model": "tiny", "prompt": ', timeout=30,
-                   headers={"Content-Type": "application/json"})  # fmt: skip
+                   headers={"Content-Type": "application/json",
+                            "Authorization": f"Bearer {KEY}"})  # fmt: skip
     assert r.status_code == 400 and "json" in r.text.lower()
 
 
@@ -146,10 +167,11 @@ def test_metrics_and_control_per_class(pod: PodProcess) -> None:
         pod.url + "/v1/offline/requests",
         json={"id": "m1", "url": EP, "body": {"model": "tiny", "prompt": "hi", "max_tokens": 4,
                                               "ignore_eos": True}},
+        headers=OP,
     )  # fmt: skip
     assert r.status_code in (200, 202)
     deadline = time.monotonic() + 60
-    while httpx.get(pod.url + "/v1/offline/requests/m1").json()["state"] == "queued":
+    while httpx.get(pod.url + "/v1/offline/requests/m1", headers=OP).json()["state"] == "queued":
         assert time.monotonic() < deadline
         time.sleep(0.2)
     with urllib.request.urlopen(pod.url + "/metrics") as resp:

@@ -41,6 +41,7 @@ class Outcome:
     duplicates: int = 0  # results beyond the first for one custom_id
     online_sent: int | None = None  # None: no online traffic in this scenario
     online_errors: int | None = None
+    breaches: int = 0  # attacks that succeeded (read, cancel, delete, inject), all kinds
     seconds: float = 0.0
     notes: list[str] = field(default_factory=list)
 
@@ -64,8 +65,16 @@ class OnlineTraffic:
     the rate) to the ServingSLO's Ready pods, picked from the API the way a Service's
     endpoints are (refreshed every ``refresh_s``); counts requests that failed."""
 
-    def __init__(self, c: Cluster, slo: str, rps: float = 10.0, refresh_s: float = 0.25) -> None:
+    def __init__(
+        self,
+        c: Cluster,
+        slo: str,
+        rps: float = 10.0,
+        refresh_s: float = 0.25,
+        api_key: str | None = None,
+    ) -> None:
         self.c, self.slo, self.period, self.refresh_s = c, slo, 1.0 / rps, refresh_s
+        self.headers = {"Authorization": f"Bearer {api_key}"} if api_key else {}
         self.sent = self.errors = 0
         self.last_error = ""
         self._lock = threading.Lock()
@@ -73,14 +82,7 @@ class OnlineTraffic:
         self._thread = threading.Thread(target=self._run, daemon=True)
 
     def _endpoints(self) -> list[int]:
-        ports = []
-        for p in self.c.api.list("pods", NS):
-            if (p["metadata"].get("labels") or {}).get(manifests.SLO_LABEL) != self.slo:
-                continue
-            conds = {x["type"]: x["status"] for x in p.get("status", {}).get("conditions", [])}
-            if conds.get("Ready") == "True":
-                ports.append(p["spec"]["containers"][0]["ports"][0]["containerPort"])
-        return ports
+        return endpoints(self.c, self.slo)
 
     def _one(self, http: httpx.Client, port: int | None) -> None:
         try:
@@ -89,6 +91,7 @@ class OnlineTraffic:
             r = http.post(
                 f"http://127.0.0.1:{port}/v1/completions",
                 json={"model": "tiny", "prompt": "online", "max_tokens": 4},
+                headers=self.headers,
             )
             r.raise_for_status()
         except Exception as e:
@@ -114,6 +117,21 @@ class OnlineTraffic:
     def __exit__(self, *exc: Any) -> None:
         self._stop.set()
         self._thread.join(15)
+
+
+def endpoints(c: Cluster, slo: str, port: str = "http") -> list[int]:
+    """Ports named ``port`` of the ServingSLO's Ready pods: with "http", what its Service
+    would balance over; "admin" is where the operator's routes are."""
+    ports = []
+    for p in c.api.list("pods", NS):
+        if (p["metadata"].get("labels") or {}).get(manifests.SLO_LABEL) != slo:
+            continue
+        conds = {x["type"]: x["status"] for x in p.get("status", {}).get("conditions", [])}
+        if conds.get("Ready") == "True":
+            named = {pt["name"]: pt["containerPort"] for pt in p["spec"]["containers"][0]["ports"]}
+            if port in named:
+                ports.append(named[port])
+    return ports
 
 
 def progress(c: Cluster, job: str) -> int:
@@ -297,6 +315,118 @@ def bad_batch_file(c: Cluster, rng: random.Random, n: int = 60) -> Outcome:
     return tally(out, ok, [f"req-{i}" for i in range(n)])
 
 
+ATTACK_TEXT = "attacker text"
+
+
+def anonymous_client(c: Cluster, rng: random.Random, n: int = 300) -> Outcome:
+    """Anyone who reaches the Service, beside a running BatchJob, a user's batch and online
+    traffic: with no key, a wrong key, or a key of their own, they try to list and read
+    offline prompts and results, read another user's batch input, cancel their batch, delete
+    the job's requests (one by one and by prefix), inject their own results under the job's
+    request ids, and change the budget. Every attempt must fail, the user's batch must
+    complete, and the job must end with exactly its own result for every line."""
+    import base64
+
+    out = Outcome("anonymous client beside a batch", n)
+    c.kubelet.env["FAKE_ENGINE_DELAY_S"] = "0.3"
+    keys = {"user": "user-key-" + str(rng.random()), "attacker": "own-key-" + str(rng.random())}
+    secret = base64.b64encode(f"{keys['user']}\n{keys['attacker']}\n".encode()).decode()
+    c.api.create(
+        {"apiVersion": "v1", "kind": "Secret", "metadata": {"name": "chat-keys", "namespace": NS},
+         "data": {"api-keys": secret}},
+        "secrets",
+    )  # fmt: skip
+    c.api.create(serving_slo(apiKeys={"name": "chat-keys"}), "servingslos")
+    ready(c)
+    user = {"Authorization": f"Bearer {keys['user']}"}
+    victim = endpoints(c, "chat")[0]
+    v = f"http://127.0.0.1:{victim}"
+    lines = "\n".join(json.dumps(x) for x in batch_lines(20)).encode()
+    with httpx.Client(timeout=10, headers=user) as http:
+        fid = http.post(f"{v}/v1/files", files={"file": ("in.jsonl", lines)},
+                        data={"purpose": "batch"}).json()["id"]  # fmt: skip
+        req = {"input_file_id": fid, "endpoint": "/v1/completions", "completion_window": "24h"}
+        bid = http.post(f"{v}/v1/batches", json=req).json()["id"]
+    tried: Counter[str] = Counter()
+    broke: Counter[str] = Counter()
+    creds = [{}, {"Authorization": "Bearer wrong"}, {"Authorization": f"Bearer {keys['attacker']}"}]
+
+    def attack(stop: threading.Event) -> None:
+        with httpx.Client(timeout=5) as h:
+            while not stop.is_set():
+                job = c.obj("batchjobs", "b")
+                uid = job.get("metadata", {}).get("uid", "x")  # as if it leaked: worst case
+                main = endpoints(c, "chat")
+                # the operator's routes, on the admin port (tried on the main one too)
+                for port in main + endpoints(c, "chat", "admin"):
+                    u = f"http://127.0.0.1:{port}"
+                    hdr = rng.choice(creds)
+                    k = rng.randrange(n)
+                    rid = f"{uid}-{k + 1}"
+                    forged = {"model": "tiny", "prompt": ATTACK_TEXT, "max_tokens": 8}
+                    attempts = [
+                        ("read", "GET", f"{u}/v1/offline/requests?limit=1000", None),
+                        ("read", "GET", f"{u}/v1/offline/requests/{rid}", None),
+                        ("read", "GET", f"{v}/v1/files/{fid}/content", None),
+                        ("read", "GET", f"{v}/v1/batches/{bid}", None),
+                        ("cancel", "POST", f"{v}/v1/batches/{bid}/cancel", None),
+                        ("delete", "DELETE", f"{u}/v1/offline/requests/{rid}", None),
+                        ("delete", "DELETE", f"{u}/v1/offline/requests?prefix={uid}-", None),
+                        ("delete", "DELETE", f"{v}/v1/files/{fid}", None),
+                        ("inject", "POST", f"{u}/v1/offline/requests",
+                         {"id": rid, "url": "/v1/completions", "body": forged}),
+                        ("control", "PUT", f"{u}/control/offline", {"mode": "qps", "qps": 0}),
+                    ]  # fmt: skip
+                    for kind, method, url, body in attempts:
+                        tried[kind] += 1
+                        try:
+                            r = h.request(method, url, json=body, headers=hdr)
+                        except httpx.HTTPError:
+                            continue
+                        if r.status_code < 400:
+                            broke[kind] += 1
+                    listed = h.get(f"{v}/v1/files", headers=hdr)
+                    tried["read"] += 1
+                    if listed.status_code < 400 and fid in listed.text:
+                        broke["read"] += 1
+                stop.wait(0.05)
+
+    stop = threading.Event()
+    attacker = threading.Thread(target=attack, args=(stop,), daemon=True)
+    with OnlineTraffic(c, "chat", api_key=keys["user"]) as online:
+        attacker.start()
+        try:
+            _, expected = run_job(c, "b", n, lambda: wait_progress(c, "b", n // 3))
+        finally:
+            stop.set()
+            attacker.join(15)
+    out.online_sent, out.online_errors = online.sent, online.errors
+    records = results(c, "b")
+    wrong = [
+        r["custom_id"]
+        for r in records
+        if ((r.get("response") or {}).get("body") or {}).get("echo")
+        != f"prompt {r['custom_id'].split('-')[1]}"
+    ]
+    broke["inject"] += len(wrong)
+    with httpx.Client(timeout=10, headers=user) as http:
+        deadline = time.monotonic() + 30
+        while (b := http.get(f"{v}/v1/batches/{bid}").json())["status"] not in (
+            "completed", "cancelled", "failed", "expired"
+        ):  # fmt: skip
+            assert time.monotonic() < deadline, b
+            time.sleep(0.2)
+    if b["status"] != "completed":
+        broke["cancel"] += 1
+    out.breaches = sum(broke.values())
+    out.notes.append(
+        "attempts " + ", ".join(f"{k} {tried[k]}" for k in sorted(tried))
+        + "; succeeded " + (", ".join(f"{k} {broke[k]}" for k in sorted(broke)) or "none")
+        + f"; results not the line's own: {len(wrong)}; user's batch {b['status']}"
+    )  # fmt: skip
+    return tally(out, records, expected)
+
+
 def run_scenario(name: str, c: Cluster, seed: int | str) -> Outcome:
     """Run one scenario on a fresh cluster with a seeded random source, timed."""
     t0 = time.monotonic()
@@ -311,4 +441,5 @@ SCENARIOS: dict[str, Callable[[Cluster, random.Random], Outcome]] = {
     "api_faults": api_faults,
     "pod_unready": pod_unready,
     "bad_batch_file": bad_batch_file,
+    "anonymous_client": anonymous_client,
 }

@@ -14,7 +14,7 @@ from tests.reliability.scenarios import SCENARIOS, run_scenario
 def test_scenario_loses_and_duplicates_nothing(cluster: Cluster, name: str) -> None:
     out = run_scenario(name, cluster, 1)
     print(out)
-    assert (out.lost, out.duplicates) == (0, 0), out
+    assert (out.lost, out.duplicates, out.breaches) == (0, 0, 0), out
     assert out.online_errors in (None, 0), out
     if out.online_sent is not None:
         assert out.online_sent > 20, out  # the traffic really ran

@@ -153,3 +153,39 @@ def test_examples_validate_against_the_crds(name: str):
             model.model_validate(d["spec"])
         else:
             kubernetes_validate.validate(d, KUBE, strict=True)
+
+
+def test_network_policy_opens_the_admin_port_to_the_operator_and_dispatchers_only():
+    """The policy the chart ships must select the pods the operator makes, name the ports
+    they declare, and admit exactly the operator's and the dispatcher Jobs' pods."""
+    from hygen_operator import manifests
+    from hygen_operator.settings import OperatorSettings
+
+    settings = OperatorSettings(control_token="t")
+    slo = ServingSLOSpec.model_validate({"model": "m", "slo": {"p99TbtMs": 50}})
+    pod = manifests.deployment("chat", slo, settings)["spec"]["template"]
+    ports = {p["name"] for p in pod["spec"]["containers"][0]["ports"]}
+    docs = render({})
+    (np,) = [d for d in docs if d["kind"] == "NetworkPolicy"]
+    sel = np["spec"]["podSelector"]["matchLabels"]
+    assert sel.items() <= pod["metadata"]["labels"].items()
+    open_rule, admin_rule = np["spec"]["ingress"]
+    assert [p["port"] for p in open_rule["ports"]] == ["http"] and "from" not in open_rule
+    assert [p["port"] for p in admin_rule["ports"]] == ["admin"]
+    assert {"http", "admin"} <= ports
+    operator_peer, dispatcher_peer = admin_rule["from"]
+    op_labels = _deployment(docs)["spec"]["template"]["metadata"]["labels"]
+    assert operator_peer["podSelector"]["matchLabels"].items() <= op_labels.items()
+    ns = operator_peer["namespaceSelector"]["matchLabels"]["kubernetes.io/metadata.name"]
+    assert ns == _deployment(docs)["metadata"]["namespace"]
+    job = manifests.dispatcher_job("j", "uid", BatchJobSpec.model_validate({
+        "servingSlo": "chat", "input": {"volume": {"claimName": "c", "path": "in.jsonl"}},
+        "output": {"volume": {"claimName": "c", "path": "out.jsonl"}}}), settings)  # fmt: skip
+    job_labels = job["spec"]["template"]["metadata"]["labels"]
+    (expr,) = dispatcher_peer["podSelector"]["matchExpressions"]
+    assert expr["operator"] == "Exists" and expr["key"] in job_labels
+    namespaced = render(MATRIX["namespaced"])
+    assert sorted(d["metadata"]["namespace"] for d in namespaced
+                  if d["kind"] == "NetworkPolicy") == ["team-a", "team-b"]  # fmt: skip
+    assert not [d for d in render({"networkPolicy": {"enabled": False}})
+                if d["kind"] == "NetworkPolicy"]  # fmt: skip

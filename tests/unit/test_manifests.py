@@ -89,3 +89,19 @@ def test_every_pod_runs_non_root_on_a_read_only_root_with_writable_paths_as_volu
     serve = _pod_specs()[0]["containers"][0]
     assert "/dev/shm" in {m["mountPath"] for m in serve["volumeMounts"]}
     assert any(a.startswith(manifests.STATE_DIR) for a in serve["command"])  # state: a volume
+
+
+def test_api_keys_secret_is_mounted_and_passed_to_serve_only():
+    d = manifests.deployment("llama", spec(apiKeys={"name": "llama-keys"}), S)
+    t = d["spec"]["template"]["spec"]
+    init, serve = t["initContainers"][0], t["containers"][0]
+    c = serve["command"]
+    assert c[c.index("--api-key-file") + 1] == f"{manifests.API_KEYS_MOUNT}/keys"
+    vol = {v["name"]: v for v in t["volumes"]}["api-keys"]
+    assert vol["secret"] == {"secretName": "llama-keys",
+                             "items": [{"key": "api-keys", "path": "keys"}]}  # fmt: skip
+    assert any(m["name"] == "api-keys" and m["readOnly"] for m in serve["volumeMounts"])
+    assert all(m["name"] != "api-keys" for m in init["volumeMounts"])  # profiling needs none
+    plain = manifests.deployment("llama", spec(), S)["spec"]["template"]["spec"]
+    assert "--api-key-file" not in plain["containers"][0]["command"]
+    assert manifests.spec_hash(spec(apiKeys={"name": "k"})) == manifests.spec_hash(spec())

@@ -370,3 +370,55 @@ def test_files_and_batches_are_invisible_to_another_key(tmp_path) -> None:
         assert [x.id for x in b.batches.list()] == [] and list(b.files.list()) == []
         assert bid in [x.id for x in a.batches.list()]
         assert fid in [x.id for x in a.files.list()]
+
+
+def test_with_an_admin_port_the_operators_routes_live_there_alone(tmp_path) -> None:
+    """What lets a NetworkPolicy fence them off: control and dispatch answer only on the
+    admin port, everything else only on the main port; probes on both."""
+    with FakePodServer(tmp_path, FakeEngine(), admin=True) as srv:
+        main, admin, op = srv.http, srv.op, {"Authorization": "Bearer secret"}
+        job = {"id": "j-1", "url": EP, "body": {"model": "tiny", "prompt": "p"}}
+        assert admin.post("/v1/offline/requests", json=job).status_code == 202
+        assert admin.get("/control").status_code == 200
+        r = main.get("/control", headers=op)
+        assert r.status_code == 404 and "admin port" in r.json()["error"]["message"]
+        assert main.post("/v1/offline/requests", json=job, headers=op).status_code == 404
+        assert main.get("/v1/offline/requests/j-1", headers=op).status_code == 404
+        assert main.get("/v1/files").status_code == 200  # no keys: open, on the main port
+        assert admin.get("/v1/files").status_code == 404
+        assert (
+            admin.get("/v1/offline/requests/j-1", headers={"Authorization": ""}).status_code == 401
+        )
+        assert main.get("/ready").status_code == admin.get("/ready").status_code == 200
+
+
+def test_a_generated_control_token_is_private_from_birth_and_its_place_is_logged(
+    tmp_path, caplog, monkeypatch
+) -> None:
+    import logging
+    import os
+
+    from prometheus_client import CollectorRegistry
+
+    from hygen_pod.pod_app import Pod, PodSettings
+
+    modes: list[int] = []
+    real_open = os.open
+
+    def spy(path, flags, mode=0o777, *a, **kw):  # the mode the file is created with
+        if str(path).endswith("control.token"):
+            modes.append(mode)
+        return real_open(path, flags, mode, *a, **kw)
+
+    monkeypatch.setattr(os, "open", spy)
+    state = tmp_path / "state"
+    with caplog.at_level(logging.WARNING, logger="hygen.pod"):
+        pod = Pod(PodSettings(state_dir=state), FakeEngine(), registry=CollectorRegistry())
+    token_file = state / "control.token"
+    assert modes == [0o600] and token_file.stat().st_mode & 0o777 == 0o600
+    assert state.stat().st_mode & 0o777 == 0o700
+    assert f"generated one in {token_file}" in caplog.text and pod.token not in caplog.text
+    again = Pod(PodSettings(state_dir=state), FakeEngine(), registry=CollectorRegistry())
+    assert again.token == pod.token  # a restart keeps it
+    pod.store.close()
+    again.store.close()

@@ -20,7 +20,9 @@ from argparse import Namespace
 from pathlib import Path
 from typing import Any
 
+from hygen_pod.access import read_key_file
 from hygen_pod.control import OfflineControl, write_control
+from hygen_pod.listeners import listeners, serve_all
 from hygen_pod.pod_app import Pod, PodSettings, attach, running, validation_message
 from hygen_pod.settings import request_class
 from hygen_pod.slo_window import SLOWindow
@@ -29,18 +31,48 @@ logger = logging.getLogger("hygen.server")
 SCHEDULER_CLS = "hygen_pod.vllm_adapter.scheduler.HyGenScheduler"
 
 
+POD_GROUP = "HyGen pod"
+
+
 def build_parser():
-    """vLLM's full server parser with the HyGen pod options in front."""
+    """vLLM's full server parser with the HyGen pod options in front (also in --help)."""
+    import argparse
+
     from vllm.entrypoints.launchers.cli_args import make_arg_parser
     from vllm.utils.argparse_utils import FlexibleArgumentParser
 
-    p = FlexibleArgumentParser(
+    class PodParser(FlexibleArgumentParser):
+        def format_help(self) -> str:
+            """Our options, with their descriptions, first; then vLLM's own help (its
+            config groups; --help=GROUP or --help=all shows their options)."""
+            if self._search_keyword is not None:
+                return super().format_help()
+            f = self._get_formatter()
+            f.add_usage(self.usage, [], [])
+            f.add_text(self.description)
+            group = next(g for g in self._action_groups if g.title == POD_GROUP)
+            f.start_section(POD_GROUP + " options")
+            f.add_arguments(group._group_actions)
+            f.end_section()
+            kept = self.usage, self.description
+            self.usage, self.description = argparse.SUPPRESS, None
+            try:
+                return (
+                    f.format_help()
+                    + "\nvLLM's options (--help=GROUP, or --help=all):\n"
+                    + (super().format_help().lstrip("\n"))
+                )
+            finally:
+                self.usage, self.description = kept
+
+    p = PodParser(
         prog="hygen-pod serve",
+        usage="hygen-pod serve --model MODEL [HyGen pod options] [vLLM server options]",
         description="HyGen serving pod: vLLM's OpenAI API with the HyGen scheduler, an "
         "OpenAI Batch API and a single-request offline API persisted in --state-dir, a "
         "token-protected control API and Prometheus metrics. All vLLM server options apply.",
     )
-    g = p.add_argument_group("HyGen pod")
+    g = p.add_argument_group(POD_GROUP)
     g.add_argument(
         "--state-dir",
         default="hygen-state",
@@ -50,6 +82,18 @@ def build_parser():
         "--control-token-file",
         help="file holding the control API bearer token (else $HYGEN_CONTROL_TOKEN, "
         "else one is generated into STATE_DIR/control.token)",
+    )
+    g.add_argument(
+        "--api-key-file",
+        help="file of API keys (one per line; a mounted Secret) for the OpenAI, files and "
+        "batch routes; each key owns the files and batches it creates. vLLM's --api-key "
+        "and $VLLM_API_KEY are taken too. No key: those routes are open (warned at start)",
+    )
+    g.add_argument(
+        "--admin-port",
+        type=int,
+        help="serve the operator's routes (/control, /v1/offline) on this port only, and "
+        "nothing else there, so a NetworkPolicy can fence them off; default: main port",
     )
     g.add_argument("--hygen-profile", help="profile JSON (hygen-pod profile): predictor + budget")
     g.add_argument("--hygen-predictor", help="predictor JSON, when there is no profile")
@@ -103,6 +147,19 @@ def _slo_targets(items: list[str]) -> dict[str, float]:
     return out
 
 
+def api_keys(args: Namespace) -> list[str]:
+    """The API keys from --api-key-file, vLLM's --api-key and $VLLM_API_KEY, taken away
+    from vLLM: its own key check would also refuse the operator's token on /v1/offline."""
+    keys = [k for k in (args.api_key or []) if k]
+    if not keys and os.environ.get("VLLM_API_KEY"):
+        keys.append(os.environ["VLLM_API_KEY"])
+    if args.api_key_file:
+        keys += read_key_file(args.api_key_file)
+    args.api_key = None
+    os.environ.pop("VLLM_API_KEY", None)
+    return keys
+
+
 def pod_settings(args: Namespace) -> PodSettings:
     token = os.environ.get("HYGEN_CONTROL_TOKEN")
     if args.control_token_file:
@@ -125,11 +182,13 @@ def pod_settings(args: Namespace) -> PodSettings:
     return PodSettings(
         state_dir=Path(args.state_dir),
         control_token=token,
+        api_keys=api_keys(args),
         slo_targets_ms=_slo_targets(args.slo),
         window_s=args.slo_window_s,
         max_inflight=args.offline_max_inflight,
         max_queued=args.offline_max_queued,
         drain_timeout_s=args.drain_timeout_s,
+        admin_port=args.admin_port,
         profile_path=Path(args.hygen_profile) if args.hygen_profile else None,
         has_predictor=bool(args.hygen_profile or args.hygen_predictor),
         initial_control=initial,
@@ -235,12 +294,24 @@ def make_executor(state: Any):
     return execute
 
 
+def _log_to_stderr() -> None:
+    """The pod's own log lines (hygen.*) on stderr next to vLLM's, e.g. where a generated
+    control token was written; vLLM configures only its own logger."""
+    log = logging.getLogger("hygen")
+    if not log.handlers:
+        h = logging.StreamHandler()
+        h.setFormatter(logging.Formatter("%(levelname)s %(asctime)s [%(name)s] %(message)s"))
+        log.addHandler(h)
+        log.setLevel(logging.INFO)
+        log.propagate = False
+
+
 async def serve(args: Namespace) -> None:
-    import uvicorn
     from vllm.entrypoints.launchers.api_server.app_state import init_app_state
     from vllm.entrypoints.launchers.api_server.entry import build_async_engine_client
     from vllm.entrypoints.launchers.app import build_app
 
+    _log_to_stderr()
     settings = pod_settings(args)
     configure_engine(args, settings)
     # The initial control goes to the file before the engine starts (the scheduler
@@ -254,23 +325,22 @@ async def serve(args: Namespace) -> None:
         pod = Pod(settings, make_executor(app.state))
         meter(engine_client, pod.window)
         attach(app, pod)
-        config = uvicorn.Config(
+        servers = listeners(
             app,
-            host=args.host or "0.0.0.0",
-            port=args.port,
+            args.host or "0.0.0.0",
+            args.port,
+            settings.admin_port,
             log_level=args.uvicorn_log_level,
             access_log=not args.disable_uvicorn_access_log,
             timeout_graceful_shutdown=max(1, int(settings.drain_timeout_s)),
         )
-        server = uvicorn.Server(config)
-        server.install_signal_handlers = lambda: None  # type: ignore[method-assign]
         loop = asyncio.get_running_loop()
         stop = asyncio.Event()
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, stop.set)
 
         async with running(pod):
-            serve_task = asyncio.create_task(server.serve())
+            serve_task = asyncio.create_task(serve_all(servers))
             done, _ = await asyncio.wait(
                 [serve_task, asyncio.create_task(stop.wait())], return_when=asyncio.FIRST_COMPLETED
             )
@@ -279,8 +349,24 @@ async def serve(args: Namespace) -> None:
                 pod.draining = True
                 aborted = await pod.runner.drain(settings.drain_timeout_s)
                 logger.info("drained; %d offline requests re-queued for the next start", aborted)
-                server.should_exit = True
+                for server in servers:
+                    server.should_exit = True
                 await serve_task
+
+
+def check_model(argv: list[str], model: str) -> None:
+    """A model must be named (vLLM would quietly fall back to a hub default and retry the
+    network), and a model given as a path must be a model folder."""
+    if not any(a == "--model" or a.startswith("--model=") for a in argv):
+        raise ValueError(
+            "--model is required: a model folder, or a Hugging Face id the pod can download"
+        )
+    path = Path(model).expanduser()
+    if model.startswith(("/", "./", "../", "~")) or path.exists():
+        if not path.is_dir():
+            raise ValueError(f"--model {model}: no such folder")
+        if not (path / "config.json").is_file():
+            raise ValueError(f"--model {model}: no config.json there (not a model folder)")
 
 
 def main(argv: list[str]) -> int:
@@ -288,6 +374,10 @@ def main(argv: list[str]) -> int:
     from vllm.entrypoints.launchers.cli_args import validate_parsed_serve_args
 
     args = build_parser().parse_args(argv)
+    if getattr(args, "model_tag", None):  # `hygen-pod serve MODEL`, as `vllm serve MODEL`
+        args.model = args.model_tag
+        argv = [*argv, "--model"]
+    check_model(argv, args.model)
     validate_parsed_serve_args(args)
     uvloop.run(serve(args))
     return 0

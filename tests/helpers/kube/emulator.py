@@ -58,6 +58,7 @@ BUILTINS: list[tuple[str, str, str, str, bool, set[str], list[str]]] = [
         set(),
         [],
     ),
+    ("networking.k8s.io", "v1", "networkpolicies", "NetworkPolicy", True, set(), ["netpol"]),
     ("monitoring.coreos.com", "v1", "servicemonitors", "ServiceMonitor", True, set(), []),
     ("monitoring.coreos.com", "v1", "podmonitors", "PodMonitor", True, set(), []),
     (

@@ -38,6 +38,7 @@ class PodRun:
     template: dict[str, Any]
     root: Path
     port: int = field(default_factory=free_port)
+    admin_port: int = field(default_factory=free_port)
     proc: subprocess.Popen | None = None
     init: subprocess.Popen | None = None
     restarts: int = 0
@@ -208,11 +209,14 @@ class Kubelet:
                 (manifests.STATE_DIR, "state"),
                 (manifests.PROFILE_MOUNT, "profile"),
                 (manifests.TOKEN_MOUNT, "token"),
+                (manifests.API_KEYS_MOUNT, "api-keys"),
             ):
                 a = a.replace(src, str(r.root / dst))
             out.append(a)
         if "--port" in out:
             out[out.index("--port") + 1] = str(r.port)
+        if "--admin-port" in out:
+            out[out.index("--admin-port") + 1] = str(r.admin_port)
         if "--host" in out:
             out[out.index("--host") + 1] = "127.0.0.1"
         return out
@@ -237,6 +241,15 @@ class Kubelet:
             (r.root / d).mkdir(parents=True, exist_ok=True)
         token = base64.b64decode(secret["data"]["token"]).decode()
         (r.root / "token" / "token").write_text(token)
+        if "api-keys" in vols:  # a Secret volume of selected items, as a kubelet projects it
+            src = vols["api-keys"]["secret"]
+            keys = self.api.get("secrets", r.namespace, src["secretName"])
+            if keys is None:
+                return False
+            (r.root / "api-keys").mkdir(parents=True, exist_ok=True)
+            for item in src["items"]:
+                data = base64.b64decode(keys["data"][item["key"]]).decode()
+                (r.root / "api-keys" / item["path"]).write_text(data)
         cm = self.api.get("configmaps", r.namespace, manifests.profile_configmap_name(r.deployment))
         for k, v in ((cm or {}).get("data") or {}).items():
             (r.root / "profile" / k).write_text(v)
@@ -308,7 +321,11 @@ class Kubelet:
     def _publish(self, r: PodRun) -> None:
         tmpl = r.template
         containers = [dict(c) for c in tmpl["spec"]["containers"]]
-        containers[0]["ports"] = [{"name": "http", "containerPort": r.port}]
+        local = {"http": r.port, "admin": r.admin_port}  # each named port, as mapped here
+        containers[0]["ports"] = [
+            {"name": pt["name"], "containerPort": local[pt["name"]]}
+            for pt in containers[0].get("ports") or [{"name": "http"}]
+        ]
         status = {
             "phase": "Running",
             "podIP": "127.0.0.1",
