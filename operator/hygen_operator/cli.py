@@ -60,6 +60,14 @@ def _cmd_run(args: argparse.Namespace) -> int:
     )
     if settings is None:
         return 2
+    import asyncio
+
+    from hygen_operator.preflight import cluster_problem
+
+    problem = asyncio.run(cluster_problem(settings.kubeconfig))
+    if problem is not None:
+        print(f"hygen-operator run: {problem}", file=sys.stderr)
+        return 2
     run(settings, liveness=args.liveness)
     return 0
 

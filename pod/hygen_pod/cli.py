@@ -8,31 +8,41 @@ from pathlib import Path
 
 from pydantic import ValidationError
 
+from hygen_pod.control import OfflineControl
+
 
 def _cmd_demo(args: argparse.Namespace) -> int:
+    import logging
     import os
 
-    # vLLM logs every engine detail to stdout; the demo's output is the table.
-    os.environ.setdefault("VLLM_LOGGING_LEVEL", "WARNING")
-    from hygen_pod.demo import DemoConfig, format_table, run_demo
+    # vLLM's log (engine details, warnings) goes to a file: the demo's output is its tables.
+    workdir = Path(args.workdir)
+    workdir.mkdir(parents=True, exist_ok=True)
+    log_path = workdir / "engine.log"
+    os.environ["VLLM_CONFIGURE_LOGGING"] = "0"
+    handler = logging.FileHandler(log_path, mode="w")
+    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+    for name in ("vllm", "py.warnings", "hygen"):
+        log = logging.getLogger(name)
+        log.addHandler(handler)
+        log.setLevel(logging.INFO)
+        log.propagate = False
+    logging.captureWarnings(True)
+    from hygen_pod.demo import DemoConfig, run_demo
 
     cfg = DemoConfig(
-        workdir=Path(args.workdir),
+        workdir=workdir,
         data_dir=Path(args.data) if args.data else None,
         online_requests=args.online,
         online_qps=args.online_qps,
         offline_requests=args.offline,
+        rounds=args.rounds,
         seed=args.seed,
         pod=not args.no_pod,
+        gpu=None if args.no_gpu else "h100",
     )
-    res = run_demo(cfg)
-    print()
-    print(format_table(res.rows))
-    if res.pod_rows:
-        from hygen_pod.pod_demo import format_pod_table
-
-        print()
-        print(format_pod_table(res.pod_rows, res.pod_target_ms, res.budget_ms))
+    print(f"engine log: {log_path}", file=sys.stderr, flush=True)
+    run_demo(cfg, emit=lambda line: print(line, flush=True))
     print(f"\nstep trace: {cfg.workdir / 'steps.jsonl'}")
     print(f"predictor:  {cfg.workdir / 'predictor.json'}")
     return 0
@@ -168,14 +178,38 @@ def _cmd_profile(args: argparse.Namespace) -> int:
     return 0
 
 
-def _cmd_control(args: argparse.Namespace) -> int:
-    from hygen_pod.control import OfflineControl, write_control
-
+def _control_of(args: argparse.Namespace) -> OfflineControl:
+    """The control the options ask for, or ValueError naming the option at fault."""
+    if args.mode == "budget":
+        if args.qps is not None:
+            raise ValueError("--qps applies to --mode qps only")
+        if args.budget_ms is None:
+            raise ValueError("--budget-ms is required with --mode budget (0 = online only)")
+        if not args.budget_ms >= 0 or args.budget_ms == float("inf"):
+            raise ValueError(f"--budget-ms must be a finite number >= 0, not {args.budget_ms:g}")
+        return OfflineControl(mode="budget", budget_ms=args.budget_ms)
+    if args.budget_ms is not None:
+        raise ValueError("--budget-ms applies to --mode budget only")
+    if args.qps is None:
+        raise ValueError("--qps is required with --mode qps: a rate, 0 (online only) or 'uncapped'")
+    if args.qps == "uncapped":
+        return OfflineControl(mode="qps", qps=None)
     try:
-        control = OfflineControl(mode=args.mode, budget_ms=args.budget_ms or 0.0, qps=args.qps)
-    except ValidationError as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
+        qps = float(args.qps)
+    except ValueError:
+        raise ValueError(f"--qps must be a number >= 0 or 'uncapped', not {args.qps!r}") from None
+    if not qps >= 0 or qps == float("inf"):
+        raise ValueError(f"--qps must be a finite number >= 0 or 'uncapped', not {args.qps}")
+    return OfflineControl(mode="qps", qps=qps)
+
+
+def _cmd_control(args: argparse.Namespace) -> int:
+    from hygen_pod.control import write_control
+
+    control = _control_of(args)
+    folder = Path(args.file).resolve().parent
+    if not folder.is_dir():
+        raise ValueError(f"--file {args.file}: folder {folder} does not exist")
     write_control(args.file, control)
     print(control.model_dump_json())
     return 0
@@ -199,15 +233,20 @@ def build_parser() -> argparse.ArgumentParser:
         "demo",
         help="local main job: tiny model on the CPU engine, Azure trace online + offline batch",
         description="Fit the predictor on captured steps, then replay a slice of the Azure "
-        "conversation trace alone, with naive co-location, and with HyGen; print a table. "
-        "Then start the serving pod (hygen-pod serve) and replay the slice over HTTP, "
-        "alone and while an offline batch runs through the Batch API.",
+        "conversation trace alone, with offline work but no budget, and with HyGen, in "
+        "interleaved rounds; print medians and a conclusion (or 'inconclusive' when the "
+        "machine is too noisy). Then the same policies on a simulated H100, and through "
+        "the serving pod (hygen-pod serve) over HTTP while a batch runs.",
     )
     d.add_argument("--workdir", default=".hygen-demo", help="model, trace and predictor go here")
     d.add_argument("--data", help="shared data folder (default: $HYGEN_DATA or ../shared/data)")
-    d.add_argument("--online", type=int, default=48, help="online requests to replay")
+    d.add_argument("--online", type=int, default=24, help="online requests per replay")
     d.add_argument("--online-qps", type=float, default=3.0, help="online request rate")
-    d.add_argument("--offline", type=int, default=96, help="offline backlog size")
+    d.add_argument("--offline", type=int, default=48, help="offline backlog per replay")
+    d.add_argument(
+        "--rounds", type=int, default=3, help="rounds of all three policies (rotated order)"
+    )
+    d.add_argument("--no-gpu", action="store_true", help="skip the simulated H100 stage")
     d.add_argument("--seed", type=int, default=0)
     d.add_argument(
         "--no-pod", action="store_true", help="skip the last stage through the serving pod"
@@ -272,10 +311,15 @@ def build_parser() -> argparse.ArgumentParser:
     c = sub.add_parser(
         "set-control", help="write the offline control file a running scheduler watches"
     )
-    c.add_argument("--file", required=True)
+    c.add_argument("--file", required=True, help="the control file (its folder must exist)")
     c.add_argument("--mode", choices=["budget", "qps"], default="budget")
-    c.add_argument("--budget-ms", type=float, help="per-iteration latency budget; 0 = online only")
-    c.add_argument("--qps", type=float, help="offline request starts per second (qps mode)")
+    c.add_argument(
+        "--budget-ms", type=float, help="budget mode: per-iteration latency budget; 0 = online only"
+    )
+    c.add_argument(
+        "--qps",
+        help="qps mode: offline request starts per second; 0 = online only; 'uncapped'",
+    )
     c.set_defaults(func=_cmd_control)
 
     sub.add_parser(
@@ -306,6 +350,11 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         return int(args.func(args))
+    except ValidationError as e:  # one line naming the field, not pydantic's page with a URL
+        err = e.errors()[0]
+        where = ".".join(str(x) for x in err["loc"])
+        print(f"error: {where}: {err['msg']}" if where else f"error: {err['msg']}", file=sys.stderr)
+        return 2
     except (FileNotFoundError, ValueError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2

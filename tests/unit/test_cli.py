@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
-import json
 import random
+
+import pytest
 
 from hygen_pod.batch import BatchShape
 from hygen_pod.cli import main
@@ -57,12 +58,41 @@ def test_set_control_writes_what_the_scheduler_reads(tmp_path, capsys) -> None:
     got = reader.poll()
     assert got is not None and got.budget_ms == 25 and got.mode == "budget"
     assert reader.poll() is None  # unchanged file is not re-read
-    assert main(["set-control", "--file", str(path), "--budget-ms", "-1"]) == 2
-    assert "budget_ms" in capsys.readouterr().err
+    assert main(["set-control", "--file", str(path), "--mode", "qps", "--qps", "uncapped"]) == 0
+    got = reader.poll()
+    assert got is not None and (got.mode, got.qps) == ("qps", None)
     # A corrupt file keeps the last good control and reports the error.
     path.write_text("{")
     assert reader.poll() is None and reader.last_error
-    assert json.loads('{"mode": "qps"}')["mode"] == "qps"
+
+
+@pytest.mark.parametrize(
+    ("args", "named"),
+    [
+        (["--budget-ms", "-5"], "--budget-ms"),
+        (["--budget-ms", "inf"], "--budget-ms"),
+        ([], "--budget-ms is required"),
+        (["--mode", "qps"], "--qps is required"),
+        (["--mode", "qps", "--qps", "-1"], "--qps"),
+        (["--mode", "qps", "--qps", "fast"], "--qps"),
+        (["--budget-ms", "3", "--qps", "2"], "--qps applies to --mode qps"),
+        (["--mode", "qps", "--qps", "2", "--budget-ms", "3"], "--budget-ms applies"),
+    ],
+)
+def test_set_control_refuses_bad_values_in_one_line_naming_the_option(
+    tmp_path, capsys, args: list[str], named: str
+) -> None:
+    path = tmp_path / "control.json"
+    assert main(["set-control", "--file", str(path), *args]) == 2
+    err = capsys.readouterr().err
+    assert named in err and err.count("\n") == 1, err
+    assert not path.exists()
+
+
+def test_set_control_does_not_create_folders(tmp_path, capsys) -> None:
+    target = tmp_path / "no" / "such" / "c.json"
+    assert main(["set-control", "--file", str(target), "--budget-ms", "2"]) == 2
+    assert "--file" in capsys.readouterr().err and not (tmp_path / "no").exists()
 
 
 def test_profile_on_the_gpu_oracle(tmp_path, capsys) -> None:
@@ -100,3 +130,33 @@ def test_profile_on_the_gpu_oracle(tmp_path, capsys) -> None:
     assert doc.budget_ms > 0 and doc.with_budget.mean_tbt_ms <= 1.5 * doc.online_only.mean_tbt_ms
     assert "budget" in capsys.readouterr().out
     assert main([*args[:-2], "--tolerance", "-1", "--out", str(out)]) == 2
+
+
+def test_serve_needs_a_model_and_names_a_missing_one(tmp_path, capsys) -> None:
+    """No silent hub default, no traceback: one line naming --model, exit 2 (vLLM's parser
+    is built, no engine starts)."""
+    pytest.importorskip("vllm")
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    for args, says in (
+        ([], "--model is required"),
+        (["--model", str(tmp_path / "nonexistent")], "no such folder"),
+        (["--model", str(empty)], "no config.json"),
+    ):
+        assert main(["serve", *args]) == 2, args
+        err = capsys.readouterr().err
+        assert says in err and err.count("\n") == 1, err
+
+
+def test_serve_help_shows_the_pod_options_with_descriptions_first() -> None:
+    pytest.importorskip("vllm")
+    from hygen_pod.vllm_adapter.server import build_parser
+
+    text = build_parser().format_help()
+    usage = text.splitlines()[0]
+    assert usage.startswith("usage: hygen-pod serve --model MODEL") and len(usage) < 100
+    ours, _, theirs = text.partition("vLLM's options")
+    for opt in ("--api-key-file", "--admin-port", "--hygen-profile", "--budget-ms", "--slo"):
+        assert opt in ours, opt
+    assert "file of API keys" in ours  # with its description
+    assert "ModelConfig" in theirs and "ModelConfig" not in ours

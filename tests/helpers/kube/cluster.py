@@ -43,29 +43,61 @@ class Cluster:
     def status(self, plural: str, name: str) -> dict[str, Any]:
         return self.obj(plural, name).get("status") or {}
 
-    def wait(self, what: Callable[[], Any], timeout_s: float = 60, msg: str = "") -> Any:
-        deadline = time.monotonic() + timeout_s
+    def wait(
+        self,
+        what: Callable[[], Any],
+        timeout_s: float = 60,
+        msg: str = "",
+        *,
+        observe: Callable[[], Any] | None = None,
+        stall_s: float | None = None,
+    ) -> Any:
+        """Poll ``what()`` until truthy. ``observe()`` is what the failure shows (and, with
+        ``stall_s``, what counts as progress: the wait fails after ``stall_s`` without a
+        change, or at ``timeout_s`` in all); without it, the last value of ``what()``."""
+        start = time.monotonic()
+        last_change, seen = start, None
         while True:
             v = what()
             if v:
                 return v
-            if time.monotonic() > deadline:
+            now = time.monotonic()
+            state = observe() if observe is not None else v
+            if state != seen:
+                last_change, seen = now, state
+            stalled = stall_s is not None and now - last_change > stall_s
+            if stalled or now - start > timeout_s:
+                why = f"no progress for {stall_s:.0f} s" if stalled else f"{timeout_s:.0f} s"
                 raise AssertionError(
-                    f"timed out: {msg}\nlast value: {v!r}\n"
+                    f"timed out ({why}): {msg}\nlast observed: {state!r}\n"
                     f"kubelet errors: {self.kubelet.errors[-3:]}\n"
                     f"operator log:\n{self.operator.tail()}"
                 )
             time.sleep(0.2)
 
 
-def reach(c: Cluster, plural: str, name: str, phases: tuple[str, ...], timeout_s: float) -> dict:
-    """Wait until the object's status.phase is one of ``phases``; returns its status."""
+def reach(
+    c: Cluster,
+    plural: str,
+    name: str,
+    phases: tuple[str, ...],
+    timeout_s: float,
+    stall_s: float | None = None,
+) -> dict:
+    """Wait until the object's status.phase is one of ``phases``; returns its status. A
+    timeout shows the status last seen; ``stall_s``: fail only when it stops changing."""
 
     def now() -> dict[str, Any] | None:
         st = c.status(plural, name)
         return st if st.get("phase") in phases else None
 
-    return c.wait(now, timeout_s, f"{plural}/{name} phase in {phases}")
+    return c.wait(
+        now,
+        timeout_s,
+        f"{plural}/{name} phase in {phases}",
+        observe=lambda: c.status(plural, name),
+        stall_s=stall_s,
+    )
 
 
 def ready(c: Cluster, name: str = "chat", timeout_s: float = 90) -> dict[str, Any]:
@@ -73,9 +105,11 @@ def ready(c: Cluster, name: str = "chat", timeout_s: float = 90) -> dict[str, An
     return reach(c, "servingslos", name, ("Ready",), timeout_s)
 
 
-def finished(c: Cluster, job: str, timeout_s: float = 120) -> dict[str, Any]:
+def finished(
+    c: Cluster, job: str, timeout_s: float = 120, stall_s: float | None = None
+) -> dict[str, Any]:
     """Wait for a BatchJob's final phase; returns its status."""
-    return reach(c, "batchjobs", job, ("Succeeded", "Failed", "Cancelled"), timeout_s)
+    return reach(c, "batchjobs", job, ("Succeeded", "Failed", "Cancelled"), timeout_s, stall_s)
 
 
 def apply_crds(api: EmulatorServer) -> None:
