@@ -1,9 +1,14 @@
 """Where a BatchJob's lines come from and where its results go.
 
-Input: inline lines, a ConfigMap key, or a file on a volume. Output: a ConfigMap with one
+Input: inline lines, a ConfigMap key, or a file on a volume. Output: ConfigMaps with one
 key per line (``line-000017``), or an OpenAI batch output JSONL file on a volume. Both sinks
 are keyed by input line number and report what they already hold, which is what lets a
 restarted dispatcher skip finished lines and never record one twice.
+
+The API server refuses a ConfigMap whose data exceeds 1 MiB, so ConfigMap output is split
+into parts: ``NAME``, ``NAME-2``, ``NAME-3``, ... each filled up to `PART_BYTES`, and a
+result too large for any ConfigMap is recorded as a ``result_too_large`` error naming
+the way out (a volume output) instead of being lost.
 """
 
 from __future__ import annotations
@@ -17,6 +22,12 @@ from hygen_operator.kube import CONFIGMAP, Kube
 from hygen_operator.resources import BatchJobSpec, VolumeRef
 
 KEY_PREFIX = "line-"
+CONFIGMAP_LIMIT = 1024 * 1024  # the API server's limit on a ConfigMap's data
+PART_BYTES = 900 * 1024  # what a part is filled to: headroom for keys and metadata
+
+
+class MissingInput(Exception):
+    """The input is not there yet (a ConfigMap or its key): wait for it, do not fail."""
 
 
 class InputError(Exception):
@@ -47,10 +58,12 @@ async def read_input(spec: BatchJobSpec, kube: Kube, ns: str, root: Path | None)
     assert src.config_map is not None
     cm = await kube.get(CONFIGMAP, ns, src.config_map.name)
     if cm is None:
-        raise InputError(f"spec.input.configMap.name: ConfigMap {src.config_map.name!r} not found")
+        raise MissingInput(
+            f"spec.input.configMap.name: ConfigMap {src.config_map.name!r} not found in {ns}"
+        )
     text = (cm.get("data") or {}).get(src.config_map.key)
     if text is None:
-        raise InputError(
+        raise MissingInput(
             f"spec.input.configMap.key: ConfigMap {src.config_map.name!r} has no key "
             f"{src.config_map.key!r}"
         )
@@ -67,19 +80,79 @@ class ResultSink(Protocol):
         ...
 
 
+def part_name(name: str, index: int) -> str:
+    """The ConfigMap holding part ``index`` (0-based) of an output named ``name``."""
+    return name if index == 0 else f"{name}-{index + 1}"
+
+
+def _entry_bytes(line: int, value: str) -> int:
+    return len(line_key(line).encode()) + len(value.encode())
+
+
+def too_large(line: int, value: str) -> str:
+    """The error record that replaces a result no ConfigMap can hold."""
+    out = json.loads(value)
+    out["response"] = None
+    out["error"] = {
+        "code": "result_too_large",
+        "message": f"line {line}: the result is {len(value.encode())} bytes; a ConfigMap "
+        f"holds at most {CONFIGMAP_LIMIT}: use output.volume for results this large",
+    }
+    return json.dumps(out)
+
+
 class ConfigMapSink:
-    def __init__(self, kube: Kube, ns: str, name: str) -> None:
-        self.kube, self.ns, self.name = kube, ns, name
+    """Results in ConfigMaps ``NAME``, ``NAME-2``, ...: a part is filled to `PART_BYTES`,
+    then the next is created. ``parts`` lists them (for the job's status)."""
+
+    def __init__(self, kube: Kube, ns: str, name: str, part_bytes: int = PART_BYTES) -> None:
+        self.kube, self.ns, self.name, self.part_bytes = kube, ns, name, part_bytes
+        self.parts: list[str] = []
+        self._sizes: list[int] = []
 
     async def written(self) -> dict[int, str]:
-        body = {"metadata": {"name": self.name}, "data": {}}
-        cm, _ = await self.kube.ensure(CONFIGMAP, self.ns, body)
-        data = cm.get("data") or {}
-        return {int(k[len(KEY_PREFIX) :]): v for k, v in data.items() if k.startswith(KEY_PREFIX)}
+        out: dict[int, str] = {}
+        self.parts, self._sizes = [], []
+        while True:
+            name = part_name(self.name, len(self.parts))
+            if not self.parts:  # the first part always exists: create it empty
+                cm, _ = await self.kube.ensure(
+                    CONFIGMAP, self.ns, {"metadata": {"name": name}, "data": {}}
+                )
+            else:
+                cm = await self.kube.get(CONFIGMAP, self.ns, name)
+                if cm is None:
+                    return out
+            data = cm.get("data") or {}
+            lines = {
+                int(k[len(KEY_PREFIX) :]): v for k, v in data.items() if k.startswith(KEY_PREFIX)
+            }
+            out.update(lines)
+            self.parts.append(name)
+            self._sizes.append(sum(len(k.encode()) + len(v.encode()) for k, v in data.items()))
 
     async def write(self, results: dict[int, str]) -> None:
-        data = {line_key(n): v for n, v in results.items()}
-        await self.kube.patch(CONFIGMAP, self.ns, self.name, {"data": data})
+        if not self.parts:
+            await self.written()
+        batch: dict[str, str] = {}
+        for n, v in sorted(results.items()):
+            if _entry_bytes(n, v) > self.part_bytes:
+                v = too_large(n, v)
+            size = _entry_bytes(n, v)
+            if self._sizes[-1] + size > self.part_bytes:  # this part is full: the next one
+                await self._flush(batch)
+                batch = {}
+                name = part_name(self.name, len(self.parts))
+                await self.kube.ensure(CONFIGMAP, self.ns, {"metadata": {"name": name}, "data": {}})
+                self.parts.append(name)
+                self._sizes.append(0)
+            batch[line_key(n)] = v
+            self._sizes[-1] += size
+        await self._flush(batch)
+
+    async def _flush(self, data: dict[str, str]) -> None:
+        if data:
+            await self.kube.patch(CONFIGMAP, self.ns, self.parts[-1], {"data": data})
 
 
 class FileSink:

@@ -19,7 +19,13 @@ from typing import Any
 from pydantic import ValidationError
 
 from hygen_operator import manifests
-from hygen_operator.batch_io import InputError, make_sink, read_input
+from hygen_operator.batch_io import (
+    ConfigMapSink,
+    InputError,
+    MissingInput,
+    make_sink,
+    read_input,
+)
 from hygen_operator.conditions import field_errors, now, set_condition
 from hygen_operator.dispatch import Dispatcher, Progress, forget_on, job_prefix
 from hygen_operator.events import post_event
@@ -28,6 +34,7 @@ from hygen_operator.pod_client import PodClient
 from hygen_operator.resources import GROUP, VERSION, BatchJobSpec
 from hygen_operator.servingslo import Context, ready_pods
 from hygen_operator.settings import OperatorSettings
+from hygen_pod.api import window_seconds
 
 BATCHJOB = Kind(GROUP, VERSION, "batchjobs", "BatchJob")
 SERVINGSLO = Kind(GROUP, VERSION, "servingslos", "ServingSLO")
@@ -65,7 +72,12 @@ async def run_job(
             await post_event(ctx.kube, body, "Warning", reason, msg)
         ok = phase == "Succeeded"
         cond = set_condition(conds, "Complete", ok, reason, msg, gen)
-        await _status(ctx, ns, name, {"phase": phase, "message": msg, "conditions": cond, **extra})
+        await _status(
+            ctx,
+            ns,
+            name,
+            {"phase": phase, "reason": reason, "message": msg, "conditions": cond, **extra},
+        )
 
     try:
         spec = BatchJobSpec.model_validate(body.get("spec") or {})
@@ -90,11 +102,41 @@ async def run_job(
         await sleep(ctx.settings.dispatch_poll_s * 2)
 
     started = status.get("startTime") or now()
+    deadline = (
+        _epoch(started, time.time()) + window_seconds(spec.completion_window)
+        if spec.completion_window
+        else None
+    )
+    # wait for the input (a ConfigMap applied after the job is not an error: it may come)
+    delay = ctx.settings.dispatch_poll_s * 2
+    while spec.input.config_map is not None:
+        try:
+            await read_input(spec, ctx.kube, ns, volume_root)
+            break
+        except MissingInput as e:
+            if stop_reason():
+                return
+            if cancelled():
+                msg = f"cancelled while waiting for its input ({e})"
+                await state("Cancelled", "Cancelled", msg, warn=False, completionTime=now())
+                return
+            if deadline is not None and time.time() > deadline:
+                msg = f"the completion window passed while waiting for its input: {e}"
+                await state("Failed", "Expired", msg, completionTime=now())
+                return
+            if status.get("message") != str(e):
+                status["message"] = str(e)
+                await state("Pending", "InputNotFound", str(e), startTime=started)
+            await sleep(delay)
+            delay = min(delay * 2, 30.0)  # backoff: a job can wait a long time
     if spec.uses_volume and volume_root is None:
         await ensure_dispatcher_job(ctx, body, spec)
         while not cancelled():  # the Job records progress; deleting the BatchJob deletes it
             await sleep(ctx.settings.dispatch_poll_s * 5)
         return
+
+    def parts() -> dict[str, Any]:
+        return {"outputConfigMaps": list(sink.parts)} if isinstance(sink, ConfigMapSink) else {}
 
     async def report(p: Progress) -> None:
         await _status(
@@ -102,7 +144,9 @@ async def run_job(
             ns,
             name,
             {
+                **parts(),
                 "phase": "Running",
+                "reason": "Running",
                 "total": p.total,
                 "completed": p.completed,
                 "failed": p.failed,
@@ -140,27 +184,53 @@ async def run_job(
             started_at=_epoch(started, time.time()),
         )
         outcome, p = await d.run(cancelled)
-    except InputError as e:
+    except (InputError, MissingInput) as e:
         await state("Failed", "InputError", str(e), completionTime=now())
         return
     if outcome in ("Stopped", "Deleted"):
         return  # operator shutting down (the next run resumes) or the job is gone
-    phase = {"Succeeded": "Succeeded", "Cancelled": "Cancelled"}.get(outcome, "Failed")
+    phase, reason = final_phase(outcome, p)
     msg = f"{p.completed} completed, {p.failed} failed of {p.total}" + (
         " (completion window passed)" if outcome == "Expired" else ""
     )
+    if reason == "AllRequestsFailed":
+        msg = f"every line failed ({p.failed} of {p.total}): see their errors in the output"
+    elif reason == "EmptyInput":
+        msg = "the input has no lines"
+    if phase == "Succeeded" and p.failed:
+        conds[:] = set_condition(
+            conds, "LinesFailed", True, "SomeRequestsFailed",
+            f"{p.failed} of {p.total} lines failed: their errors are in the output", gen,
+        )  # fmt: skip
     counts = {"total": p.total, "completed": p.completed, "failed": p.failed}
     await state(
         phase,
-        outcome,
+        reason,
         msg,
-        warn=False,
+        warn=phase == "Failed",
         progress=f"{p.done}/{p.total}",
         startTime=started,
         completionTime=now(),
+        **parts(),
         **counts,
     )
-    await post_event(ctx.kube, body, "Normal", phase, msg)
+    if phase != "Failed":
+        await post_event(ctx.kube, body, "Normal", phase, msg)
+
+
+def final_phase(outcome: str, p: Progress) -> tuple[str, str]:
+    """(phase, reason) of a finished dispatch, with OpenAI batch semantics: a job whose
+    every line failed has Failed; one with some failed lines has Succeeded (the failures
+    are in its output, and a LinesFailed condition says how many)."""
+    if outcome == "Cancelled":
+        return "Cancelled", "Cancelled"
+    if outcome != "Succeeded":
+        return "Failed", outcome
+    if p.total == 0:
+        return "Failed", "EmptyInput"
+    if p.completed == 0:
+        return "Failed", "AllRequestsFailed"
+    return "Succeeded", "Succeeded"
 
 
 async def forget_job(ctx: Context, body: Any) -> None:

@@ -128,8 +128,10 @@ def _crd(
     }
 
 
-def _col(name: str, type_: str, path: str, desc: str) -> dict[str, Any]:
-    return {"name": name, "type": type_, "jsonPath": path, "description": desc}
+def _col(name: str, type_: str, path: str, desc: str, priority: int = 0) -> dict[str, Any]:
+    """A printer column; priority 1 shows only with ``kubectl get -o wide``."""
+    col = {"name": name, "type": type_, "jsonPath": path, "description": desc}
+    return {**col, "priority": priority} if priority else col
 
 
 def crds() -> dict[str, dict[str, Any]]:
@@ -153,6 +155,8 @@ def crds() -> dict[str, dict[str, Any]]:
                     ".status.offlineTokensPerSecond",
                     "offline throughput over all pods",
                 ),
+                _col("Reason", "string", ".status.reason", "why the phase is what it is"),
+                _col("Message", "string", ".status.message", "the phase in words", 1),
             ],
         ),
         "batchjobs.yaml": _crd(
@@ -166,6 +170,8 @@ def crds() -> dict[str, dict[str, Any]]:
                 _col("Progress", "string", ".status.progress", "completed/total"),
                 _col("Failed", "integer", ".status.failed", "lines that failed"),
                 _col("SLO", "string", ".spec.servingSlo", "the ServingSLO serving it"),
+                _col("Reason", "string", ".status.reason", "why the phase is what it is"),
+                _col("Message", "string", ".status.message", "the phase in words", 1),
             ],
         ),
     }

@@ -151,7 +151,11 @@ class ProfileSummary(Model):
 
 
 class ServingSLOStatus(Model):
-    phase: Literal["Pending", "Profiling", "Ready", "Degraded", "Failed"] = "Pending"
+    phase: Literal["Pending", "Profiling", "Ready", "Degraded", "Idle", "Failed"] = Field(
+        "Pending", description="Idle: replicas is 0"
+    )
+    reason: str | None = Field(None, description="the Ready condition's reason, for kubectl get")
+    message: str | None = Field(None, description="the Ready condition's message")
     conditions: list[Condition] = Field(default_factory=list)
     observed_generation: int | None = None
     ready_replicas: int = 0
@@ -240,7 +244,16 @@ class BatchJobSpec(Model):
 
 
 class BatchJobStatus(Model):
-    phase: Literal["Pending", "Running", "Succeeded", "Failed", "Cancelled"] = "Pending"
+    phase: Literal["Pending", "Running", "Succeeded", "Failed", "Cancelled"] = Field(
+        "Pending",
+        description="Succeeded: every line has a result (some may be errors, see the "
+        "LinesFailed condition); Failed: the job could not run, or every line failed",
+    )
+    reason: str | None = Field(None, description="why the phase is what it is")
+    output_config_maps: list[str] = Field(
+        default_factory=list,
+        description="the ConfigMaps holding the results (NAME, NAME-2, ...: each under 1 MiB)",
+    )
     total: int = 0
     completed: int = 0
     failed: int = 0

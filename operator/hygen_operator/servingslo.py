@@ -63,15 +63,63 @@ def invalid_status(status: Any, exc: ValidationError, generation: int | None) ->
     conds = set_condition(
         list(status.get("conditions") or []), "Ready", False, "InvalidSpec", msg, generation
     )
-    return {"phase": "Failed", "conditions": conds, "observedGeneration": generation}
+    return with_summary({"phase": "Failed", "conditions": conds, "observedGeneration": generation})
+
+
+# Waiting reasons that mean a container will not come up without someone acting.
+TROUBLE = (
+    "CrashLoopBackOff", "ImagePullBackOff", "ErrImagePull", "InvalidImageName",
+    "CreateContainerConfigError", "CreateContainerError", "RunContainerError",
+)  # fmt: skip
+
+
+def pod_trouble(pods: list[dict[str, Any]]) -> tuple[str, str] | None:
+    """(reason, message) of the first pod that cannot run: a container (or init container)
+    waiting in a failure state, with its last termination, or a pod the scheduler cannot
+    place. None when every pod is fine or merely starting."""
+    for p in sorted(pods, key=lambda x: x["metadata"]["name"]):
+        name, st = p["metadata"]["name"], p.get("status") or {}
+        for c in st.get("conditions") or []:
+            if c.get("type") == "PodScheduled" and c.get("status") == "False":
+                reason = c.get("reason") or "Unschedulable"
+                return reason, f"pod {name}: {reason}: {c.get('message') or 'cannot be placed'}"
+        for kind, key in (("init container", "initContainerStatuses"),
+                          ("container", "containerStatuses")):  # fmt: skip
+            for cs in st.get(key) or []:
+                waiting = (cs.get("state") or {}).get("waiting") or {}
+                reason = waiting.get("reason")
+                if reason not in TROUBLE:
+                    continue
+                msg = f"pod {name}: {kind} {cs.get('name')} {reason}"
+                last = (cs.get("lastState") or {}).get("terminated") or {}
+                if last:
+                    how = last.get("message") or last.get("reason") or "terminated"
+                    msg += f" (last exit {last.get('exitCode')}: {str(how).strip()[:300]})"
+                elif waiting.get("message"):
+                    msg += f" ({str(waiting['message'])[:300]})"
+                return reason, msg
+    return None
+
+
+def with_summary(st: dict[str, Any]) -> dict[str, Any]:
+    """The Ready condition's reason and message copied to status (kubectl get columns)."""
+    ready = next((c for c in st.get("conditions") or [] if c["type"] == "Ready"), None)
+    if ready is not None:
+        st["reason"], st["message"] = ready["reason"], ready.get("message") or None
+    return st
 
 
 async def ready_pods(
     kube: Kube, namespace: str, name: str, spec_hash: str | None = None
 ) -> list[PodAddress]:
     """Pods of a ServingSLO that are Ready, have an IP and (optionally) run the current spec."""
+    return ready_of(await kube.list(POD, namespace, manifests.selector(name)), spec_hash)
+
+
+def ready_of(pods: list[dict[str, Any]], spec_hash: str | None = None) -> list[PodAddress]:
+    """The addresses (admin port) of the Ready pods among ``pods``, by name."""
     out = []
-    for p in await kube.list(POD, namespace, manifests.selector(name)):
+    for p in pods:
         meta, st = p["metadata"], p.get("status") or {}
         if meta.get("deletionTimestamp") or not st.get("podIP"):
             continue
@@ -148,10 +196,16 @@ async def reconcile(ctx: Context, body: Any, logger: Any) -> dict[str, Any]:
         "targets": targets_text(spec),
         "conditions": conds,
     }
-    if not profiled:
+    if spec.replicas == 0:
+        st["phase"] = "Idle"
+        conds[:] = set_condition(conds, "Ready", False, "ScaledToZero", IDLE_MESSAGE, gen)
+    elif not profiled:
         st["phase"] = "Profiling"
         conds[:] = set_condition(conds, "Ready", False, "Profiling", "profiling the engine", gen)
-    return st
+    return with_summary(st)
+
+
+IDLE_MESSAGE = "replicas is 0: no pods run; BatchJobs wait until replicas is raised"
 
 
 async def sync(ctx: Context, body: Any, logger: Any) -> dict[str, Any] | None:
@@ -164,9 +218,20 @@ async def sync(ctx: Context, body: Any, logger: Any) -> dict[str, Any] | None:
         return None  # reconcile reported it
     kube = ctx.kube
     h = manifests.spec_hash(spec)
-    pods = await ready_pods(kube, ns, name, h)
+    every = [p for p in await kube.list(POD, ns, manifests.selector(name))
+             if not p["metadata"].get("deletionTimestamp")]  # fmt: skip
+    pods = ready_of(every, h)
     conds = list(status.get("conditions") or [])
     st: dict[str, Any] = {"readyReplicas": len(pods), "targets": targets_text(spec)}
+    if spec.replicas == 0:
+        st["phase"] = "Idle"
+        st["conditions"] = set_condition(conds, "Ready", False, "ScaledToZero", IDLE_MESSAGE, gen)
+        return with_summary(st)
+    trouble = pod_trouble(every) if len(pods) < spec.replicas else None
+    conds = set_condition(
+        conds, "PodsHealthy", trouble is None, trouble[0] if trouble else "Healthy",
+        trouble[1] if trouble else f"{len(pods)}/{spec.replicas} pods ready", gen,
+    )  # fmt: skip
 
     # 1. the profile: read (from the ConfigMap, else a pod that ran the current spec) only
     #    when status does not hold it yet; status keeps the numbers tuning needs
@@ -175,14 +240,18 @@ async def sync(ctx: Context, body: Any, logger: Any) -> dict[str, Any] | None:
         profile = await _current_profile(ctx, ns, name, h, pods, body)
         if profile is None:
             msg = f"{len(pods)} ready pods, none has profiled spec hash {h} yet"
-            st["phase"] = "Profiling"
-            st["conditions"] = set_condition(conds, "Ready", False, "Profiling", msg, gen)
-            return st
+            reason = "Profiling"
+            if trouble is not None:  # not profiling at all: say what stops the pods
+                reason, msg = trouble[0], f"{trouble[1]}; {msg}"
+            st["phase"] = "Profiling" if trouble is None else "Degraded"
+            st["conditions"] = set_condition(conds, "Ready", False, reason, msg, gen)
+            return with_summary(st)
         mape = profile.predictor.heldout_mape
-        summary = {"budgetMs": profile.budget_ms, "qps": profile.qps, "predictorMape": mape,
+        summary = {"budgetMs": _round(profile.budget_ms), "qps": _round(profile.qps),
+                   "predictorMape": mape,
                    "profiledAt": now(), "specHash": h,
                    "configMap": manifests.profile_configmap_name(name)}  # fmt: skip
-        status["budgetMs"], status["qps"] = profile.budget_ms, profile.qps  # reset tuning
+        status["budgetMs"], status["qps"] = summary["budgetMs"], summary["qps"]  # reset tuning
         kopf.info(body, reason="Profiled",
                   message=f"spec hash {h}: budget {profile.budget_ms:.3g} ms, "
                   f"qps {profile.qps:.3g}, predictor MAPE {mape:.1%}")  # fmt: skip
@@ -209,6 +278,7 @@ async def sync(ctx: Context, body: Any, logger: Any) -> dict[str, Any] | None:
             value = d.value
             kopf.event(body, type="Normal", reason=d.reason, message=f"{mode}: {d.message}")
             logger.info("%s %s: %s", name, d.reason, d.message)
+    value = _round(value)
     st["budgetMs" if mode == "budget" else "qps"] = value
 
     # 3. push the value and the targets to every ready pod
@@ -276,15 +346,21 @@ async def sync(ctx: Context, body: Any, logger: Any) -> dict[str, Any] | None:
         else (
             "SLOViolated"
             if met is False
+            else trouble[0]
+            if trouble is not None
             else "ReplicasNotReady"
             if len(pods) < spec.replicas
             else "BudgetNotApplied"
         )
     )
-    st["conditions"] = set_condition(
-        conds, "Ready", ready, reason, f"{len(pods)}/{spec.replicas} pods ready", gen
-    )
-    return st
+    msg = f"{len(pods)}/{spec.replicas} pods ready" + (f"; {trouble[1]}" if trouble else "")
+    st["conditions"] = set_condition(conds, "Ready", ready, reason, msg, gen)
+    return with_summary(st)
+
+
+def _round(v: float) -> float:
+    """Budgets (ms) and rates as people read them: 4 significant digits."""
+    return float(f"{v:.4g}")
 
 
 async def _current_profile(

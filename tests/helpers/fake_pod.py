@@ -21,9 +21,13 @@ from hygen_pod.pod_process import free_port
 class FakeEngine:
     """Answers completions after `delay_s`; can hold requests to simulate a crash mid-batch."""
 
-    def __init__(self, delay_s: float = 0.01, hold_after: int | None = None) -> None:
+    def __init__(
+        self, delay_s: float = 0.01, hold_after: int | None = None, pad_bytes: int = 0
+    ) -> None:
+        """``pad_bytes``: each response carries this much text (results of a real size)."""
         self.delay_s = delay_s
         self.hold_after = hold_after
+        self.pad_bytes = pad_bytes
         self.calls: list[dict[str, Any]] = []
 
     async def __call__(self, url: str, body: dict[str, Any]) -> tuple[int, dict[str, Any]]:
@@ -39,11 +43,14 @@ class FakeEngine:
                     "code": 404,
                 }
             }
-        return 200, {
+        out = {
             "object": "text_completion",
             "echo": body.get("prompt"),
             "xargs": body.get("vllm_xargs"),
         }
+        if self.pad_bytes:
+            out["text"] = "x" * self.pad_bytes
+        return 200, out
 
 
 class FakePodServer:

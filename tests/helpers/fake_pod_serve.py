@@ -33,6 +33,9 @@ def main(argv: list[str]) -> int:
     p.add_argument("--admin-port", type=int)
     p.add_argument("--slo", nargs="*", default=[])
     args, _engine_args = p.parse_known_args(argv)
+    if not Path(args.model).is_dir() and args.model != "tiny":  # as `hygen-pod serve` checks
+        print(f"error: --model {args.model}: no such folder", file=sys.stderr)
+        return 2
     profile = ProfileDocument.load(args.hygen_profile) if args.hygen_profile else None
     settings = PodSettings(
         state_dir=Path(args.state_dir),
@@ -45,7 +48,10 @@ def main(argv: list[str]) -> int:
         initial_control=OfflineControl(budget_ms=profile.budget_ms if profile else 0.0),
     )
     settings.state_dir.mkdir(parents=True, exist_ok=True)
-    engine = FakeEngine(delay_s=float(os.environ.get("FAKE_ENGINE_DELAY_S", "0.02")))
+    engine = FakeEngine(
+        delay_s=float(os.environ.get("FAKE_ENGINE_DELAY_S", "0.02")),
+        pad_bytes=int(os.environ.get("FAKE_ENGINE_PAD_BYTES", "0")),
+    )
     pod = Pod(settings, engine)
 
     async def online_load(tbt_ms: float) -> None:

@@ -30,6 +30,8 @@ import jsonpatch
 from kmock import KubernetesEmulator
 from kmock._internal import parsing, references, rendering
 
+from tests.helpers.kube import structural
+
 Key = tuple[str, str, str]  # (group/version/plural, namespace or "", name)
 
 BUILTINS: list[tuple[str, str, str, str, bool, set[str], list[str]]] = [
@@ -73,6 +75,10 @@ BUILTINS: list[tuple[str, str, str, str, bool, set[str], list[str]]] = [
 ]
 VERBS = ["create", "delete", "get", "list", "patch", "update", "watch"]
 HISTORY = 20000  # watch events kept per resource; older resourceVersions get 410 Gone
+# The real server's size limits (kube-apiserver and etcd defaults, from their documentation):
+MAX_BODY = 3 * 1024 * 1024  # a write's request body (413 RequestEntityTooLarge)
+MAX_STORED = 1536 * 1024  # an object as stored (etcd --max-request-bytes: 500, not 4xx)
+MAX_DATA = 1024 * 1024  # a ConfigMap's data + binaryData, a Secret's data (422 Invalid)
 
 
 class ApiError(Exception):
@@ -103,6 +109,7 @@ class ResourceType:
     subresources: set[str]
     short_names: list[str] = field(default_factory=list)
     columns: list[dict[str, Any]] = field(default_factory=list)
+    schema: dict[str, Any] | None = None  # a CRD version's openAPIV3Schema
 
     @property
     def gvp(self) -> str:
@@ -186,6 +193,21 @@ def merge_patch(target: Any, patch: Any) -> Any:
         else:
             out[k] = merge_patch(out.get(k), v)
     return out
+
+
+def field_matches(selector: str, obj: dict[str, Any]) -> bool:
+    """Field selectors (a.b=c, a.b==c, a.b!=c; comma = and) on the object's fields, e.g.
+    Events' involvedObject.name / involvedObject.uid as `kubectl describe` asks for them."""
+    for term in filter(None, (t.strip() for t in selector.split(","))):
+        neg = "!=" in term
+        k, v = re.split("!=|==?", term, maxsplit=1)
+        node: Any = obj
+        for part in k.strip().split("."):
+            node = node.get(part) if isinstance(node, dict) else None
+        got = "" if node is None else str(node)
+        if (got == v.strip()) == neg:
+            return False
+    return True
 
 
 def selector_matches(selector: str, labels: dict[str, str]) -> bool:
@@ -282,6 +304,7 @@ class KubeEmulator(KubernetesEmulator):
                     subs,
                     list(names.get("shortNames", [])),
                     list(ver.get("additionalPrinterColumns", [])),
+                    (ver.get("schema") or {}).get("openAPIV3Schema"),
                 )
             )
 
@@ -339,7 +362,8 @@ class KubeEmulator(KubernetesEmulator):
         r = request.resource
         if rt is None and r is not None and r.version and not r.plural and request.method == "GET":
             return aiohttp.web.json_response(self._discover(r.group or "", r.version))
-        if rt is None or request.action is None:
+        is_put = str(request.method.value).upper() == "PUT"  # kmock 0.8 gives PUT no action
+        if rt is None or (request.action is None and not (is_put and request.name)):
             return await super(KubernetesEmulator, self)._handle(request)  # discovery
         if self._changed is None:
             self._changed = asyncio.Condition()
@@ -372,6 +396,10 @@ class KubeEmulator(KubernetesEmulator):
 
     async def _serve(self, req: rendering.Request, rt: ResourceType, method: str):
         ns = req.namespace or ""
+        if req.body and len(req.body) > MAX_BODY:
+            raise ApiError(
+                413, "RequestEntityTooLarge", f"Request entity too large: limit is {MAX_BODY}"
+            )
         if req.body and req.data is None:
             try:
                 req = attrs.evolve(req, data=json.loads(req.body))
@@ -385,6 +413,7 @@ class KubeEmulator(KubernetesEmulator):
             return await self._watch(req, rt, ns)
         if method == "GET" and req.name is None:
             items = self._select(rt, ns, req.params.get("labelSelector", ""))
+            items = [o for o in items if field_matches(req.params.get("fieldSelector", ""), o)]
             rv = str(self._current_rv())
             if "as=Table" in req.headers.get("Accept", ""):
                 return aiohttp.web.json_response(self._table(rt, items, rv))
@@ -458,7 +487,52 @@ class KubeEmulator(KubernetesEmulator):
     def _stamp(self, obj: dict[str, Any]) -> None:
         obj["metadata"]["resourceVersion"] = str(next(self._rv))
 
-    async def _create(self, rt: ResourceType, ns: str, body: Any) -> dict[str, Any]:
+    def _admit(
+        self,
+        rt: ResourceType,
+        obj: dict[str, Any],
+        old: dict[str, Any] | None = None,
+        sub: str | None = None,
+    ) -> dict[str, Any]:
+        """What the real server does before storing: a custom resource pruned, defaulted
+        and validated against its CRD schema (on /status the status only; on an update,
+        unchanged fields ratchet); size limits on every object."""
+        name = obj["metadata"].get("name", "")
+        if rt.schema is not None:
+            obj, errs = structural.admit(obj, rt.schema, old, status_only=sub == "status")
+            if errs:
+                what = errs[0] if len(errs) == 1 else "[" + ", ".join(errs) + "]"
+                raise ApiError(
+                    422,
+                    "Invalid",
+                    f'{rt.kind}.{rt.group} "{name}" is invalid: {what}',
+                    name=name,
+                    group=rt.group,
+                    kind=rt.kind,
+                    causes=[{"message": e, "field": e.split(":", 1)[0]} for e in errs],
+                )
+        if rt.plural in ("configmaps", "secrets"):
+            size = sum(
+                len(k.encode()) + len(str(v).encode())
+                for part in ("data", "binaryData")
+                for k, v in (obj.get(part) or {}).items()
+            )
+            if size > MAX_DATA:
+                raise ApiError(
+                    422,
+                    "Invalid",
+                    f'{rt.kind} "{name}" is invalid: []: Too long: must have at most '
+                    f"{MAX_DATA} bytes",
+                    name=name,
+                    kind=rt.plural,
+                )
+        if len(json.dumps(obj)) > MAX_STORED:
+            raise ApiError(500, "InternalError", "etcdserver: request is too large")
+        return obj
+
+    async def _create(
+        self, rt: ResourceType, ns: str, body: Any, admit: bool = True
+    ) -> dict[str, Any]:
         if not isinstance(body, dict):
             raise ApiError(415, "UnsupportedMediaType", "the body must be a JSON object")
         obj = copy.deepcopy(body)
@@ -487,6 +561,8 @@ class KubeEmulator(KubernetesEmulator):
         meta.pop("resourceVersion", None)
         if "status" in rt.subresources and rt.group not in ("", "apps", "batch"):
             obj.pop("status", None)
+        if admit:
+            obj = self._admit(rt, obj)
         self._stamp(obj)
         self.store[key] = obj
         if rt.plural == "customresourcedefinitions":
@@ -551,6 +627,7 @@ class KubeEmulator(KubernetesEmulator):
         if body_of(new) != body_of(old):
             meta["generation"] = int(old["metadata"].get("generation", 1)) + 1
         meta["resourceVersion"] = old["metadata"]["resourceVersion"]
+        new = self._admit(rt, new, old, sub)
         if new == old:
             return old  # a no-op write does not bump the resourceVersion
         self._stamp(new)

@@ -29,6 +29,9 @@ from tests.helpers.kube.server import EmulatorServer
 ROOT = Path(__file__).resolve().parents[3]
 
 
+BROKEN_MODEL = "/models/not-there"  # the fake serve exits at once, as `serve` does on it
+
+
 @dataclass
 class PodRun:
     name: str
@@ -45,6 +48,10 @@ class PodRun:
     ready: bool = False
     published: bool = False
     unready: bool = False  # a test forces the readiness probe to fail (process keeps running)
+    started_at: float = 0.0
+    crashes: int = 0  # quick exits in a row (a kubelet's CrashLoopBackOff count)
+    restart_at: float = 0.0  # back-off: the container is not restarted before this
+    last_exit: dict[str, Any] | None = None  # lastState.terminated of the serve container
 
 
 class Kubelet:
@@ -222,7 +229,7 @@ class Kubelet:
         return out
 
     def _executable(self, cmd: list[str]) -> list[str]:
-        if cmd[:4] == ["hygen-pod", "serve", "--model", "tiny"]:
+        if cmd[:3] == ["hygen-pod", "serve", "--model"] and cmd[3] in ("tiny", BROKEN_MODEL):
             return [sys.executable, "-m", "tests.helpers.fake_pod_serve", *cmd[2:]]
         if cmd[0] == "hygen-pod":
             return [sys.executable, "-m", "hygen_pod.cli", *cmd[1:]]
@@ -294,17 +301,32 @@ class Kubelet:
                 r.init = None  # retried, as a kubelet would (CrashLoopBackOff)
                 return
             r.proc = self._spawn(r, spec["containers"][0], "serve")
+            r.started_at = time.monotonic()
             self._publish(r)
             return
         if r.proc.poll() is not None:  # the container died: restart it on the same volume
+            if r.restart_at == 0.0:  # just noticed: record the exit, back off if it was quick
+                log = (r.root / "serve.log").read_text(errors="replace").strip().splitlines()
+                r.last_exit = {
+                    "exitCode": r.proc.returncode,
+                    "reason": "Error" if r.proc.returncode else "Completed",
+                    "message": log[-1][:500] if log else "",
+                }
+                quick = time.monotonic() - r.started_at < 10
+                r.crashes = r.crashes + 1 if quick else 0
+                # a kubelet's back-off: 10 s doubling to 5 min (shortened here: 1 s, 8 s cap)
+                r.restart_at = time.monotonic() + (min(2 ** (r.crashes - 1), 8) if quick else 0)
+                r.ready = False
+                self._publish(r)
+            if time.monotonic() < r.restart_at:
+                return
             # the new process first, then the count: a test that saw the restart must not
             # find the dead process (kill9 of it raised ProcessLookupError); unready until
             # the new server answers its probe, as a kubelet reports a restarted container
             r.proc = self._spawn(r, spec["containers"][0], "serve")
+            r.started_at, r.restart_at = time.monotonic(), 0.0
             r.restarts += 1
-            if r.ready:
-                r.ready = False
-                self._publish(r)
+            self._publish(r)
         ready = self._probe(r)
         if ready != r.ready:
             r.ready = ready
@@ -326,11 +348,23 @@ class Kubelet:
             {"name": pt["name"], "containerPort": local[pt["name"]]}
             for pt in containers[0].get("ports") or [{"name": "http"}]
         ]
+        serve: dict[str, Any] = {"name": "serve", "ready": r.ready, "restartCount": r.restarts}
+        if r.restart_at and r.crashes >= 2:  # as a kubelet words a container that keeps dying
+            serve["state"] = {
+                "waiting": {
+                    "reason": "CrashLoopBackOff",
+                    "message": f"back-off restarting failed container serve in pod {r.name}",
+                }
+            }
+        elif r.proc is not None and r.proc.poll() is None:
+            serve["state"] = {"running": {}}
+        if r.last_exit is not None:
+            serve["lastState"] = {"terminated": r.last_exit}
         status = {
             "phase": "Running",
             "podIP": "127.0.0.1",
             "conditions": [{"type": "Ready", "status": "True" if r.ready else "False"}],
-            "containerStatuses": [{"name": "serve", "ready": r.ready, "restartCount": r.restarts}],
+            "containerStatuses": [serve],
         }
         if not r.published:
             body = {

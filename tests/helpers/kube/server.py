@@ -9,10 +9,28 @@ from collections.abc import Coroutine
 from pathlib import Path
 from typing import Any
 
+import aiohttp.test_utils
+import aiohttp.web
 import yaml
 from kmock import Server
 
-from tests.helpers.kube.emulator import Fault, KubeEmulator, ResourceType
+from tests.helpers.kube.emulator import MAX_BODY, Fault, KubeEmulator, ResourceType
+
+
+class LargeBodyServer(aiohttp.test_utils.RawTestServer):
+    """aiohttp refuses bodies over 1 MiB by default; kube-apiserver takes up to 3 MiB
+    (the emulator answers 413 above that itself, as the real server words it)."""
+
+    async def _make_runner(self, debug: bool = True, **kwargs: Any) -> aiohttp.web.ServerRunner:
+        srv = aiohttp.web.Server(self._handler, loop=self._loop, debug=debug, **kwargs)
+
+        def request(message, payload, protocol, writer, task):  # aiohttp's factory signature
+            return aiohttp.web.BaseRequest(
+                message, payload, protocol, writer, task, srv._loop, client_max_size=MAX_BODY * 2
+            )
+
+        srv.request_factory = request
+        return aiohttp.web.ServerRunner(srv, debug=debug, **kwargs)
 
 
 class EmulatorServer:
@@ -32,7 +50,7 @@ class EmulatorServer:
 
     async def _serve(self, ready: asyncio.Future) -> None:
         self._stop = asyncio.Event()
-        async with self.emulator, Server(self.emulator) as srv:
+        async with self.emulator, Server(self.emulator, server_cls=LargeBodyServer) as srv:
             ready.set_result(str(srv.url).rstrip("/"))
             await self._stop.wait()
 
@@ -66,10 +84,13 @@ class EmulatorServer:
                 return rt
         raise KeyError(plural)
 
-    def create(self, obj: dict[str, Any], plural: str) -> dict[str, Any]:
+    def create(self, obj: dict[str, Any], plural: str, *, admit: bool = True) -> dict[str, Any]:
+        """Create as a client would. ``admit=False``: store it without the server's schema
+        and size checks, as an object written under an older, looser CRD version stays
+        (the server does not re-validate stored objects when a CRD changes)."""
         ns = obj.get("metadata", {}).get("namespace", "")
         group = obj["apiVersion"].rpartition("/")[0]
-        return self.call(self.emulator._create(self._rt(plural, group), ns, obj))
+        return self.call(self.emulator._create(self._rt(plural, group), ns, obj, admit))
 
     def get(self, plural: str, namespace: str, name: str, group: str = "") -> dict[str, Any] | None:
         rt = self._rt(plural, group)
