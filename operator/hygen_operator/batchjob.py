@@ -152,7 +152,7 @@ async def run_job(
                 "failed": p.failed,
                 "progress": f"{p.done}/{p.total}",
                 "startTime": started,
-                "message": None,
+                "message": p.problem,
                 "conditions": set_condition(
                     conds,
                     "Complete",

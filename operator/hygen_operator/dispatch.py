@@ -70,6 +70,7 @@ class Progress:
     total: int
     completed: int = 0
     failed: int = 0
+    problem: str | None = None  # why lines are not moving (e.g. a pod refuses our token)
 
     @property
     def done(self) -> int:
@@ -222,12 +223,21 @@ class Dispatcher:
                 if e.status == 409:  # another request sits under our id: remove, retry
                     await self._remove_foreign(pod, req.id)
                     continue
+                if e.status in (401, 403):  # our token, not the line: wait for the fix
+                    self._backoff[pod.name] = now + 5.0
+                    progress.problem = (
+                        f"pod {pod.name} refuses the dispatcher's token ({e.status}): the "
+                        "control-token Secret and the pods' token differ"
+                    )
+                    logger.warning("%s", progress.problem)
+                    continue
                 # the pod refused this line for good (e.g. 409: same id, another body)
                 err = {"code": "rejected", "message": e.message, "line": line}
                 self._record(line, item.custom_id, None, e.status, None, err, progress)
                 del self._pending[line]
                 continue
             del self._pending[line]
+            progress.problem = None
             self._inflight[line] = _Inflight(item, pod, now)
             per_pod[pod.name] = per_pod.get(pod.name, 0) + 1
 

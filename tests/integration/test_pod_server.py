@@ -240,9 +240,12 @@ def _serve(*args: str) -> subprocess.CompletedProcess:
 
 
 def test_serve_help_and_bad_options_fail_before_the_engine_starts(tmp_path) -> None:
+    (tmp_path / "config.json").write_text("{}")  # a model folder as far as --model checks
     r = _serve("--help")
     assert r.returncode == 0
-    assert "--state-dir" in r.stdout and "--max-model-len" in r.stdout  # ours and vLLM's
+    assert "--state-dir" in r.stdout and "ModelConfig" in r.stdout  # ours, vLLM's groups
+    r = _serve("--help=max-model-len")  # vLLM's own options, found by name
+    assert r.returncode == 0 and "--max-model-len" in r.stdout
     r = _serve("--model", str(tmp_path), "--state-dir", str(tmp_path / "s"), "--slo", "p99_tbt")
     assert r.returncode == 2 and "expected METRIC=MS" in r.stderr
     r = _serve("--model", str(tmp_path), "--state-dir", str(tmp_path / "s"), "--slo", "p50=5")

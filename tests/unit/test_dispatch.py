@@ -267,3 +267,51 @@ def test_a_request_forged_under_a_lines_id_is_never_taken_as_its_result(when: st
     own = request_digest(EP, {"prompt": "0"})
     assert line["custom_id"] == "c0" and line["response"]["body"] == {"ok": "uid-1", "of": own}
     assert [rid for _, rid in pods.submits].count("uid-1") == (1 if when == "before" else 2)
+
+
+def test_a_pod_refusing_the_token_holds_lines_back_instead_of_failing_them():
+    """401 is the dispatcher's credentials, not the line: lines wait (status says why) and
+    run once the token is fixed; none is recorded as failed."""
+    pods, sink = Pods(), MemorySink()
+    refusals = {"n": 0}
+    orig = pods.submit
+    reports: list[str | None] = []
+
+    async def submit(pod, req):
+        if refusals["n"] < 3:
+            refusals["n"] += 1
+            raise PodError(401, "this route needs the operator's bearer token")
+        return await orig(pod, req)
+
+    pods.submit = submit  # type: ignore[method-assign]
+    d = dispatcher(pods, sink, lines(4), lambda: [A])
+
+    async def report(p: Progress) -> None:
+        reports.append(p.problem)
+
+    d.report = report  # type: ignore[method-assign]
+    import hygen_operator.dispatch as dispatch_mod
+
+    real = dispatch_mod.time.monotonic
+    shift = {"s": 0.0}
+    dispatch_mod.time.monotonic = lambda: real() + shift["s"]  # type: ignore[assignment]
+    try:
+
+        async def go():
+            async def bump():
+                while True:
+                    shift["s"] += 6  # past each 5 s back-off
+                    await asyncio.sleep(0.001)
+
+            t = asyncio.create_task(bump())
+            try:
+                return await d.run(lambda: None)
+            finally:
+                t.cancel()
+
+        outcome, p = asyncio.run(go())
+    finally:
+        dispatch_mod.time.monotonic = real  # type: ignore[assignment]
+    assert outcome == "Succeeded" and (p.completed, p.failed) == (4, 0)
+    assert any(r and "refuses the dispatcher's token (401)" in r for r in reports)
+    assert reports[-1] is None  # cleared once lines went through

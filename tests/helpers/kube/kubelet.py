@@ -140,11 +140,18 @@ class Kubelet:
             c = j["spec"]["template"]["spec"]["containers"][0]
             cmd = [str(self.pvc_root) if a == manifests.VOLUME_ROOT else a for a in c["command"]]
             log = (self.workdir / f"job-{name}.log").open("a")
-            env = {
-                **self.env,
-                "HYGEN_CONTROL_TOKEN": self.token,
-                "KUBECONFIG": str(self.api.kubeconfig),
-            }
+            # the container's env as a kubelet builds it: values, and Secret keys resolved
+            # from the API (a wrong or missing Secret shows, as it would on a cluster)
+            env = {**self.env, "KUBECONFIG": str(self.api.kubeconfig)}
+            for e in c.get("env") or []:
+                ref = (e.get("valueFrom") or {}).get("secretKeyRef")
+                if ref is not None:
+                    secret = self.api.get("secrets", j["metadata"]["namespace"], ref["name"])
+                    data = (secret or {}).get("data") or {}
+                    if ref["key"] in data:
+                        env[e["name"]] = base64.b64decode(data[ref["key"]]).decode()
+                elif e.get("value") is not None:
+                    env[e["name"]] = e["value"]
             self.jobs[name] = subprocess.Popen(
                 self._executable(cmd),
                 cwd=self.workdir,
