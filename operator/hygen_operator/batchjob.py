@@ -29,7 +29,7 @@ from hygen_operator.batch_io import (
 from hygen_operator.conditions import field_errors, now, set_condition
 from hygen_operator.dispatch import Dispatcher, Progress, forget_on, job_prefix
 from hygen_operator.events import post_event
-from hygen_operator.kube import JOB, ApiError, Kind, Kube
+from hygen_operator.kube import JOB, PVC, ApiError, Kind, Kube
 from hygen_operator.pod_client import PodClient
 from hygen_operator.resources import GROUP, VERSION, BatchJobSpec
 from hygen_operator.servingslo import Context, ready_pods
@@ -107,28 +107,42 @@ async def run_job(
         if spec.completion_window
         else None
     )
-    # wait for the input (a ConfigMap applied after the job is not an error: it may come)
+    # Wait for what the job reads: its input ConfigMap, or the claims a dispatcher Job would
+    # mount. Applied after the job (kubectl apply -f dir/ goes alphabetically) is not an
+    # error: the job stays Pending, naming it, re-checked with backoff.
+    async def missing() -> tuple[str, str] | None:
+        if spec.input.config_map is not None:
+            try:
+                await read_input(spec, ctx.kube, ns, volume_root)
+            except MissingInput as e:
+                return "InputNotFound", str(e)
+        if spec.uses_volume and volume_root is None:
+            for field, ref in (("input", spec.input.volume), ("output", spec.output.volume)):
+                if ref is not None and await ctx.kube.get(PVC, ns, ref.claim_name) is None:
+                    return "ClaimNotFound", (
+                        f"spec.{field}.volume.claimName: PersistentVolumeClaim "
+                        f"{ref.claim_name!r} not found in {ns}"
+                    )
+        return None
+
     delay = ctx.settings.dispatch_poll_s * 2
-    while spec.input.config_map is not None:
-        try:
-            await read_input(spec, ctx.kube, ns, volume_root)
-            break
-        except MissingInput as e:
-            if stop_reason():
-                return
-            if cancelled():
-                msg = f"cancelled while waiting for its input ({e})"
-                await state("Cancelled", "Cancelled", msg, warn=False, completionTime=now())
-                return
-            if deadline is not None and time.time() > deadline:
-                msg = f"the completion window passed while waiting for its input: {e}"
-                await state("Failed", "Expired", msg, completionTime=now())
-                return
-            if status.get("message") != str(e):
-                status["message"] = str(e)
-                await state("Pending", "InputNotFound", str(e), startTime=started)
-            await sleep(delay)
-            delay = min(delay * 2, 30.0)  # backoff: a job can wait a long time
+    while (gap := await missing()) is not None:
+        reason, what = gap
+        if stop_reason():
+            return
+        if cancelled():
+            msg = f"cancelled while waiting for what it needs ({what})"
+            await state("Cancelled", "Cancelled", msg, warn=False, completionTime=now())
+            return
+        if deadline is not None and time.time() > deadline:
+            msg = f"the completion window passed while waiting: {what}"
+            await state("Failed", "Expired", msg, completionTime=now())
+            return
+        if status.get("message") != what:
+            status["message"] = what
+            await state("Pending", reason, what, startTime=started)
+        await sleep(delay)
+        delay = min(delay * 2, 30.0)  # backoff: a job can wait a long time
     if spec.uses_volume and volume_root is None:
         await ensure_dispatcher_job(ctx, body, spec)
         while not cancelled():  # the Job records progress; deleting the BatchJob deletes it

@@ -52,6 +52,7 @@ SERVICE = Kind("", "v1", "services", "Service")
 POD = Kind("", "v1", "pods", "Pod")
 SECRET = Kind("", "v1", "secrets", "Secret")
 EVENT = Kind("", "v1", "events", "Event")
+PVC = Kind("", "v1", "persistentvolumeclaims", "PersistentVolumeClaim")
 DEPLOYMENT = Kind("apps", "v1", "deployments", "Deployment")
 JOB = Kind("batch", "v1", "jobs", "Job")
 

@@ -21,6 +21,7 @@ from tests.helpers.kube.cluster import (
     apply_crds,
     batch_job,
     batch_lines,
+    claim,
     finished,
     ready,
 )
@@ -131,6 +132,8 @@ def test_rendered_chart_and_its_operator_reconcile_the_example(tmp_path: Path):
                 src.parent.mkdir(parents=True)
                 src.write_text("".join(json.dumps(x) + "\n" for x in batch_lines(6)))
                 vol = batch_job("vol", name, [])
+                claim(c.api, "in", "default")
+                claim(c.api, "out", "default")
                 vol["spec"]["input"] = {"volume": {"claimName": "in", "path": "b.jsonl"}}
                 vol["spec"]["output"] = {"volume": {"claimName": "out", "path": "r.jsonl"}}
                 c.api.create(vol, "batchjobs")

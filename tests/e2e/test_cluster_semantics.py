@@ -16,6 +16,7 @@ from tests.helpers.kube.cluster import (
     Cluster,
     batch_job,
     batch_lines,
+    claim,
     finished,
     reach,
     ready,
@@ -139,3 +140,28 @@ def test_idle_servingslo_rounded_columns_and_invalid_objects_in_kubectl_get(clus
     assert len(str(budget)) <= 8, table
     wide = c.kubectl("get", "slo", "idle", "-o", "wide").stdout
     assert "replicas is 0" in wide, wide
+
+
+def test_a_volume_job_waits_for_its_claim_then_runs(cluster: Cluster):
+    c = cluster
+    c.api.create(serving_slo(), "servingslos")
+    ready(c)
+    src = c.kubelet.pvc_root / "later-in" / "in.jsonl"
+    src.parent.mkdir(parents=True)
+    src.write_text("".join(json.dumps(x) + "\n" for x in batch_lines(3)))
+    job = batch_job("vol", "chat", [])
+    job["spec"]["input"] = {"volume": {"claimName": "later-in", "path": "in.jsonl"}}
+    job["spec"]["output"] = {"volume": {"claimName": "later-out", "path": "out.jsonl"}}
+    c.api.create(job, "batchjobs")
+    c.wait(lambda: "later-in" in (c.status("batchjobs", "vol").get("message") or ""), 30,
+           "claim named", observe=lambda: c.status("batchjobs", "vol"))  # fmt: skip
+    st = c.status("batchjobs", "vol")
+    assert (st["phase"], st["reason"]) == ("Pending", "ClaimNotFound"), st
+    assert "spec.input.volume.claimName" in st["message"]
+    assert c.api.get("jobs", NS, "vol-dispatch", "batch") is None  # nothing that would hang
+    claim(c.api, "later-in")
+    c.wait(lambda: "later-out" in (c.status("batchjobs", "vol").get("message") or ""), 60,
+           "the output claim named next", observe=lambda: c.status("batchjobs", "vol"))  # fmt: skip
+    claim(c.api, "later-out")
+    done = finished(c, "vol", 90)
+    assert (done["phase"], done["completed"]) == ("Succeeded", 3), done

@@ -15,6 +15,7 @@ from tests.helpers.kube.cluster import (
     Cluster,
     batch_job,
     batch_lines,
+    claim,
     finished,
     reach,
     ready,
@@ -222,6 +223,8 @@ def test_volume_batchjob_runs_in_a_dispatcher_job_that_survives_kill9(cluster: C
     src.parent.mkdir(parents=True)
     src.write_text("".join(json.dumps(x) + "\n" for x in batch_lines(n)))
     job = batch_job("vol", "chat", [], parallelism=4)
+    claim(c.api, "inputs")
+    claim(c.api, "results")
     job["spec"]["input"] = {"volume": {"claimName": "inputs", "path": "batches/in.jsonl"}}
     job["spec"]["output"] = {"volume": {"claimName": "results", "path": "out/vol.jsonl"}}
     c.api.create(job, "batchjobs")

@@ -27,6 +27,7 @@ from tests.helpers.kube.cluster import (
     Cluster,
     batch_job,
     batch_lines,
+    claim,
     finished,
     ready,
     serving_slo,
@@ -298,6 +299,8 @@ def bad_batch_file(c: Cluster, rng: random.Random, n: int = 60) -> Outcome:
     src.parent.mkdir(parents=True, exist_ok=True)
     src.write_bytes(b"\n".join(lines) + b"\n")
     job = batch_job("mixed", "chat", [], parallelism=4)
+    claim(c.api, "in")
+    claim(c.api, "out")
     job["spec"]["input"] = {"volume": {"claimName": "in", "path": "mixed.jsonl"}}
     job["spec"]["output"] = {"volume": {"claimName": "out", "path": "mixed.jsonl"}}
     c.api.create(job, "batchjobs")

@@ -25,6 +25,9 @@
   resources: ["pods"]
   verbs: ["list"]
 - apiGroups: [""]
+  resources: ["persistentvolumeclaims"]
+  verbs: ["get"]
+- apiGroups: [""]
   resources: ["events"]
   verbs: ["create"]
 {{- if gt (int .Values.replicaCount) 1 }}

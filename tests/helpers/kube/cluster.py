@@ -159,6 +159,15 @@ def serving_slo(name: str = "chat", **spec: Any) -> dict[str, Any]:
     }
 
 
+def claim(api: EmulatorServer, name: str, ns: str = NS) -> None:
+    """A PersistentVolumeClaim object (the kubelet stand-in maps it to a local folder)."""
+    api.create({"apiVersion": "v1", "kind": "PersistentVolumeClaim",
+                "metadata": {"name": name, "namespace": ns},
+                "spec": {"accessModes": ["ReadWriteOnce"],
+                         "resources": {"requests": {"storage": "1Gi"}}}},
+               "persistentvolumeclaims")  # fmt: skip
+
+
 def batch_lines(n: int, model: str = "tiny") -> list[dict[str, Any]]:
     return [
         {
