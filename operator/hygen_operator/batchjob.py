@@ -107,6 +107,7 @@ async def run_job(
         if spec.completion_window
         else None
     )
+
     # Wait for what the job reads: its input ConfigMap, or the claims a dispatcher Job would
     # mount. Applied after the job (kubectl apply -f dir/ goes alphabetically) is not an
     # error: the job stays Pending, naming it, re-checked with backoff.
