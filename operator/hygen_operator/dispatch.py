@@ -231,7 +231,7 @@ class Dispatcher:
                     )
                     logger.warning("%s", progress.problem)
                     continue
-                # the pod refused this line for good (e.g. 409: same id, another body)
+                # the pod refused this line for good (e.g. 400: a body it cannot run)
                 err = {"code": "rejected", "message": e.message, "line": line}
                 self._record(line, item.custom_id, None, e.status, None, err, progress)
                 del self._pending[line]
@@ -259,7 +259,7 @@ class Dispatcher:
                 if line is None:
                     continue
                 item = self._line_item(line)
-                if item is None or res.digest != self.digest(item):
+                if item is not None and res.digest != self.digest(item):
                     # Not the request this line sent (forged, or from another input):
                     # never its result. Remove it; the line is submitted again.
                     await self._remove_foreign(pod, res.id)
