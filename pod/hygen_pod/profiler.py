@@ -25,7 +25,7 @@ from hygen_pod.latency import LatencySummary, RequestTiming
 from hygen_pod.predictor import LatencyPredictor
 from hygen_pod.profile import MetricValues, ProfileDocument
 from hygen_pod.simulator import RequestSpec, Simulator
-from hygen_pod.slo_search import METRICS, largest_setting, robust_within, within
+from hygen_pod.slo_search import METRICS, SearchResult, largest_setting, robust_within, within
 
 
 @dataclass
@@ -116,8 +116,17 @@ def profile(
     b = largest_setting(lambda v: passes("budget", v), lo, hi, cfg.iters)
     qlo, qhi = cfg.qps_range
     q = largest_setting(lambda v: passes("qps", v), qlo, qhi, cfg.iters)
-    with_b = outcomes.get(("budget", b.value), RunOutcome(base.online, 0.0))
-    with_q = outcomes.get(("qps", q.value), RunOutcome(base.online, 0.0))
+    # a setting that holds the targets only because it admitted no offline work is no
+    # setting at all: report 0 (online only) rather than a budget that does nothing
+    nothing = RunOutcome(base.online, 0.0)
+    with_b = outcomes.get(("budget", b.value), nothing)
+    with_q = outcomes.get(("qps", q.value), nothing)
+    if with_b.offline_tps <= 0:
+        b, with_b = SearchResult(0.0, False, b.probes), nothing
+        progress("no budget did offline work within tolerance: budget 0 (online only)")
+    if with_q.offline_tps <= 0:
+        q, with_q = SearchResult(0.0, False, q.probes), nothing
+        progress("no QPS did offline work within tolerance: qps 0 (online only)")
     return ProfileDocument(
         model=runner.model,
         hardware=runner.hardware,
