@@ -37,6 +37,10 @@ def build_registry(
         settings_.posting.level = logging.INFO
         settings_.watching.server_timeout = 60
         settings_.networking.request_timeout = 30
+        # A ServingSLO deleted while its sync timer is mid-run waits for the timer to
+        # finish; kopf re-checks every cancellation_polling seconds (default 60), which
+        # held the finalizer (and the owned Deployment) for a minute after the run ended.
+        settings_.background.cancellation_polling = 1.0
         kube = await Kube.connect(settings.kubeconfig)
         ctx_ref["ctx"] = servingslo.Context(kube, PodClient(settings.control_token), settings)
 
