@@ -29,17 +29,27 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from hygen_pod.oracle import KernelOracle, random_batches, sample
-from hygen_pod.predictor import LatencyPredictor
-from hygen_pod.simulator import (
+from hygen_pod.policy.predictor import LatencyPredictor
+from hygen_pod.profiling.oracle import KernelOracle, random_batches, sample
+from hygen_pod.profiling.simulator import (
     RequestSpec,
     SimResult,
     Simulator,
     offline_requests,
     online_requests,
 )
-from hygen_pod.slo_search import METRICS, check_targets, largest_setting, robust_within, within
-from hygen_pod.traces import arxiv_summarization, azure_conversation, mooncake_conversation
+from hygen_pod.profiling.slo_search import (
+    METRICS,
+    check_targets,
+    largest_setting,
+    robust_within,
+    within,
+)
+from hygen_pod.profiling.traces import (
+    arxiv_summarization,
+    azure_conversation,
+    mooncake_conversation,
+)
 
 DEFAULT_LOADS = {"a100": [1.0, 2.0, 3.0], "h100": [2.0, 4.0, 6.0], "h200": [2.0, 4.0, 6.0]}
 

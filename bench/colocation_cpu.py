@@ -18,12 +18,12 @@ from pathlib import Path
 
 os.environ.setdefault("VLLM_LOGGING_LEVEL", "WARNING")
 
-from hygen_pod.control import OfflineControl
-from hygen_pod.profiler import ProfilerSettings, profile
-from hygen_pod.slo_search import METRICS
-from hygen_pod.tiny_model import build_tiny_llama
-from hygen_pod.traces import arxiv_summarization, azure_conversation
-from hygen_pod.workload import cpu_offline, cpu_online
+from hygen_pod.contract.control import OfflineControl
+from hygen_pod.dev.tiny_model import build_tiny_llama
+from hygen_pod.profiling.profiler import ProfilerSettings, profile
+from hygen_pod.profiling.slo_search import METRICS
+from hygen_pod.profiling.traces import arxiv_summarization, azure_conversation
+from hygen_pod.profiling.workload import cpu_offline, cpu_online
 
 
 def main() -> int:

@@ -11,8 +11,8 @@ from __future__ import annotations
 import argparse
 import sys
 
-from hygen_pod.oracle import KernelOracle
-from hygen_pod.vidur import VidurMLP
+from hygen_pod.profiling.oracle import KernelOracle
+from hygen_pod.profiling.vidur import VidurMLP
 
 TOKENS = (1, 16, 64, 256, 512, 1024, 2048, 4096, 8192)
 

@@ -14,8 +14,8 @@ import time
 
 import numpy as np
 
-from hygen_pod.predictor import BASE_FEATURES, LatencyPredictor
-from hygen_pod.step_trace import read_trace, timing_samples
+from hygen_pod.policy.predictor import BASE_FEATURES, LatencyPredictor
+from hygen_pod.policy.step_trace import read_trace, timing_samples
 
 
 def evaluate(name, train, test, rows):
@@ -39,7 +39,7 @@ def main() -> None:
     ap.add_argument("--seed", type=int, default=0)
     args = ap.parse_args()
     rows: list = []
-    from hygen_pod.oracle import KernelOracle, random_batches, sample
+    from hygen_pod.profiling.oracle import KernelOracle, random_batches, sample
 
     for gpu in ("a100", "h100"):
         o = KernelOracle(gpu)

@@ -27,7 +27,7 @@ from tests.reliability.scenarios import SCENARIOS, Outcome, run_scenario  # noqa
 
 def engine_round(workdir: Path, seed: int) -> Outcome:
     """The online-burst scenario on a real `hygen-pod serve` with a fitted predictor."""
-    from hygen_pod.tiny_model import build_tiny_llama
+    from hygen_pod.dev.tiny_model import build_tiny_llama
     from tests.reliability.load import budget_pod, online_burst
 
     model = build_tiny_llama(workdir / "tiny")
@@ -46,9 +46,9 @@ def fit_predictor(model: Path, path: Path) -> Path:
 
     from vllm import LLM
 
-    from hygen_pod.control import OfflineControl
-    from hygen_pod.predictor import LatencyPredictor
-    from hygen_pod.step_trace import timing_samples
+    from hygen_pod.contract.control import OfflineControl
+    from hygen_pod.policy.predictor import LatencyPredictor
+    from hygen_pod.policy.step_trace import timing_samples
     from tests.helpers.engine import Harness, Req, engine_kwargs
     from tests.helpers.recording import RecordingHyGenScheduler
 

@@ -34,7 +34,7 @@ from hygen_operator.pod_client import PodClient
 from hygen_operator.resources import GROUP, VERSION, BatchJobSpec
 from hygen_operator.servingslo import Context, ready_pods
 from hygen_operator.settings import OperatorSettings
-from hygen_pod.api import window_seconds
+from hygen_pod.contract.api import window_seconds
 
 BATCHJOB = Kind(GROUP, VERSION, "batchjobs", "BatchJob")
 SERVINGSLO = Kind(GROUP, VERSION, "servingslos", "ServingSLO")

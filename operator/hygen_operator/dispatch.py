@@ -35,14 +35,14 @@ from typing import Any
 from hygen_operator.batch_io import ResultSink
 from hygen_operator.pod_client import PodAddress, PodClient, PodError
 from hygen_operator.resources import BatchJobSpec
-from hygen_pod.api import (
+from hygen_pod.contract.api import (
     OfflineResult,
     OfflineSubmit,
     batch_output_line,
     request_digest,
     window_seconds,
 )
-from hygen_pod.batch_input import BadLine, BatchLine, parse_batch_file
+from hygen_pod.contract.batch_input import BadLine, BatchLine, parse_batch_file
 
 logger = logging.getLogger(__name__)
 

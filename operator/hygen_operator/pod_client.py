@@ -1,6 +1,6 @@
 """The operator's client for one serving pod: control API and offline requests.
 
-Documents are the pod's own pydantic models (`hygen_pod.api`), so both sides agree on
+Documents are the pod's own pydantic models (`hygen_pod.contract.api`), so both sides agree on
 the wire format by construction. Errors come back as `PodError` with the HTTP status
 (0 when the pod could not be reached) and, for 429, the pod's Retry-After.
 """
@@ -12,7 +12,7 @@ from typing import Any
 
 import httpx
 
-from hygen_pod.api import (
+from hygen_pod.contract.api import (
     ControlView,
     LiveMetrics,
     OfflineDeleted,
@@ -21,8 +21,8 @@ from hygen_pod.api import (
     OfflineSubmit,
     SLOTargets,
 )
-from hygen_pod.control import OfflineControl
-from hygen_pod.profile import ProfileDocument
+from hygen_pod.contract.control import OfflineControl
+from hygen_pod.contract.profile import ProfileDocument
 
 
 class PodError(Exception):

@@ -13,6 +13,8 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 from pydantic.alias_generators import to_camel
 
+from hygen_pod.contract.metrics import REGISTRY
+
 GROUP = "hygen.io"
 VERSION = "v1alpha1"
 API_VERSION = f"{GROUP}/{VERSION}"
@@ -54,16 +56,13 @@ class SLOTargets(Model):
     @model_validator(mode="after")
     def _one(self) -> SLOTargets:
         if not self.as_metrics():
-            raise ValueError("set at least one of meanTtftMs, p99TtftMs, meanTbtMs, p99TbtMs")
+            names = ", ".join(m.camel for m in REGISTRY)
+            raise ValueError(f"set at least one of {names}")
         return self
 
     def as_metrics(self) -> dict[str, float]:
         """{"p99_tbt": 50.0, ...}: the pod API's metric names."""
-        return {
-            name.removesuffix("_ms"): v
-            for name, v in self.model_dump(by_alias=False).items()
-            if v is not None
-        }
+        return {m.name: v for m in REGISTRY if (v := getattr(self, m.ms_field)) is not None}
 
 
 class Profiling(Model):

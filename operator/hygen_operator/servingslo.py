@@ -23,8 +23,9 @@ from hygen_operator.pod_client import PodAddress, PodClient, PodError
 from hygen_operator.resources import ServingSLOSpec
 from hygen_operator.settings import OperatorSettings
 from hygen_operator.tuning import TuningRule, retune
-from hygen_pod.control import OfflineControl
-from hygen_pod.profile import ProfileDocument
+from hygen_pod.contract.control import OfflineControl
+from hygen_pod.contract.metrics import BY_NAME, METRICS
+from hygen_pod.contract.profile import ProfileDocument
 
 
 @dataclass
@@ -394,12 +395,7 @@ async def _observe(
     ctx: Context, pods: list[PodAddress]
 ) -> tuple[dict[str, float | None], int, float]:
     """Worst value of each metric over the pods, online requests, summed offline tokens/s."""
-    worst: dict[str, float | None] = {
-        "mean_ttft": None,
-        "p99_ttft": None,
-        "mean_tbt": None,
-        "p99_tbt": None,
-    }
+    worst: dict[str, float | None] = dict.fromkeys(METRICS)
     online_n, offline_tps = 0, 0.0
     for pod in pods:
         try:
@@ -409,7 +405,7 @@ async def _observe(
         online_n += m.online.requests
         offline_tps += m.offline.tokens_per_s
         for k in worst:
-            v = getattr(m.online, f"{k}_ms")
+            v = getattr(m.online, BY_NAME[k].ms_field)
             if v is not None:
                 worst[k] = max(worst[k] or 0.0, v)
     return worst, online_n, offline_tps

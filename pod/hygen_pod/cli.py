@@ -8,7 +8,8 @@ from pathlib import Path
 
 from pydantic import ValidationError
 
-from hygen_pod.control import OfflineControl
+from hygen_pod.contract.control import OfflineControl
+from hygen_pod.contract.metrics import METRICS
 
 
 def _cmd_demo(args: argparse.Namespace) -> int:
@@ -28,7 +29,7 @@ def _cmd_demo(args: argparse.Namespace) -> int:
         log.setLevel(logging.INFO)
         log.propagate = False
     logging.captureWarnings(True)
-    from hygen_pod.demo import DemoConfig, run_demo
+    from hygen_pod.dev.demo import DemoConfig, run_demo
 
     cfg = DemoConfig(
         workdir=workdir,
@@ -51,14 +52,14 @@ def _cmd_demo(args: argparse.Namespace) -> int:
 def _cmd_fit(args: argparse.Namespace) -> int:
     import random
 
-    from hygen_pod.predictor import LatencyPredictor
-    from hygen_pod.step_trace import read_trace, timing_samples
+    from hygen_pod.policy.predictor import LatencyPredictor
+    from hygen_pod.policy.step_trace import read_trace, timing_samples
 
     if bool(args.trace) == bool(args.oracle):
         print("error: give either --trace FILE... or --oracle GPU", file=sys.stderr)
         return 2
     if args.oracle:
-        from hygen_pod.oracle import KernelOracle, random_batches, sample
+        from hygen_pod.profiling.oracle import KernelOracle, random_batches, sample
 
         oracle = KernelOracle(args.oracle, args.model)
         shapes, secs = sample(oracle, random_batches(random.Random(args.seed), args.samples))
@@ -88,7 +89,7 @@ def _cmd_fit(args: argparse.Namespace) -> int:
 
 def _reuse_profile(args: argparse.Namespace) -> bool:
     """Copy --reuse to --out when it was made for --spec-hash (a pod restart, a new replica)."""
-    from hygen_pod.profile import ProfileDocument
+    from hygen_pod.contract.profile import ProfileDocument
 
     if not (args.reuse and args.spec_hash and Path(args.reuse).is_file()):
         return False
@@ -107,11 +108,11 @@ def _reuse_profile(args: argparse.Namespace) -> bool:
 def _cmd_profile(args: argparse.Namespace) -> int:
     import os
 
-    from hygen_pod.profiler import ProfilerSettings, profile
+    from hygen_pod.profiling.profiler import ProfilerSettings, profile
 
     if _reuse_profile(args):
         return 0
-    from hygen_pod.traces import arxiv_summarization, azure_conversation
+    from hygen_pod.profiling.traces import arxiv_summarization, azure_conversation
 
     azure = azure_conversation(args.data)
     arxiv = arxiv_summarization(args.data)
@@ -123,17 +124,17 @@ def _cmd_profile(args: argparse.Namespace) -> int:
         confidence=args.confidence,
     )
     if args.oracle:
-        from hygen_pod.profiler import SimRunner
-        from hygen_pod.simulator import offline_requests, online_requests
+        from hygen_pod.profiling.profiler import SimRunner
+        from hygen_pod.profiling.simulator import offline_requests, online_requests
 
         online = online_requests(azure, args.start, args.online_qps, args.window)
         offline = offline_requests(arxiv, args.offline, args.seed)
         runner = SimRunner(args.oracle, online + offline, args.window)
     else:
         os.environ.setdefault("VLLM_LOGGING_LEVEL", "WARNING")
-        from hygen_pod.tiny_model import build_tiny_llama
+        from hygen_pod.dev.tiny_model import build_tiny_llama
+        from hygen_pod.profiling.workload import cpu_offline, cpu_online
         from hygen_pod.vllm_adapter.engine import Engine, EngineOptions, EngineRunner
-        from hygen_pod.workload import cpu_offline, cpu_online
 
         model = Path(args.model) if args.model else Path(args.workdir) / "tiny-llama"
         if not args.model and not (model / "model.safetensors").exists():
@@ -204,7 +205,7 @@ def _control_of(args: argparse.Namespace) -> OfflineControl:
 
 
 def _cmd_control(args: argparse.Namespace) -> int:
-    from hygen_pod.control import write_control
+    from hygen_pod.contract.control import write_control
 
     control = _control_of(args)
     folder = Path(args.file).resolve().parent
@@ -216,7 +217,7 @@ def _cmd_control(args: argparse.Namespace) -> int:
 
 
 def _cmd_tiny(args: argparse.Namespace) -> int:
-    from hygen_pod.tiny_model import build_tiny_llama
+    from hygen_pod.dev.tiny_model import build_tiny_llama
 
     print(build_tiny_llama(args.out, seed=args.seed))
     return 0
@@ -282,7 +283,7 @@ def build_parser() -> argparse.ArgumentParser:
         "--targets",
         nargs="+",
         default=["p99_tbt"],
-        choices=["mean_ttft", "p99_ttft", "mean_tbt", "p99_tbt"],
+        choices=METRICS,
     )
     pr.add_argument("--tolerance", type=float, default=0.1, help="e.g. 0.1 = 10%%")
     pr.add_argument("--start", type=int, default=1000, help="first trace request of the slice")

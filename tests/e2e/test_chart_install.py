@@ -14,7 +14,7 @@ import helm_python as helm
 import httpx
 import yaml
 
-from hygen_pod.pod_process import free_port
+from hygen_pod.dev.pod_process import free_port
 from tests.helpers.kube.cluster import (
     ROOT,
     Cluster,

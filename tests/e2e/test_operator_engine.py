@@ -22,7 +22,7 @@ pytestmark = pytest.mark.engine
 
 
 def test_real_engine_servingslo_profiles_serves_and_runs_a_batchjob(cluster: Cluster, tmp_path):
-    from hygen_pod.tiny_model import build_tiny_llama
+    from hygen_pod.dev.tiny_model import build_tiny_llama
 
     model = build_tiny_llama(tmp_path / "tiny-llama")
     c = cluster

@@ -13,9 +13,9 @@ import httpx
 from fastapi import FastAPI
 from prometheus_client import CollectorRegistry
 
-from hygen_pod.listeners import listeners, serve_all
-from hygen_pod.pod_app import Pod, PodSettings, attach, running
-from hygen_pod.pod_process import free_port
+from hygen_pod.dev.pod_process import free_port
+from hygen_pod.server.listeners import listeners, serve_all
+from hygen_pod.server.pod_app import Pod, PodSettings, attach, running
 
 
 class FakeEngine:

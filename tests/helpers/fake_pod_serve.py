@@ -13,11 +13,11 @@ from pathlib import Path
 from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse
 
-from hygen_pod.access import read_key_file
-from hygen_pod.control import OfflineControl
-from hygen_pod.listeners import listeners, serve_all
-from hygen_pod.pod_app import Pod, PodSettings, attach, running
-from hygen_pod.profile import ProfileDocument
+from hygen_pod.contract.control import OfflineControl
+from hygen_pod.contract.profile import ProfileDocument
+from hygen_pod.server.access import read_key_file
+from hygen_pod.server.listeners import listeners, serve_all
+from hygen_pod.server.pod_app import Pod, PodSettings, attach, running
 from tests.helpers.fake_pod import FakeEngine
 
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from hygen_pod.pod_process import PodProcess
+from hygen_pod.dev.pod_process import PodProcess
 from tests.helpers.engine import BYTES_PER_TOKEN
 
 TOKEN = "test-token"

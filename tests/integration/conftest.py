@@ -14,7 +14,7 @@ pytest.importorskip("vllm", reason="engine tests need the 'engine' extra (vllm-c
 
 @pytest.fixture(scope="session")
 def tiny_model(tmp_path_factory):
-    from hygen_pod.tiny_model import build_tiny_llama
+    from hygen_pod.dev.tiny_model import build_tiny_llama
 
     return build_tiny_llama(tmp_path_factory.mktemp("tiny-llama"))
 
@@ -37,7 +37,7 @@ def harness(tiny_model):
 @pytest.fixture
 def fresh(harness):
     """The shared engine, with control, trace, recordings and prefix cache reset."""
-    from hygen_pod.control import OfflineControl
+    from hygen_pod.contract.control import OfflineControl
 
     s = harness.scheduler
     s.set_control(OfflineControl(mode="budget", budget_ms=0))
@@ -75,9 +75,9 @@ def random_requests(
 @pytest.fixture(scope="session")
 def fitted_predictor(harness):
     """A predictor fitted on steps captured from this very engine (unbounded offline)."""
-    from hygen_pod.control import OfflineControl
-    from hygen_pod.predictor import LatencyPredictor
-    from hygen_pod.step_trace import timing_samples
+    from hygen_pod.contract.control import OfflineControl
+    from hygen_pod.policy.predictor import LatencyPredictor
+    from hygen_pod.policy.step_trace import timing_samples
 
     s = harness.scheduler
     s.set_control(OfflineControl(mode="qps", qps=None))

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from hygen_pod.traces import default_data_dir
+from hygen_pod.profiling.traces import default_data_dir
 
 pytestmark = pytest.mark.engine
 ROOT = Path(__file__).resolve().parents[2]

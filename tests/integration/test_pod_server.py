@@ -16,7 +16,7 @@ import openai
 import pytest
 from openai import OpenAI
 
-from hygen_pod.pod_process import PodProcess
+from hygen_pod.dev.pod_process import PodProcess
 from tests.helpers.pod_process import TOKEN, tiny_pod
 
 pytestmark = pytest.mark.engine

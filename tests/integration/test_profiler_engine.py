@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import pytest
 
-from hygen_pod.profiler import ProfilerSettings, profile
-from hygen_pod.settings import SchedulerSettings
-from hygen_pod.traces import default_data_dir
+from hygen_pod.contract.settings import SchedulerSettings
+from hygen_pod.profiling.profiler import ProfilerSettings, profile
+from hygen_pod.profiling.traces import default_data_dir
 
 pytestmark = pytest.mark.engine
 
@@ -14,10 +14,10 @@ pytestmark = pytest.mark.engine
 def test_engine_profile_loads_into_the_scheduler(fresh, tiny_model, tmp_path) -> None:
     if not (default_data_dir() / "azure-llm-trace-2023").is_dir():
         pytest.skip("shared data folder not present")
-    from hygen_pod.traces import arxiv_summarization, azure_conversation
+    from hygen_pod.profiling.traces import arxiv_summarization, azure_conversation
+    from hygen_pod.profiling.workload import cpu_offline, cpu_online
     from hygen_pod.vllm_adapter.engine import Engine, EngineRunner
     from hygen_pod.vllm_adapter.scheduler import _load_policy
-    from hygen_pod.workload import cpu_offline, cpu_online
 
     azure, arxiv = azure_conversation(), arxiv_summarization()
     eng = Engine.from_llm(fresh.llm)

@@ -12,8 +12,8 @@ from pathlib import Path
 
 import pytest
 
-from hygen_pod.batch import BatchShape
-from hygen_pod.control import ControlFile, OfflineControl, write_control
+from hygen_pod.contract.control import ControlFile, OfflineControl, write_control
+from hygen_pod.policy.batch_shape import BatchShape
 from hygen_pod.vllm_adapter.scheduler import HyGenScheduler
 from tests.helpers.engine import Req
 from tests.integration.conftest import random_requests

@@ -13,9 +13,9 @@ from pathlib import Path
 
 import pytest
 
-from hygen_pod.control import OfflineControl, write_control
-from hygen_pod.pod_process import free_port
-from hygen_pod.step_trace import read_trace
+from hygen_pod.contract.control import OfflineControl, write_control
+from hygen_pod.dev.pod_process import free_port
+from hygen_pod.policy.step_trace import read_trace
 from tests.helpers.engine import BYTES_PER_TOKEN
 
 pytestmark = pytest.mark.engine

@@ -19,7 +19,7 @@ from pathlib import Path
 
 import httpx
 
-from hygen_pod.pod_process import PodProcess
+from hygen_pod.dev.pod_process import PodProcess
 from tests.helpers.pod_process import tiny_pod
 from tests.reliability.scenarios import Outcome
 

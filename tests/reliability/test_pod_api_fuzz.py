@@ -14,8 +14,8 @@ import schemathesis
 from hypothesis import HealthCheck, given, settings
 from schemathesis.specs.openapi.checks import unsupported_method
 
-from hygen_pod.access import route_kind
-from hygen_pod.api import request_digest
+from hygen_pod.contract.api import request_digest
+from hygen_pod.server.access import route_kind
 from tests.helpers.fake_pod import FakeEngine, FakePodServer
 
 AUTH = {"Authorization": "Bearer secret"}

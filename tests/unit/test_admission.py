@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import pytest
 
-from hygen_pod.admission import Limits, OfflineCandidate, admit
-from hygen_pod.batch import BatchShape
-from hygen_pod.predictor import LatencyPredictor
+from hygen_pod.policy.admission import Limits, OfflineCandidate, admit
+from hygen_pod.policy.batch_shape import BatchShape
+from hygen_pod.policy.predictor import LatencyPredictor
 
 # 1 ms per step + 10 us per prefill token + 100 us per decode.
 PRED = LatencyPredictor(["intercept", "prefill_tokens", "num_decodes"], [1e-3, 1e-2, 1e-4])
@@ -73,7 +73,7 @@ def test_budget_without_predictor_is_an_error() -> None:
 
 
 def test_progress_ignores_the_budget_but_not_resources() -> None:
-    from hygen_pod.admission import Admitter
+    from hygen_pod.policy.admission import Admitter
 
     # Budget below the cost of any chunk (1 ms intercept alone exceeds 0.5 ms).
     a = Admitter(PRED, BatchShape(), limits(budget_ms=0.5))
@@ -88,7 +88,7 @@ def test_progress_ignores_the_budget_but_not_resources() -> None:
 
 
 def test_a_running_request_short_of_kv_preempts_newer_ones_never_older() -> None:
-    from hygen_pod.admission import Admitter
+    from hygen_pod.policy.admission import Admitter
 
     # Three decodes, each at a block boundary (needs one new block); the cache is full.
     cands = [
@@ -111,7 +111,7 @@ def test_a_running_request_short_of_kv_preempts_newer_ones_never_older() -> None
 
 
 def test_preemption_for_kv_never_happens_for_work_the_budget_refuses() -> None:
-    from hygen_pod.admission import Admitter
+    from hygen_pod.policy.admission import Admitter
 
     cands = [
         OfflineCandidate(f"r{i}", 32, 1, 32, held_blocks=2, running=True, age=(float(i), f"r{i}"))

@@ -6,11 +6,11 @@ import random
 
 import pytest
 
-from hygen_pod.batch import BatchShape
 from hygen_pod.cli import main
-from hygen_pod.control import ControlFile
-from hygen_pod.predictor import LatencyPredictor
-from hygen_pod.step_trace import StepRecord
+from hygen_pod.contract.control import ControlFile
+from hygen_pod.policy.batch_shape import BatchShape
+from hygen_pod.policy.predictor import LatencyPredictor
+from hygen_pod.policy.step_trace import StepRecord
 
 
 def _trace(path, n=200, seed=0):
@@ -98,8 +98,8 @@ def test_set_control_does_not_create_folders(tmp_path, capsys) -> None:
 def test_profile_on_the_gpu_oracle(tmp_path, capsys) -> None:
     import pytest
 
-    from hygen_pod.profile import ProfileDocument
-    from hygen_pod.traces import default_data_dir
+    from hygen_pod.contract.profile import ProfileDocument
+    from hygen_pod.profiling.traces import default_data_dir
 
     pytest.importorskip("aiconfigurator_core")
     if not (default_data_dir() / "azure-llm-trace-2023").is_dir():
@@ -112,7 +112,7 @@ def test_profile_on_the_gpu_oracle(tmp_path, capsys) -> None:
         "--window",
         "10",
         "--iters",
-        "2",
+        "4",
         "--offline",
         "200",
         "--online-qps",
@@ -128,6 +128,7 @@ def test_profile_on_the_gpu_oracle(tmp_path, capsys) -> None:
     doc = ProfileDocument.load(out)
     assert doc.hardware == "oracle:h100" and doc.targets == ["mean_tbt"]
     assert doc.budget_ms > 0 and doc.with_budget.mean_tbt_ms <= 1.5 * doc.online_only.mean_tbt_ms
+    assert doc.offline_tps_budget > 0  # a budget below one online step admits nothing
     assert "budget" in capsys.readouterr().out
     assert main([*args[:-2], "--tolerance", "-1", "--out", str(out)]) == 2
 

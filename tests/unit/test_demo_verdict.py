@@ -5,7 +5,7 @@ from __future__ import annotations
 from hypothesis import given
 from hypothesis import strategies as st
 
-from hygen_pod.demo_verdict import MARGIN, noise_problem, spread, verdict
+from hygen_pod.dev.demo_verdict import MARGIN, noise_problem, spread, verdict
 
 MS = 1e-3
 

@@ -13,7 +13,7 @@ from hygen_operator.batch_io import FileSink
 from hygen_operator.dispatch import Dispatcher, Progress
 from hygen_operator.pod_client import PodAddress, PodError
 from hygen_operator.resources import BatchJobSpec
-from hygen_pod.api import OfflineResult, OfflineSubmit, request_digest
+from hygen_pod.contract.api import OfflineResult, OfflineSubmit, request_digest
 
 EP = "/v1/completions"
 A, B = PodAddress("a", "10.0.0.1", 8000), PodAddress("b", "10.0.0.2", 8000)

@@ -5,7 +5,7 @@ from __future__ import annotations
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from hygen_pod.offline_queue import OfflineQueue, common_prefix_len
+from hygen_pod.policy.offline_queue import OfflineQueue, common_prefix_len
 
 # Prompts drawn from a few shared prefixes so that sharing actually happens.
 prefixes = st.lists(st.integers(0, 5), min_size=0, max_size=6)

@@ -23,10 +23,10 @@ from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, invariant, rule
 from prometheus_client import CollectorRegistry
 
-from hygen_pod import pod_app
-from hygen_pod.api import OfflineSubmit
-from hygen_pod.offline_store import Conflict, NotFound
-from hygen_pod.pod_app import Pod, PodSettings
+from hygen_pod.contract.api import OfflineSubmit
+from hygen_pod.server import pod_app
+from hygen_pod.server.offline_store import Conflict, NotFound
+from hygen_pod.server.pod_app import Pod, PodSettings
 
 EP = "/v1/completions"
 IDS = st.sampled_from(["a1", "a2", "b1"])

@@ -6,8 +6,8 @@ import json
 
 import pytest
 
-from hygen_pod.batch_input import BadLine, BatchLine, parse_batch_file
-from hygen_pod.offline_store import Conflict, NotFound, OfflineStore
+from hygen_pod.contract.batch_input import BadLine, BatchLine, parse_batch_file
+from hygen_pod.server.offline_store import Conflict, NotFound, OfflineStore
 
 EP = "/v1/completions"
 
@@ -186,7 +186,7 @@ def test_state_on_disk_is_owner_only(tmp_path) -> None:
 
 
 def test_files_and_batches_belong_to_their_owner(tmp_path) -> None:
-    from hygen_pod.offline_store import NotFound
+    from hygen_pod.server.offline_store import NotFound
 
     s = OfflineStore(tmp_path)
     line = json.dumps({"custom_id": "a", "url": "/v1/completions", "body": {"prompt": "x"}})
@@ -229,8 +229,8 @@ def test_a_result_is_written_only_under_the_generation_that_ran(tmp_path) -> Non
 
 
 def test_a_digest_that_does_not_match_the_body_is_refused(tmp_path) -> None:
-    from hygen_pod.api import request_digest
-    from hygen_pod.offline_store import BadDigest
+    from hygen_pod.contract.api import request_digest
+    from hygen_pod.server.offline_store import BadDigest
 
     s = OfflineStore(tmp_path)
     good = request_digest("/v1/completions", {"prompt": "p"})

@@ -15,7 +15,7 @@ import uvicorn
 from fastapi import FastAPI
 from fastapi.responses import JSONResponse, StreamingResponse
 
-from hygen_pod.pod_process import free_port
+from hygen_pod.dev.pod_process import free_port
 
 ROOT = Path(__file__).resolve().parents[2]
 

@@ -8,8 +8,8 @@ import pytest
 
 pytest.importorskip("aiconfigurator_core", reason="needs the 'oracle' extra")
 
-from hygen_pod.oracle import KernelOracle, MixedBatch, random_batches, sample
-from hygen_pod.predictor import LatencyPredictor
+from hygen_pod.policy.predictor import LatencyPredictor
+from hygen_pod.profiling.oracle import KernelOracle, MixedBatch, random_batches, sample
 
 pytestmark = pytest.mark.oracle
 

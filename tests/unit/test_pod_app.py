@@ -318,7 +318,7 @@ def test_every_route_but_probes_and_metrics_needs_a_credential(tmp_path) -> None
     """Enumerated from the app itself, so a route added later cannot slip by unguarded."""
     from fastapi.routing import APIRoute
 
-    from hygen_pod.access import OPEN_PATHS
+    from hygen_pod.server.access import OPEN_PATHS
 
     with FakePodServer(tmp_path, FakeEngine(), api_keys=["key-a"]) as srv:
         h = srv.http
@@ -400,7 +400,7 @@ def test_a_generated_control_token_is_private_from_birth_and_its_place_is_logged
 
     from prometheus_client import CollectorRegistry
 
-    from hygen_pod.pod_app import Pod, PodSettings
+    from hygen_pod.server.pod_app import Pod, PodSettings
 
     modes: list[int] = []
     real_open = os.open

@@ -8,8 +8,8 @@ import time
 
 import pytest
 
-from hygen_pod.batch import BatchShape
-from hygen_pod.predictor import LatencyPredictor
+from hygen_pod.policy.batch_shape import BatchShape
+from hygen_pod.policy.predictor import LatencyPredictor
 
 
 def _random_shape(rng: random.Random) -> BatchShape:

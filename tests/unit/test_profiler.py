@@ -9,10 +9,10 @@ import pytest
 
 pytest.importorskip("aiconfigurator_core", reason="needs the 'oracle' extra")
 
-from hygen_pod.profile import ProfileDocument
-from hygen_pod.profiler import ProfilerSettings, SimRunner, profile
-from hygen_pod.simulator import RequestSpec
-from hygen_pod.slo_search import within
+from hygen_pod.contract.profile import ProfileDocument
+from hygen_pod.profiling.profiler import ProfilerSettings, SimRunner, profile
+from hygen_pod.profiling.simulator import RequestSpec
+from hygen_pod.profiling.slo_search import within
 
 pytestmark = pytest.mark.oracle
 
@@ -66,7 +66,7 @@ def test_bad_settings_and_documents(tmp_path) -> None:
 
 def test_within_helper_matches_document() -> None:
     doc = _run()
-    from hygen_pod.latency import LatencySummary
+    from hygen_pod.policy.latency import LatencySummary
 
     def summary(m) -> LatencySummary:
         return LatencySummary(1, 1, m.mean_ttft_ms, m.p99_ttft_ms, m.mean_tbt_ms, m.p99_tbt_ms)

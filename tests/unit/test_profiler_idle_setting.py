@@ -4,11 +4,11 @@ from __future__ import annotations
 
 import random
 
-from hygen_pod.batch import BatchShape
-from hygen_pod.control import OfflineControl
-from hygen_pod.latency import LatencySummary
-from hygen_pod.predictor import LatencyPredictor
-from hygen_pod.profiler import ProfilerSettings, RunOutcome, profile
+from hygen_pod.contract.control import OfflineControl
+from hygen_pod.policy.batch_shape import BatchShape
+from hygen_pod.policy.latency import LatencySummary
+from hygen_pod.policy.predictor import LatencyPredictor
+from hygen_pod.profiling.profiler import ProfilerSettings, RunOutcome, profile
 
 
 class _SlowBox:

@@ -1,6 +1,6 @@
 """HyGen*'s offline start rate."""
 
-from hygen_pod.rate import TokenBucket
+from hygen_pod.policy.rate import TokenBucket
 
 
 def test_token_bucket_rate_and_burst() -> None:

@@ -6,9 +6,9 @@ import random
 
 import pytest
 
-from hygen_pod.oracle import MixedBatch
-from hygen_pod.predictor import LatencyPredictor
-from hygen_pod.simulator import EngineSpec, RequestSpec, Simulator
+from hygen_pod.policy.predictor import LatencyPredictor
+from hygen_pod.profiling.oracle import MixedBatch
+from hygen_pod.profiling.simulator import EngineSpec, RequestSpec, Simulator
 
 # Step time: 5 ms + 20 us per prefill token + 50 us per decode; the predictor knows it.
 PRED = LatencyPredictor(["intercept", "prefill_tokens", "num_decodes"], [5e-3, 2e-2, 5e-5])

@@ -2,8 +2,8 @@
 
 import pytest
 
-from hygen_pod.latency import LatencySummary, RequestTiming, summarize
-from hygen_pod.slo_search import check_targets, largest_setting, robust_within, within
+from hygen_pod.policy.latency import LatencySummary, RequestTiming, summarize
+from hygen_pod.profiling.slo_search import check_targets, largest_setting, robust_within, within
 
 
 def summary(x: float) -> LatencySummary:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from hygen_pod.slo_window import SLOWindow
+from hygen_pod.server.slo_window import SLOWindow
 
 
 class Clock:

@@ -2,7 +2,7 @@
 
 import pytest
 
-from hygen_pod.traces import default_data_dir
+from hygen_pod.profiling.traces import default_data_dir
 
 pytest.importorskip("aiconfigurator_core")
 pytestmark = pytest.mark.oracle
@@ -11,8 +11,8 @@ pytestmark = pytest.mark.oracle
 def test_kernel_tables_agree_with_vidur_within_25_percent() -> None:
     if not (default_data_dir() / "vidur").is_dir():
         pytest.skip("shared data folder not present")
-    from hygen_pod.oracle import KernelOracle
-    from hygen_pod.vidur import VidurMLP
+    from hygen_pod.profiling.oracle import KernelOracle
+    from hygen_pod.profiling.vidur import VidurMLP
 
     aic, vidur = KernelOracle("a100"), VidurMLP()
     ratios = [aic.shared_ms(n) / vidur.forward_ms(n) for n in (1, 64, 512, 2048, 8192)]
@@ -22,7 +22,7 @@ def test_kernel_tables_agree_with_vidur_within_25_percent() -> None:
 
 
 def test_missing_vidur_table_is_a_clear_error(tmp_path) -> None:
-    from hygen_pod.vidur import VidurMLP
+    from hygen_pod.profiling.vidur import VidurMLP
 
     with pytest.raises(FileNotFoundError, match="--data"):
         VidurMLP(data_dir=tmp_path)

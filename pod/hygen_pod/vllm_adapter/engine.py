@@ -18,9 +18,9 @@ from typing import TYPE_CHECKING, Any
 
 from pydantic import BaseModel, Field
 
-from hygen_pod.latency import RequestTiming
-from hygen_pod.settings import CLASS_KEY, SchedulerSettings
-from hygen_pod.workload import ReplayRequest
+from hygen_pod.contract.settings import CLASS_KEY, SchedulerSettings
+from hygen_pod.policy.latency import RequestTiming
+from hygen_pod.profiling.workload import ReplayRequest
 
 if TYPE_CHECKING:
     from hygen_pod.vllm_adapter.scheduler import HyGenScheduler
@@ -205,8 +205,8 @@ class EngineRunner:
         return [dataclasses.replace(r, rid=f"{r.rid}-r{self._round}") for r in reqs]
 
     def capture(self, seed: int):
-        from hygen_pod.control import OfflineControl
-        from hygen_pod.step_trace import timing_samples
+        from hygen_pod.contract.control import OfflineControl
+        from hygen_pod.policy.step_trace import timing_samples
 
         s = self.eng.scheduler
         s.set_control(OfflineControl(mode="qps", qps=None))
@@ -218,8 +218,8 @@ class EngineRunner:
         self.eng.scheduler.predictor = predictor
 
     def run(self, control, with_offline: bool):
-        from hygen_pod.latency import summarize
-        from hygen_pod.profiler import RunOutcome
+        from hygen_pod.policy.latency import summarize
+        from hygen_pod.profiling.profiler import RunOutcome
 
         s = self.eng.scheduler
         s.set_control(control)

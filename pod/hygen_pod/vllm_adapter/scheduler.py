@@ -9,7 +9,7 @@ This is the one module that imports vLLM. It wraps the stock
    work of this step (tokens, request slots, KV blocks) and, if the KV cache
    is short, offline requests are preempted so that online work never waits
    behind offline work.
-2. *Phase 2 (offline)*: `hygen_pod.admission` picks offline decodes and prefill
+2. *Phase 2 (offline)*: `hygen_pod.policy.admission` picks offline decodes and prefill
    chunks that fit the latency budget (by the predictor), the rest of the token
    budget, the free KV blocks and request slots. The admitted requests are put
    behind the online ones (running list, then waiting queue) and the step's
@@ -32,16 +32,16 @@ from vllm.v1.core.sched.request_queue import SchedulingPolicy
 from vllm.v1.core.sched.scheduler import Scheduler
 from vllm.v1.request import Request, RequestStatus
 
-from hygen_pod.admission import Admitter, Limits, OfflineCandidate, cdiv
-from hygen_pod.batch import BatchShape
-from hygen_pod.control import ControlFile, OfflineControl
-from hygen_pod.offline_queue import OfflineQueue
-from hygen_pod.predictor import LatencyPredictor
-from hygen_pod.profile import ProfileDocument
-from hygen_pod.rate import TokenBucket
-from hygen_pod.scheduler_status import SchedulerStatus, StatusWriter
-from hygen_pod.settings import SchedulerSettings, request_class
-from hygen_pod.step_trace import StepRecord, StepTrace
+from hygen_pod.contract.control import ControlFile, OfflineControl
+from hygen_pod.contract.profile import ProfileDocument
+from hygen_pod.contract.scheduler_status import SchedulerStatus, StatusWriter
+from hygen_pod.contract.settings import SchedulerSettings, request_class
+from hygen_pod.policy.admission import Admitter, Limits, OfflineCandidate, cdiv
+from hygen_pod.policy.batch_shape import BatchShape
+from hygen_pod.policy.offline_queue import OfflineQueue
+from hygen_pod.policy.predictor import LatencyPredictor
+from hygen_pod.policy.rate import TokenBucket
+from hygen_pod.policy.step_trace import StepRecord, StepTrace
 
 logger = logging.getLogger("hygen.scheduler")
 

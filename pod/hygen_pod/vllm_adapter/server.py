@@ -4,7 +4,7 @@ Online endpoints (completions, chat, models, tokenize, health, /metrics) are
 vLLM's, built by its ``build_app``/``init_app_state``. On top of that this
 module: loads the HyGen scheduler plugin, times every token per request class
 (by wrapping the engine client's ``generate``), runs offline requests through
-vLLM's own completion/chat handlers, mounts the pod routes (`hygen_pod.pod_app`)
+vLLM's own completion/chat handlers, mounts the pod routes (`hygen_pod.server.pod_app`)
 and drains gracefully on SIGTERM.
 """
 
@@ -20,12 +20,12 @@ from argparse import Namespace
 from pathlib import Path
 from typing import Any
 
-from hygen_pod.access import read_key_file
-from hygen_pod.control import OfflineControl, write_control
-from hygen_pod.listeners import listeners, serve_all
-from hygen_pod.pod_app import Pod, PodSettings, attach, running, validation_message
-from hygen_pod.settings import request_class
-from hygen_pod.slo_window import SLOWindow
+from hygen_pod.contract.control import OfflineControl, write_control
+from hygen_pod.contract.settings import request_class
+from hygen_pod.server.access import read_key_file
+from hygen_pod.server.listeners import listeners, serve_all
+from hygen_pod.server.pod_app import Pod, PodSettings, attach, running, validation_message
+from hygen_pod.server.slo_window import SLOWindow
 
 logger = logging.getLogger("hygen.server")
 SCHEDULER_CLS = "hygen_pod.vllm_adapter.scheduler.HyGenScheduler"
@@ -171,7 +171,7 @@ def pod_settings(args: Namespace) -> PodSettings:
     elif args.budget_ms is not None:
         initial = OfflineControl(mode="budget", budget_ms=args.budget_ms)
     elif args.hygen_profile:
-        from hygen_pod.profile import ProfileDocument
+        from hygen_pod.contract.profile import ProfileDocument
 
         initial = OfflineControl(budget_ms=ProfileDocument.load(args.hygen_profile).budget_ms)
     else:

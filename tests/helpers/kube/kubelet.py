@@ -23,7 +23,7 @@ from typing import Any
 import httpx
 
 from hygen_operator import manifests
-from hygen_pod.pod_process import free_port
+from hygen_pod.dev.pod_process import free_port
 from tests.helpers.kube.server import EmulatorServer
 
 ROOT = Path(__file__).resolve().parents[3]

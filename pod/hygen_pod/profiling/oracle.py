@@ -25,7 +25,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from functools import lru_cache
 
-from hygen_pod.batch import BatchShape
+from hygen_pod.policy.batch_shape import BatchShape
 
 GPUS = {"a100": "a100_sxm", "h100": "h100_sxm", "h200": "h200_sxm"}
 DEFAULT_MODEL = "meta-llama/Meta-Llama-3.1-8B"

@@ -193,7 +193,7 @@ class OfflineQueue(Generic[T]):
         arr = self._sorted
         if self._cursor is None:
             return self._id_of(arr[0])
-        i = bisect.bisect_left(arr, _Entry(self._cursor, -1, None))  # type: ignore[arg-type]
+        i = bisect.bisect_left(arr, _Entry(self._cursor, -1, None))
         after = arr[i] if i < len(arr) else None
         before = arr[i - 1] if i > 0 else None
         if before is None:

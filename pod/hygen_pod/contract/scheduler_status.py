@@ -13,8 +13,8 @@ from pathlib import Path
 
 from pydantic import BaseModel, ValidationError
 
-from hygen_pod.control import OfflineControl
-from hygen_pod.jsonio import write_atomic
+from hygen_pod.contract.control import OfflineControl
+from hygen_pod.contract.jsonio import write_atomic
 
 
 class SchedulerStatus(BaseModel):

@@ -11,7 +11,7 @@ import random
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from hygen_pod.traces import TraceRequest
+from hygen_pod.profiling.traces import TraceRequest
 
 
 @dataclass

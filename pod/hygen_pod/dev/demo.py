@@ -10,7 +10,7 @@
 4. the same three policies on a simulated H100 from measured kernel tables (`demo_gpu`):
    deterministic, seconds, the GPU-scale effect beside the CPU run;
 5. (unless ``pod=False``) the workload through the serving pod over HTTP
-   (`hygen_pod.pod_demo`): online alone, then while an offline batch runs.
+   (`hygen_pod.dev.pod_demo`): online alone, then while an offline batch runs.
 
 The CPU budget is a simple rule (a margin over the online-only step time, from a
 calibration run); the simulated GPU stage uses the SLO-aware profiler.
@@ -26,15 +26,15 @@ from pathlib import Path
 
 import numpy as np
 
-from hygen_pod.control import OfflineControl
-from hygen_pod.demo_verdict import spread, verdict
-from hygen_pod.latency import LatencySummary, summarize
-from hygen_pod.predictor import LatencyPredictor
-from hygen_pod.settings import SchedulerSettings
-from hygen_pod.step_trace import timing_samples
-from hygen_pod.tiny_model import build_tiny_llama
-from hygen_pod.traces import arxiv_summarization, azure_conversation
-from hygen_pod.workload import ReplayRequest, cpu_offline, cpu_online
+from hygen_pod.contract.control import OfflineControl
+from hygen_pod.contract.settings import SchedulerSettings
+from hygen_pod.dev.demo_verdict import spread, verdict
+from hygen_pod.dev.tiny_model import build_tiny_llama
+from hygen_pod.policy.latency import LatencySummary, summarize
+from hygen_pod.policy.predictor import LatencyPredictor
+from hygen_pod.policy.step_trace import timing_samples
+from hygen_pod.profiling.traces import arxiv_summarization, azure_conversation
+from hygen_pod.profiling.workload import ReplayRequest, cpu_offline, cpu_online
 
 
 @dataclass
@@ -217,7 +217,7 @@ def run_demo(cfg: DemoConfig, emit=print) -> DemoResult:
     emit(format_table(rows))
     emit(f"conclusion (CPU engine): {conclusion}")
     if cfg.gpu is not None:
-        from hygen_pod.demo_gpu import format_gpu_table, simulated_gpu
+        from hygen_pod.dev.demo_gpu import format_gpu_table, simulated_gpu
 
         print(f"simulating {cfg.gpu.upper()} ...", file=sys.stderr, flush=True)
         gpu = simulated_gpu(cfg.data_dir, cfg.gpu, seed=cfg.seed)
@@ -225,7 +225,7 @@ def run_demo(cfg: DemoConfig, emit=print) -> DemoResult:
         emit(format_gpu_table(gpu))
         emit(f"conclusion (simulated {cfg.gpu.upper()}): {gpu.conclusion}")
     if cfg.pod:
-        from hygen_pod.pod_demo import demo_pod, format_pod_table, run_pod_stage
+        from hygen_pod.dev.pod_demo import demo_pod, format_pod_table, run_pod_stage
 
         opts = eng.opts
         del eng, s  # the pod runs its own engine

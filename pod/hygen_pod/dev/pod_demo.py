@@ -23,9 +23,9 @@ from pathlib import Path
 import httpx
 from tqdm import tqdm
 
-from hygen_pod.latency import LatencySummary, RequestTiming, summarize
-from hygen_pod.pod_process import PodProcess
-from hygen_pod.workload import ReplayRequest
+from hygen_pod.dev.pod_process import PodProcess
+from hygen_pod.policy.latency import LatencySummary, RequestTiming, summarize
+from hygen_pod.profiling.workload import ReplayRequest
 
 
 @dataclass

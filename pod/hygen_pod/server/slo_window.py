@@ -7,6 +7,7 @@ the same numbers. Samples older than the window are dropped as new ones come in.
 
 from __future__ import annotations
 
+import math
 import threading
 import time
 from collections import deque
@@ -14,8 +15,10 @@ from collections.abc import Callable
 
 import numpy as np
 
-from hygen_pod.api import METRICS, ClassWindow, Metric, SLOStatus
-from hygen_pod.settings import RequestClass
+from hygen_pod.contract.api import ClassWindow, SLOStatus
+from hygen_pod.contract.metrics import REGISTRY, Metric
+from hygen_pod.contract.settings import RequestClass
+from hygen_pod.policy.latency import statistic
 
 CLASSES: tuple[RequestClass, ...] = ("online", "offline")
 
@@ -36,12 +39,6 @@ class _Series:
 
     def values(self) -> np.ndarray:
         return np.fromiter((v for _, v in self.samples), float, len(self.samples))
-
-
-def _ms(xs: np.ndarray, q: float | None) -> float | None:
-    if xs.size == 0:
-        return None
-    return float(np.mean(xs) if q is None else np.percentile(xs, q)) * 1e3
 
 
 class SLOWindow:
@@ -99,24 +96,24 @@ class SLOWindow:
             ttft, tbt = self._ttft[cls].values(), self._tbt[cls].values()
             tokens = int(self._tokens[cls].values().sum())
             requests = len(self._done[cls].samples)
+        series = {"ttft": ttft, "tbt": tbt}
+        ms = {m.ms_field: statistic(m, series[m.latency]) * 1e3 for m in REGISTRY}
         return ClassWindow(
             requests=requests,
             tokens=tokens,
             tokens_per_s=tokens / span,
-            mean_ttft_ms=_ms(ttft, None),
-            p99_ttft_ms=_ms(ttft, 99),
-            mean_tbt_ms=_ms(tbt, None),
-            p99_tbt_ms=_ms(tbt, 99),
+            **{k: None if math.isnan(v) else v for k, v in ms.items()},
         )
 
     def slo(self, targets_ms: dict[Metric, float]) -> list[SLOStatus]:
         """Each targeted online metric over the window against its target."""
         w = self.window("online")
         out = []
-        for m in METRICS:
+        for spec in REGISTRY:
+            m = spec.name
             if m not in targets_ms:
                 continue
-            observed = getattr(w, f"{m}_ms")
+            observed = getattr(w, spec.ms_field)
             met = None if observed is None else observed <= targets_ms[m]
             out.append(SLOStatus(metric=m, target_ms=targets_ms[m], observed_ms=observed, met=met))
         return out

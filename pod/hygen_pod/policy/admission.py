@@ -22,8 +22,8 @@ from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from hygen_pod.batch import BatchShape
-from hygen_pod.predictor import LatencyPredictor
+from hygen_pod.policy.batch_shape import BatchShape
+from hygen_pod.policy.predictor import LatencyPredictor
 
 
 def cdiv(a: int, b: int) -> int:
@@ -40,7 +40,7 @@ class OfflineCandidate:
     num_prompt_tokens: int
     held_blocks: int  # KV blocks it holds (or would adopt from the prefix cache)
     running: bool  # already running (vs. waiting to start)
-    age: tuple = ()  # orders running candidates for preemption: larger = newer
+    age: tuple[Any, ...] = ()  # orders running candidates for preemption: larger = newer
 
     @property
     def is_decode(self) -> bool:

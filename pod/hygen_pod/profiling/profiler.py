@@ -19,13 +19,19 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Protocol
 
-from hygen_pod.batch import BatchShape
-from hygen_pod.control import OfflineControl
-from hygen_pod.latency import LatencySummary, RequestTiming
-from hygen_pod.predictor import LatencyPredictor
-from hygen_pod.profile import MetricValues, ProfileDocument
-from hygen_pod.simulator import RequestSpec, Simulator
-from hygen_pod.slo_search import METRICS, SearchResult, largest_setting, robust_within, within
+from hygen_pod.contract.control import OfflineControl
+from hygen_pod.contract.profile import ProfileDocument
+from hygen_pod.policy.batch_shape import BatchShape
+from hygen_pod.policy.latency import LatencySummary, RequestTiming
+from hygen_pod.policy.predictor import LatencyPredictor
+from hygen_pod.profiling.simulator import RequestSpec, Simulator
+from hygen_pod.profiling.slo_search import (
+    METRICS,
+    SearchResult,
+    largest_setting,
+    robust_within,
+    within,
+)
 
 
 @dataclass
@@ -138,9 +144,9 @@ def profile(
         predictor=predictor.to_document(),
         budget_ms=b.value,
         qps=q.value,
-        online_only=MetricValues.of(base.online),
-        with_budget=MetricValues.of(with_b.online),
-        with_qps=MetricValues.of(with_q.online),
+        online_only=base.online.values_ms(),
+        with_budget=with_b.online.values_ms(),
+        with_qps=with_q.online.values_ms(),
         offline_tps_budget=with_b.offline_tps,
         offline_tps_qps=with_q.offline_tps,
         probes={"budget_ms": b.probes, "qps": q.probes},
@@ -152,7 +158,7 @@ class SimRunner:
     """Profiles against the simulator with a GPU kernel oracle: deterministic per seed."""
 
     def __init__(self, gpu: str, workload: Sequence[RequestSpec], window_s: float) -> None:
-        from hygen_pod.oracle import DEFAULT_MODEL, KernelOracle
+        from hygen_pod.profiling.oracle import DEFAULT_MODEL, KernelOracle
 
         self.oracle = KernelOracle(gpu)
         self.model, self.hardware = DEFAULT_MODEL, f"oracle:{gpu}"
@@ -161,7 +167,7 @@ class SimRunner:
         self.sim = Simulator(self.oracle.step_seconds)
 
     def capture(self, seed: int) -> tuple[list[BatchShape], list[float]]:
-        from hygen_pod.oracle import random_batches, sample
+        from hygen_pod.profiling.oracle import random_batches, sample
 
         return sample(self.oracle, random_batches(random.Random(seed), 1000))
 

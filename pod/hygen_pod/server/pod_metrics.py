@@ -14,10 +14,10 @@ from prometheus_client import CollectorRegistry, Counter, Histogram
 from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.registry import Collector
 
-from hygen_pod.slo_window import CLASSES
+from hygen_pod.server.slo_window import CLASSES
 
 if TYPE_CHECKING:
-    from hygen_pod.api import LiveMetrics
+    from hygen_pod.contract.api import LiveMetrics
 
 _TTFT_BUCKETS = (0.005, 0.01, 0.02, 0.05, 0.1, 0.2, 0.5, 1, 2, 5, 10, 30, 60)
 _TBT_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.02, 0.04, 0.06, 0.1, 0.2, 0.5, 1, 2)

@@ -15,7 +15,7 @@ from pathlib import Path
 
 from pydantic import BaseModel, Field
 
-from hygen_pod.batch import BatchShape
+from hygen_pod.policy.batch_shape import BatchShape
 
 
 class StepRecord(BaseModel):

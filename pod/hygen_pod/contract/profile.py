@@ -3,16 +3,15 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from hygen_pod.jsonio import read_json
-from hygen_pod.latency import LatencySummary
-from hygen_pod.predictor import PredictorDocument
+from hygen_pod.contract.jsonio import read_json
+from hygen_pod.contract.metrics import Metric
+from hygen_pod.contract.predictor_document import PredictorDocument
 
 PROFILE_SCHEMA_VERSION = 1
-Metric = Literal["mean_ttft", "p99_ttft", "mean_tbt", "p99_tbt"]
 
 
 class MetricValues(BaseModel):
@@ -22,15 +21,6 @@ class MetricValues(BaseModel):
     p99_ttft_ms: float
     mean_tbt_ms: float
     p99_tbt_ms: float
-
-    @classmethod
-    def of(cls, s: LatencySummary) -> MetricValues:
-        return cls(
-            mean_ttft_ms=s.mean_ttft * 1e3,
-            p99_ttft_ms=s.p99_ttft * 1e3,
-            mean_tbt_ms=s.mean_tbt * 1e3,
-            p99_tbt_ms=s.p99_tbt * 1e3,
-        )
 
 
 class ProfileDocument(BaseModel):

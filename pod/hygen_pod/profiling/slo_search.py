@@ -16,9 +16,10 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from hygen_pod.latency import LatencySummary, RequestTiming, summarize
+from hygen_pod.contract.metrics import BY_NAME, METRICS
+from hygen_pod.policy.latency import LatencySummary, RequestTiming, statistic, summarize
 
-METRICS = ("mean_ttft", "p99_ttft", "mean_tbt", "p99_tbt")
+__all__ = ["METRICS", "largest_setting", "robust_within", "within"]
 
 
 def within(
@@ -75,14 +76,13 @@ class _Arrays:
         self.tbts = [np.asarray(t.tbts, dtype=float) for t in timings]
 
     def metric(self, name: str, idx: list[int]) -> float:
-        if name.endswith("ttft"):
+        m = BY_NAME[name]
+        if m.latency == "ttft":
             xs = self.ttft[idx]
             xs = xs[~np.isnan(xs)]
         else:
             xs = np.concatenate([self.tbts[i] for i in idx])
-        if xs.size == 0:
-            return float("nan")
-        return float(np.mean(xs) if name.startswith("mean") else np.percentile(xs, 99))
+        return statistic(m, xs)
 
 
 @dataclass

@@ -17,8 +17,8 @@ import time
 from collections.abc import Awaitable, Callable
 from typing import Any, TypeVar
 
-from hygen_pod.offline_store import OfflineStore, Queued
-from hygen_pod.settings import CLASS_KEY
+from hygen_pod.contract.settings import CLASS_KEY
+from hygen_pod.server.offline_store import OfflineStore, Queued
 
 logger = logging.getLogger("hygen.offline")
 

@@ -15,7 +15,7 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from hygen_pod.jsonio import write_atomic
+from hygen_pod.contract.jsonio import write_atomic
 
 
 class OfflineControl(BaseModel):

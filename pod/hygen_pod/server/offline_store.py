@@ -24,7 +24,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from hygen_pod.api import (
+from hygen_pod.contract.api import (
     BatchErrorItem,
     BatchErrors,
     BatchObject,
@@ -35,7 +35,7 @@ from hygen_pod.api import (
     request_digest,
     window_seconds,
 )
-from hygen_pod.batch_input import BatchLine, parse_batch_file
+from hygen_pod.contract.batch_input import BatchLine, parse_batch_file
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS files (

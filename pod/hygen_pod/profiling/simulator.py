@@ -31,14 +31,14 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Literal
 
-from hygen_pod.admission import Admitter, Limits, OfflineCandidate, cdiv
-from hygen_pod.batch import BatchShape
-from hygen_pod.latency import LatencySummary, RequestTiming, summarize
-from hygen_pod.offline_queue import OfflineQueue
-from hygen_pod.oracle import MixedBatch
-from hygen_pod.predictor import LatencyPredictor
-from hygen_pod.rate import TokenBucket
-from hygen_pod.traces import TraceRequest
+from hygen_pod.policy.admission import Admitter, Limits, OfflineCandidate, cdiv
+from hygen_pod.policy.batch_shape import BatchShape
+from hygen_pod.policy.latency import LatencySummary, RequestTiming, summarize
+from hygen_pod.policy.offline_queue import OfflineQueue
+from hygen_pod.policy.predictor import LatencyPredictor
+from hygen_pod.policy.rate import TokenBucket
+from hygen_pod.profiling.oracle import MixedBatch
+from hygen_pod.profiling.traces import TraceRequest
 
 Policy = Literal["online_only", "offline_only", "naive", "hygen_qps", "hygen"]
 POLICIES: tuple[Policy, ...] = ("online_only", "offline_only", "naive", "hygen_qps", "hygen")

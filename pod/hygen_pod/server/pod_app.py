@@ -37,8 +37,7 @@ from prometheus_client import REGISTRY, CollectorRegistry
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from starlette.exceptions import HTTPException
 
-from hygen_pod.access import OWNER_KEY, AccessMiddleware, ApiKeys
-from hygen_pod.api import (
+from hygen_pod.contract.api import (
     REQUEST_ID_PATTERN,
     REQUEST_ID_PREFIX_PATTERN,
     BatchCreate,
@@ -58,13 +57,14 @@ from hygen_pod.api import (
     Readiness,
     SLOTargets,
 )
-from hygen_pod.control import OfflineControl, write_control
-from hygen_pod.jsonio import read_json
-from hygen_pod.offline_runner import Executor, OfflineRunner
-from hygen_pod.offline_store import BadDigest, Conflict, NotFound, OfflineStore
-from hygen_pod.pod_metrics import PodMetrics
-from hygen_pod.scheduler_status import read_status
-from hygen_pod.slo_window import SLOWindow
+from hygen_pod.contract.control import OfflineControl, write_control
+from hygen_pod.contract.jsonio import read_json
+from hygen_pod.contract.scheduler_status import read_status
+from hygen_pod.server.access import OWNER_KEY, AccessMiddleware, ApiKeys
+from hygen_pod.server.offline_runner import Executor, OfflineRunner
+from hygen_pod.server.offline_store import BadDigest, Conflict, NotFound, OfflineStore
+from hygen_pod.server.pod_metrics import PodMetrics
+from hygen_pod.server.slo_window import SLOWindow
 
 logger = logging.getLogger("hygen.pod")
 MAX_UPLOAD_BYTES = 200 << 20  # OpenAI's batch input limit

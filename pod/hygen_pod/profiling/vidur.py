@@ -7,7 +7,7 @@ import csv
 from bisect import bisect_left
 from pathlib import Path
 
-from hygen_pod.traces import data_file
+from hygen_pod.profiling.traces import data_file
 
 # Per-layer, non-attention operators of a Llama block as Vidur names them.
 LAYER_OPS = (

@@ -12,29 +12,15 @@ from __future__ import annotations
 import math
 import random
 from collections.abc import Sequence
-from dataclasses import dataclass
 from pathlib import Path
-from typing import Literal
+from typing import Any, cast
 
 import numpy as np
-from pydantic import BaseModel, Field
 from scipy.optimize import nnls
 
-from hygen_pod.batch import BatchShape
-from hygen_pod.jsonio import read_json
-
-FeatureName = Literal[
-    "intercept",
-    "prefill_tokens",
-    "prefill_tokens_total_sq",
-    "prefill_sq",
-    "num_prefills",
-    "num_decodes",
-    "decode_context",
-    "decode_context_sq",
-]
-
-SCHEMA_VERSION = 1
+from hygen_pod.contract.jsonio import read_json, write_atomic
+from hygen_pod.contract.predictor_document import SCHEMA_VERSION, FeatureName, PredictorDocument
+from hygen_pod.policy.batch_shape import BatchShape
 
 # Feature values are scaled so that coefficients stay in a sane numeric range.
 _SCALE: dict[str, float] = {
@@ -90,28 +76,6 @@ def feature_value(name: str, s: BatchShape) -> float:
     return float(getattr(s, name))
 
 
-class PredictorDocument(BaseModel):
-    """The JSON form of a fitted predictor (stored in profiles and ConfigMaps)."""
-
-    schema_version: int = SCHEMA_VERSION
-    features: list[FeatureName]
-    # Seconds contributed per unit of (feature / scale).
-    coefficients: list[float]
-    scales: list[float]
-    fitted_on: int = Field(0, ge=0, description="number of steps the fit used")
-    train_mape: float | None = None
-    heldout_mape: float | None = None
-    source: str = ""
-
-
-@dataclass
-class Fit:
-    """Result of fitting one feature set."""
-
-    predictor: LatencyPredictor
-    cv_mape: float
-
-
 class LatencyPredictor:
     """Predicts one iteration's duration in seconds from its `BatchShape`."""
 
@@ -120,7 +84,7 @@ class LatencyPredictor:
         features: Sequence[str],
         coefficients: Sequence[float],
         *,
-        meta: dict | None = None,
+        meta: dict[str, Any] | None = None,
     ) -> None:
         if len(features) != len(coefficients):
             raise ValueError("features and coefficients differ in length")
@@ -131,7 +95,7 @@ class LatencyPredictor:
             raise ValueError("predictor coefficients must be finite and non-negative")
         self.features: tuple[str, ...] = tuple(features)
         self.coefficients: tuple[float, ...] = tuple(float(c) for c in coefficients)
-        self.meta: dict = dict(meta or {})
+        self.meta: dict[str, Any] = dict(meta or {})
         # Per-raw-unit weights, precomputed so that predict() is a few multiplies.
         w = {f: c / _SCALE[f] for f, c in zip(self.features, self.coefficients, strict=True)}
         self._w_icpt = w.get("intercept", 0.0)
@@ -286,7 +250,7 @@ class LatencyPredictor:
     # ----------------------------------------------------------- persistence
     def to_document(self) -> PredictorDocument:
         return PredictorDocument(
-            features=list(self.features),  # type: ignore[arg-type]
+            features=[cast(FeatureName, f) for f in self.features],
             coefficients=list(self.coefficients),
             scales=[_SCALE[f] for f in self.features],
             fitted_on=int(self.meta.get("fitted_on", 0)),
@@ -314,7 +278,8 @@ class LatencyPredictor:
         return cls(doc.features, doc.coefficients, meta=meta)
 
     def save(self, path: str | Path) -> None:
-        Path(path).write_text(self.to_document().model_dump_json(indent=2) + "\n")
+        """Write the document atomically: a crash never leaves a half-written predictor."""
+        write_atomic(path, self.to_document().model_dump_json(indent=2) + "\n")
 
     @classmethod
     def load(cls, path: str | Path) -> LatencyPredictor:

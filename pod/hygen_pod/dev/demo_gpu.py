@@ -10,11 +10,11 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
-from hygen_pod.latency import LatencySummary
-from hygen_pod.profiler import ProfilerSettings, SimRunner, profile
-from hygen_pod.simulator import SimResult, offline_requests, online_requests
-from hygen_pod.slo_search import within
-from hygen_pod.traces import arxiv_summarization, azure_conversation
+from hygen_pod.policy.latency import LatencySummary
+from hygen_pod.profiling.profiler import ProfilerSettings, SimRunner, profile
+from hygen_pod.profiling.simulator import SimResult, offline_requests, online_requests
+from hygen_pod.profiling.slo_search import within
+from hygen_pod.profiling.traces import arxiv_summarization, azure_conversation
 
 PROFILE_START, EVAL_START = 1000, 6000  # disjoint slices of the trace
 

@@ -10,11 +10,11 @@ Example::
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from hygen_pod.control import OfflineControl
+from hygen_pod.contract.control import OfflineControl
 
 # The request field that marks a request offline: SamplingParams.extra_args
 # (``vllm_xargs`` over HTTP). Absent means online.
@@ -52,7 +52,7 @@ class SchedulerSettings(BaseModel):
     )
 
 
-def request_class(extra_args: dict | None) -> RequestClass:
+def request_class(extra_args: dict[str, Any] | None) -> RequestClass:
     """The class a request's extra_args declare; anything but "offline" is online."""
     if extra_args and extra_args.get(CLASS_KEY) == "offline":
         return "offline"

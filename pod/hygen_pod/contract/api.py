@@ -13,10 +13,9 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from hygen_pod.control import OfflineControl
+from hygen_pod.contract.control import OfflineControl
+from hygen_pod.contract.metrics import Metric
 
-Metric = Literal["mean_ttft", "p99_ttft", "mean_tbt", "p99_tbt"]
-METRICS: tuple[Metric, ...] = ("mean_ttft", "p99_ttft", "mean_tbt", "p99_tbt")
 OFFLINE_ENDPOINTS = ("/v1/completions", "/v1/chat/completions")
 Endpoint = Literal["/v1/completions", "/v1/chat/completions"]
 _ID_CHARS = r"[A-Za-z0-9_.:\-/]"

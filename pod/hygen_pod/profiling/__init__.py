@@ -1,0 +1,3 @@
+"""Profiling and simulation: the SLO search, the discrete-event simulator, GPU
+kernel oracles and the benchmark traces.
+"""
