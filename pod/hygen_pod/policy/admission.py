@@ -18,6 +18,7 @@ would each wait for a block another holds, and the engine would stall.
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -129,14 +130,7 @@ class Admitter:
         marks such steps; resource limits still apply.
         """
         self.closed = False
-        c = OfflineCandidate(
-            c.ref,
-            c.computed,
-            min(c.wanted, max_chunk),
-            c.num_prompt_tokens,
-            c.held_blocks,
-            c.running,
-        )
+        c = dataclasses.replace(c, wanted=min(c.wanted, max_chunk))
         n = self._offer(c, None)
         self.closed = True
         self.progress_step = n > 0

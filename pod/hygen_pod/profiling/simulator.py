@@ -1,8 +1,9 @@
 """Discrete-event simulation of one vLLM engine under a co-location policy.
 
 The simulator replays online arrivals and an offline backlog through the SAME
-policy code the engine plugin uses (`admission.Admitter` for phase 2 and
-`offline_queue.OfflineQueue` for offline order), with vLLM's mechanics modelled
+policy code the engine plugin uses (`policy.phase2.fill_offline` over
+`policy.admission.Admitter`, `policy.offline_queue.OfflineQueue` and
+`policy.rate.TokenBucket`), with vLLM's mechanics modelled
 in between: chunked prefill under a token budget, request slots, KV blocks,
 preemption (recompute) and a prefix cache at the trace's block granularity.
 Each iteration's duration comes from an oracle (measured GPU kernel tables), not
@@ -35,6 +36,7 @@ from hygen_pod.policy.admission import Admitter, Limits, OfflineCandidate, cdiv
 from hygen_pod.policy.batch_shape import BatchShape
 from hygen_pod.policy.latency import LatencySummary, RequestTiming, summarize
 from hygen_pod.policy.offline_queue import OfflineQueue
+from hygen_pod.policy.phase2 import fill_offline
 from hygen_pod.policy.predictor import LatencyPredictor
 from hygen_pod.policy.rate import TokenBucket
 from hygen_pod.profiling.oracle import MixedBatch
@@ -287,40 +289,26 @@ class _Run:
             for r in self.running
             if r.offline and r.wanted > 0
         ]
-        cands.sort(key=lambda c: not c.is_decode)
 
         def evict(r: _Req) -> int:
             freed = r.blocks
             self.preempt(r)
             return freed
 
-        adm.offer_running(cands, evict)
-        cands = [c for c in cands if c.ref.active]
-        while not adm.closed and self.queue:
-            if self.bucket is not None and not self.bucket.take():
-                break
-            r = self.queue.peek()
-            assert r is not None
-            c = OfflineCandidate(r, self.cached_tokens(r), 0, r.spec.prompt, 0, False)
-            c.wanted = r.num_tokens - c.computed
-            if not adm.offer(c):
-                if self.bucket is not None:
-                    self.bucket.give_back()
-                break
-            self.queue.pop()
-        if hygen and idle and not adm.allocations:
-            first = cands[0] if cands else None
-            if first is None and self.queue:
-                r = self.queue.peek()
-                assert r is not None
-                computed = self.cached_tokens(r)
-                first = OfflineCandidate(
-                    r, computed, r.num_tokens - computed, r.spec.prompt, 0, False
-                )
-            if first is not None and adm.progress(first, e.block_size):
-                if not first.running:
-                    self.queue.pop()
-                self.res.progress_steps += 1
+        def waiting(r: _Req) -> OfflineCandidate:
+            computed = self.cached_tokens(r)
+            return OfflineCandidate(r, computed, r.num_tokens - computed, r.spec.prompt, 0, False)
+
+        got = fill_offline(
+            adm,
+            cands,
+            evict,
+            self.queue,
+            waiting,
+            bucket=self.bucket,
+            progress_chunk=e.block_size if hygen and idle else None,
+        )
+        self.res.progress_steps += got.progress
         plan = []
         for c, n in adm.allocations:
             r = c.ref

@@ -9,12 +9,13 @@ This is the one module that imports vLLM. It wraps the stock
    work of this step (tokens, request slots, KV blocks) and, if the KV cache
    is short, offline requests are preempted so that online work never waits
    behind offline work.
-2. *Phase 2 (offline)*: `hygen_pod.policy.admission` picks offline decodes and prefill
-   chunks that fit the latency budget (by the predictor), the rest of the token
-   budget, the free KV blocks and request slots. The admitted requests are put
-   behind the online ones (running list, then waiting queue) and the step's
-   token budget is set to online + admitted tokens, so the base method grants
-   each exactly its allocation. A partial chunk is only ever the last item.
+2. *Phase 2 (offline)*: `hygen_pod.policy.phase2` (shared with the simulator)
+   picks offline decodes and prefill chunks that fit the latency budget (by the
+   predictor), the rest of the token budget, the free KV blocks and request
+   slots. The admitted requests are put behind the online ones (running list,
+   then waiting queue) and the step's token budget is set to online + admitted
+   tokens, so the base method grants each exactly its allocation. A partial
+   chunk is only ever the last item.
 
 Offline requests that are running but not admitted this step stay out of the
 base method's reach; the engine keeps their KV and resumes them later.
@@ -39,6 +40,7 @@ from hygen_pod.contract.settings import SchedulerSettings, request_class
 from hygen_pod.policy.admission import Admitter, Limits, OfflineCandidate, cdiv
 from hygen_pod.policy.batch_shape import BatchShape
 from hygen_pod.policy.offline_queue import OfflineQueue
+from hygen_pod.policy.phase2 import fill_offline
 from hygen_pod.policy.predictor import LatencyPredictor
 from hygen_pod.policy.rate import TokenBucket
 from hygen_pod.policy.step_trace import StepRecord, StepTrace
@@ -50,7 +52,6 @@ logger = logging.getLogger("hygen.scheduler")
 # requests stay visible (as preemption victims) without being scheduled.
 _NEVER = 1 << 62
 _IDLE_SLEEP_S = 0.002
-_NOT_STARTED = (RequestStatus.WAITING, RequestStatus.PREEMPTED)
 
 
 class HyGenScheduler(Scheduler):
@@ -218,10 +219,7 @@ class HyGenScheduler(Scheduler):
         tokens_left = stock_tokens
         kv_need = 0
         for r in online_run:
-            n = r.num_tokens_with_spec + r.num_output_placeholders - r.num_computed_tokens
-            if cap:
-                n = min(n, cap)
-            n = min(n, tokens_left, self.max_model_len - r.num_computed_tokens - 1)
+            n = min(self._running_wants(r, cap), tokens_left)
             if n <= 0:
                 continue
             online.add(n, r.num_computed_tokens, r.num_prompt_tokens)
@@ -277,13 +275,29 @@ class HyGenScheduler(Scheduler):
         )
         admitted_run: list[Request] = []
         admitted_wait: list[Request] = []
+        self._progress_step = False
         if not self.control.online_only:
-            self._admit_running(admitter, offline_run, cap, admitted_run)
-            self._admit_waiting(admitter, cap, admitted_wait)
-            idle = online_tokens == 0 and online_waiting == 0
-            if budget_s is not None and idle and not admitter.allocations:
-                self._admit_progress(admitter, offline_run, cap, admitted_run, admitted_wait)
-        self._progress_step = admitter.progress_step
+            engine_idle = online_tokens == 0 and online_waiting == 0
+            pool = self.kv_cache_manager.block_pool
+            now = time.monotonic()
+
+            def evict(victim: Request) -> int:
+                # Newer offline work gives its KV to older offline work (recompute later).
+                before = pool.get_num_free_blocks()
+                self._preempt_offline(victim, offline_run, now)
+                return pool.get_num_free_blocks() - before
+
+            got = fill_offline(
+                admitter,
+                self._running_candidates(offline_run, cap),
+                evict,
+                self.offline_queue,
+                lambda r: self._waiting_candidate(r, cap),
+                bucket=self._bucket if self.control.mode == "qps" else None,
+                progress_chunk=bs if budget_s is not None and engine_idle else None,
+            )
+            admitted_run, admitted_wait = got.running, got.started
+            self._progress_step = got.progress
         granted = admitter.granted_tokens
 
         # --- Arrange the queues for the base method.
@@ -321,15 +335,20 @@ class HyGenScheduler(Scheduler):
         self.running.remove(victim)
         self._preempt_request(victim, now)
 
+    def _running_wants(self, r: Request, cap: int) -> int:
+        """Tokens a running request would compute this step (as the base method counts
+        them), capped by the long-prefill cap and the model length."""
+        n = r.num_tokens_with_spec + r.num_output_placeholders - r.num_computed_tokens
+        if cap:
+            n = min(n, cap)
+        return min(n, self.max_model_len - r.num_computed_tokens - 1)
+
     def _running_candidates(self, offline_run: list[Request], cap: int) -> list[OfflineCandidate]:
         """Running offline requests that have work, decodes first (cheap, and they free
         KV sooner), then prefill chunks."""
         cands = []
         for r in offline_run:
-            wanted = r.num_tokens_with_spec + r.num_output_placeholders - r.num_computed_tokens
-            if cap:
-                wanted = min(wanted, cap)
-            wanted = min(wanted, self.max_model_len - r.num_computed_tokens - 1)
+            wanted = self._running_wants(r, cap)
             if wanted > 0:
                 cands.append(
                     OfflineCandidate(
@@ -342,7 +361,7 @@ class HyGenScheduler(Scheduler):
                         age=(r.arrival_time, r.request_id),
                     )
                 )
-        return sorted(cands, key=lambda c: not c.is_decode)
+        return cands
 
     def _waiting_candidate(self, r: Request, cap: int) -> OfflineCandidate:
         cached = self._cached_tokens(r)
@@ -355,54 +374,6 @@ class HyGenScheduler(Scheduler):
             held_blocks=0,  # conservative: count its cached blocks as new
             running=False,
         )
-
-    def _admit_running(
-        self, admitter: Admitter, offline_run: list[Request], cap: int, out: list[Request]
-    ) -> None:
-        pool = self.kv_cache_manager.block_pool
-        now = time.monotonic()
-
-        def evict(victim: Request) -> int:
-            # Newer offline work gives its KV to older offline work (recompute later).
-            before = pool.get_num_free_blocks()
-            self._preempt_offline(victim, offline_run, now)
-            return pool.get_num_free_blocks() - before
-
-        cands = self._running_candidates(offline_run, cap)
-        out.extend(c.ref for c in admitter.offer_running(cands, evict))
-
-    def _admit_waiting(self, admitter: Admitter, cap: int, out: list[Request]) -> None:
-        while not admitter.closed and self.offline_queue:
-            if self.control.mode == "qps" and not self._bucket.take():
-                return
-            r = self.offline_queue.peek()
-            assert r is not None
-            if not admitter.offer(self._waiting_candidate(r, cap)):
-                if self.control.mode == "qps":
-                    self._bucket.give_back()  # not started
-                return  # keep the queue's order: do not skip ahead
-            self.offline_queue.pop()
-            out.append(r)
-
-    def _admit_progress(
-        self,
-        admitter: Admitter,
-        offline_run: list[Request],
-        cap: int,
-        admitted_run: list[Request],
-        admitted_wait: list[Request],
-    ) -> None:
-        """Idle engine, nothing fits the budget: one block-sized chunk keeps offline work
-        moving (see Admitter.progress). Running requests first: they hold KV."""
-        running = self._running_candidates(offline_run, cap)
-        if running:
-            if admitter.progress(running[0], self.block_size):
-                admitted_run.append(running[0].ref)
-            return
-        r = self.offline_queue.peek()
-        if r is not None and admitter.progress(self._waiting_candidate(r, cap), self.block_size):
-            self.offline_queue.pop()
-            admitted_wait.append(r)
 
     def _budget_s(self) -> float | None:
         if self.control.mode == "budget":
