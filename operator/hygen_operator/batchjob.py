@@ -18,7 +18,7 @@ from typing import Any
 
 from pydantic import ValidationError
 
-from hygen_operator import manifests
+from hygen_operator import dispatcher_job
 from hygen_operator.batch_io import (
     ConfigMapSink,
     InputError,
@@ -266,7 +266,7 @@ async def forget_job(ctx: Context, body: Any) -> None:
 async def ensure_dispatcher_job(ctx: Context, body: Any, spec: BatchJobSpec) -> None:
     """The Job that dispatches a BatchJob whose input or output is on a volume."""
     meta = body["metadata"]
-    job = manifests.dispatcher_job(meta["name"], meta["namespace"], spec, ctx.settings)
+    job = dispatcher_job.dispatcher_job(meta["name"], meta["namespace"], spec, ctx.settings)
     job["metadata"]["ownerReferences"] = [{
         "apiVersion": body["apiVersion"], "kind": body["kind"], "name": meta["name"],
         "uid": meta["uid"], "controller": True, "blockOwnerDeletion": True,

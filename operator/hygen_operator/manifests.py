@@ -10,7 +10,7 @@ import hashlib
 import json
 from typing import Any
 
-from hygen_operator.resources import BatchJobSpec, ServingSLOSpec
+from hygen_operator.resources import ServingSLOSpec
 from hygen_operator.settings import OperatorSettings
 
 STATE_DIR = "/var/lib/hygen"
@@ -276,57 +276,3 @@ def profile_configmap(name: str) -> dict[str, Any]:
         "metadata": {"name": profile_configmap_name(name), "labels": labels(name)},
         "data": {},
     }
-
-
-VOLUME_ROOT = "/data"
-
-
-def dispatcher_job(
-    name: str, namespace: str, spec: BatchJobSpec, settings: OperatorSettings
-) -> dict[str, Any]:
-    """A Job running `hygen-operator dispatch` with the BatchJob's claims mounted under /data.
-
-    OnFailure + a generous backoffLimit: a crashed dispatcher restarts and resumes from the
-    output file. The control token comes from the same Secret the pods mount.
-    """
-    claims: dict[str, bool] = {}  # claim -> read-only
-    if spec.input.volume is not None:
-        claims[spec.input.volume.claim_name] = True
-    if spec.output.volume is not None:
-        claims[spec.output.volume.claim_name] = False
-    volumes = [
-        {"name": f"claim-{i}", "persistentVolumeClaim": {"claimName": c, "readOnly": ro}}
-        for i, (c, ro) in enumerate(claims.items())
-    ]
-    mounts = [
-        {"name": f"claim-{i}", "mountPath": f"{VOLUME_ROOT}/{c}", "readOnly": ro}
-        for i, (c, ro) in enumerate(claims.items())
-    ]
-    token = {"secretKeyRef": {"name": settings.token_secret, "key": "token"}}
-    command = [
-        "hygen-operator", "dispatch", "--namespace", namespace, "--batchjob", name,
-        "--volume-root", VOLUME_ROOT, "--dispatch-poll", f"{settings.dispatch_poll_s:g}",
-    ]  # fmt: skip
-    return {
-        "apiVersion": "batch/v1", "kind": "Job",
-        "metadata": {"name": f"{name}-dispatch", "labels": {"hygen.io/batch-job": name}},
-        "spec": {
-            "backoffLimit": 50,
-            "template": {
-                "metadata": {"labels": {"hygen.io/batch-job": name}},
-                "spec": {
-                    "restartPolicy": "OnFailure",
-                    "serviceAccountName": settings.dispatcher_service_account,
-                    "terminationGracePeriodSeconds": 30,
-                    "securityContext": POD_SECURITY,
-                    "containers": [{
-                        "name": "dispatch", "image": settings.operator_image, "command": command,
-                        "env": [{"name": "HYGEN_CONTROL_TOKEN", "valueFrom": token}],
-                        "volumeMounts": mounts,
-                        "securityContext": CONTAINER_SECURITY,
-                    }],
-                    "volumes": volumes,
-                },
-            },
-        },
-    }  # fmt: skip

@@ -288,17 +288,7 @@ async def sync(ctx: Context, body: Any, logger: Any) -> dict[str, Any] | None:
         if mode == "budget"
         else OfflineControl(mode="qps", qps=value)
     )
-    applied, errors = 0, []
-    for pod in pods:
-        try:
-            view = await ctx.pods.control(pod)
-            if view.control != control:
-                await ctx.pods.set_offline(pod, control)
-            if view.slo_targets_ms != targets:
-                await ctx.pods.set_slo(pod, targets)
-            applied += 1
-        except PodError as e:
-            errors.append(str(e))
+    applied, errors = await _push(ctx, pods, control, targets)
     all_applied = bool(pods) and applied == len(pods)
     conds = set_condition(
         conds,
@@ -311,11 +301,7 @@ async def sync(ctx: Context, body: Any, logger: Any) -> dict[str, Any] | None:
     )
 
     # 4. observed metrics and the SLO verdict
-    shown = {
-        f"{m}Ms".replace("_ttft", "Ttft").replace("_tbt", "Tbt"): v
-        for m, v in observed.items()
-        if v is not None
-    }
+    shown = {BY_NAME[m].camel: v for m, v in observed.items() if v is not None}
     st["observed"] = shown or None
     first = next(iter(targets))
     st["observedSummary"] = (
@@ -357,6 +343,25 @@ async def sync(ctx: Context, body: Any, logger: Any) -> dict[str, Any] | None:
     msg = f"{len(pods)}/{spec.replicas} pods ready" + (f"; {trouble[1]}" if trouble else "")
     st["conditions"] = set_condition(conds, "Ready", ready, reason, msg, gen)
     return with_summary(st)
+
+
+async def _push(
+    ctx: Context, pods: list[PodAddress], control: OfflineControl, targets: dict[str, float]
+) -> tuple[int, list[str]]:
+    """Set the control and SLO targets on every ready pod that differs; returns how many
+    pods hold them now and the errors of the others."""
+    applied, errors = 0, []
+    for pod in pods:
+        try:
+            view = await ctx.pods.control(pod)
+            if view.control != control:
+                await ctx.pods.set_offline(pod, control)
+            if view.slo_targets_ms != targets:
+                await ctx.pods.set_slo(pod, targets)
+            applied += 1
+        except PodError as e:
+            errors.append(str(e))
+    return applied, errors
 
 
 def _round(v: float) -> float:

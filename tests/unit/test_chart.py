@@ -158,7 +158,7 @@ def test_examples_validate_against_the_crds(name: str):
 def test_network_policy_opens_the_admin_port_to_the_operator_and_dispatchers_only():
     """The policy the chart ships must select the pods the operator makes, name the ports
     they declare, and admit exactly the operator's and the dispatcher Jobs' pods."""
-    from hygen_operator import manifests
+    from hygen_operator import dispatcher_job, manifests
     from hygen_operator.settings import OperatorSettings
 
     settings = OperatorSettings(control_token="t")
@@ -178,7 +178,7 @@ def test_network_policy_opens_the_admin_port_to_the_operator_and_dispatchers_onl
     assert operator_peer["podSelector"]["matchLabels"].items() <= op_labels.items()
     ns = operator_peer["namespaceSelector"]["matchLabels"]["kubernetes.io/metadata.name"]
     assert ns == _deployment(docs)["metadata"]["namespace"]
-    job = manifests.dispatcher_job("j", "uid", BatchJobSpec.model_validate({
+    job = dispatcher_job.dispatcher_job("j", "uid", BatchJobSpec.model_validate({
         "servingSlo": "chat", "input": {"volume": {"claimName": "c", "path": "in.jsonl"}},
         "output": {"volume": {"claimName": "c", "path": "out.jsonl"}}}), settings)  # fmt: skip
     job_labels = job["spec"]["template"]["metadata"]["labels"]

@@ -1,6 +1,6 @@
 """The ServingSLO's owned objects: commands, resources, and which spec changes re-profile."""
 
-from hygen_operator import manifests
+from hygen_operator import dispatcher_job, manifests
 from hygen_operator.resources import ServingSLOSpec
 from hygen_operator.settings import OperatorSettings
 
@@ -67,7 +67,7 @@ def _pod_specs() -> list[dict]:
     })  # fmt: skip
     return [
         manifests.deployment("chat", spec(), S)["spec"]["template"]["spec"],
-        manifests.dispatcher_job("j", "default", job, S)["spec"]["template"]["spec"],
+        dispatcher_job.dispatcher_job("j", "default", job, S)["spec"]["template"]["spec"],
     ]
 
 

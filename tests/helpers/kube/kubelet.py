@@ -22,7 +22,7 @@ from typing import Any
 
 import httpx
 
-from hygen_operator import manifests
+from hygen_operator import dispatcher_job, manifests
 from hygen_pod.dev.pod_process import free_port
 from tests.helpers.kube.server import EmulatorServer
 
@@ -138,7 +138,9 @@ class Kubelet:
             if p is not None:
                 self.job_restarts[name] = self.job_restarts.get(name, 0) + 1
             c = j["spec"]["template"]["spec"]["containers"][0]
-            cmd = [str(self.pvc_root) if a == manifests.VOLUME_ROOT else a for a in c["command"]]
+            cmd = [
+                str(self.pvc_root) if a == dispatcher_job.VOLUME_ROOT else a for a in c["command"]
+            ]
             log = (self.workdir / f"job-{name}.log").open("a")
             # the container's env as a kubelet builds it: values, and Secret keys resolved
             # from the API (a wrong or missing Secret shows, as it would on a cluster)
