@@ -1,7 +1,8 @@
-"""HyGen serving pod: latency predictor, offline queue and the vLLM scheduler plugin.
+"""HyGen serving pod: the vLLM scheduler plugin, the pod server and profiling.
 
-Policy modules here import neither vllm nor torch; `hygen_pod.vllm_adapter.scheduler` is the
-one adapter that binds them to vLLM.
+Sub-packages, top to bottom (each imports only those below; docs/architecture.md):
+``cli``, ``dev``, ``vllm_adapter`` (the only code importing vllm/torch), ``server`` |
+``profiling``, ``policy``, ``contract`` (documents the operator shares).
 """
 
 __version__ = "0.1.0"
