@@ -257,7 +257,8 @@ def deployment(name: str, spec: ServingSLOSpec, settings: OperatorSettings) -> d
     }
 
 
-def service(name: str, settings: OperatorSettings) -> dict[str, Any]:
+def service(name: str) -> dict[str, Any]:
+    """The client-facing Service (the serving port only; the admin port is not exposed)."""
     return {
         "apiVersion": "v1",
         "kind": "Service",

@@ -170,7 +170,7 @@ async def reconcile(ctx: Context, body: Any, logger: Any) -> dict[str, Any]:
     kube, s = ctx.kube, ctx.settings
     await ensure_token_secret(ctx, ns)
     await kube.ensure(CONFIGMAP, ns, _owned(manifests.profile_configmap(name), body))
-    await kube.ensure(SERVICE, ns, _owned(manifests.service(name, s), body))
+    await kube.ensure(SERVICE, ns, _owned(manifests.service(name), body))
     want = _owned(manifests.deployment(name, spec, s), body)
     have, created = await kube.ensure(DEPLOYMENT, ns, want)
     applied = (have["metadata"].get("annotations") or {}).get(manifests.APPLIED_ANNOTATION)
