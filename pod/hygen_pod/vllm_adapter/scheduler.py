@@ -20,6 +20,13 @@ This is the one module that imports vLLM. It wraps the stock
 Offline requests that are running but not admitted this step stay out of the
 base method's reach; the engine keeps their KV and resumes them later.
 Preempted offline requests go back to the front of the offline queue.
+
+Two bindings, one policy: `HyGenScheduler` over vLLM's synchronous ``Scheduler``, and
+`HyGenAsyncScheduler` over ``AsyncScheduler`` for vLLM's async scheduling (on by
+default on GPUs: the engine core keeps two batches in flight and schedules step N+1
+while step N runs). Naming ``HyGenScheduler`` in ``--scheduler-cls`` is enough: it
+builds the async binding whenever the resolved engine config has async scheduling
+on. See docs/scheduler.md ("Async scheduling").
 """
 
 from __future__ import annotations
@@ -27,8 +34,10 @@ from __future__ import annotations
 import itertools
 import logging
 import time
+from collections import deque
 from typing import Any
 
+from vllm.v1.core.sched.async_scheduler import AsyncScheduler
 from vllm.v1.core.sched.request_queue import SchedulingPolicy
 from vllm.v1.core.sched.scheduler import Scheduler
 from vllm.v1.request import Request, RequestStatus
@@ -54,8 +63,22 @@ _NEVER = 1 << 62
 _IDLE_SLEEP_S = 0.002
 
 
+def _async_scheduling(args: tuple[Any, ...], kwargs: dict[str, Any]) -> bool:
+    """Whether the engine config a scheduler is built with has async scheduling on."""
+    config = kwargs.get("vllm_config", args[0] if args else None)
+    sched = getattr(config, "scheduler_config", None)
+    return bool(getattr(sched, "async_scheduling", False))
+
+
 class HyGenScheduler(Scheduler):
     """Online-first scheduler that fills each iteration with offline work up to a budget."""
+
+    def __new__(cls, *args: Any, **kwargs: Any) -> HyGenScheduler:
+        # One class name for users: under async scheduling build the AsyncScheduler
+        # binding (Python then runs its __init__, as it is a subclass).
+        if cls is HyGenScheduler and _async_scheduling(args, kwargs):
+            cls = HyGenAsyncScheduler
+        return super().__new__(cls)
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
@@ -78,9 +101,12 @@ class HyGenScheduler(Scheduler):
         )
         self.offline_ids: set[str] = set()
         self.trace = StepTrace(keep=self.hygen.trace_keep, path=self.hygen.trace_path)
-        self._pending: StepRecord | None = None
+        # One entry per schedule() call, in order: (its output, its record or None when
+        # it scheduled nothing, when schedule() returned). update_from_output() gets the
+        # outputs back in the same order, one step late under async scheduling.
+        self._in_flight: deque[tuple[Any, StepRecord | None, float]] = deque()
+        self._last_result_at = 0.0
         self._status = StatusWriter(self.hygen.status_path) if self.hygen.status_path else None
-        self._sched_end = 0.0
         self._step = 0
         self._bucket = TokenBucket(self.control.qps if self.control.mode == "qps" else None)
         self._inside_base = False
@@ -172,14 +198,14 @@ class HyGenScheduler(Scheduler):
             )
         else:
             out = self._schedule_two_phase(throttle_prefills)
-        self._record(out)
+        rec = self._record(out)
         if not out.total_num_scheduled_tokens and self.offline_ids:
             # Offline work is pending (queued or held) but may not run (budget 0, QPS
             # gap): vLLM's busy
             # loop would spin on empty steps. Yield briefly; online arrivals are picked
             # up right after this step returns.
             time.sleep(_IDLE_SLEEP_S)
-        self._sched_end = time.perf_counter()
+        self._in_flight.append((out, rec, time.perf_counter()))
         return out
 
     def _call_base(self, throttle_prefills: bool, online_counts: tuple[int, int]):
@@ -381,7 +407,9 @@ class HyGenScheduler(Scheduler):
         return None
 
     # -------------------------------------------------------------- trace
-    def _record(self, out) -> None:
+    def _record(self, out) -> StepRecord | None:
+        """The step's record; an empty step is traced at once, a non-empty one is
+        returned to be timed when its output comes back."""
         shape = BatchShape()
         rec = StepRecord(step=self._step, mode=self.control.mode)
         for rid, n in out.num_scheduled_tokens.items():
@@ -407,19 +435,25 @@ class HyGenScheduler(Scheduler):
             if self._status is not None:
                 self._status.over_budget_steps += 1
         if shape.empty:
-            self._pending = None
             self.trace.append(rec)
-        else:
-            self._pending = rec
+            return None
+        return rec
 
     def update_from_output(self, scheduler_output, model_runner_output):  # type: ignore[override]
-        elapsed = time.perf_counter() - self._sched_end
-        if self._pending is not None:
-            self._pending.measured_s = elapsed
-            self.trace.append(self._pending)
-            if self._status is not None:
-                self._status.step_timed(self._pending.predicted_s, elapsed)
-            self._pending = None
+        now = time.perf_counter()
+        while self._in_flight:
+            sent, rec, scheduled_at = self._in_flight.popleft()
+            if rec is not None:
+                # The step ran from when it was scheduled or when the step before it
+                # returned, whichever is later (with two batches in flight the device
+                # starts this one when the previous one ends), until now.
+                rec.measured_s = now - max(scheduled_at, self._last_result_at)
+                self.trace.append(rec)
+                if self._status is not None:
+                    self._status.step_timed(rec.predicted_s, rec.measured_s)
+            if sent is scheduler_output:
+                break
+        self._last_result_at = now
         out = super().update_from_output(scheduler_output, model_runner_output)
         self._publish_status()
         return out
@@ -446,6 +480,17 @@ class HyGenScheduler(Scheduler):
     def shutdown(self) -> None:
         self.trace.close()
         super().shutdown()
+
+
+class HyGenAsyncScheduler(HyGenScheduler, AsyncScheduler):
+    """HyGen over vLLM's ``AsyncScheduler`` (built by `HyGenScheduler` when the engine
+    runs async scheduling).
+
+    The policy is `HyGenScheduler`'s; ``AsyncScheduler`` adds the in-flight token
+    placeholders (``num_output_placeholders``) that let a running request be scheduled
+    again before its last token is back, which the phase-1 shadow and the offline
+    candidates already count, and drops them on preemption.
+    """
 
 
 def _load_policy(settings: SchedulerSettings) -> tuple[LatencyPredictor | None, OfflineControl]:
