@@ -224,8 +224,10 @@ class HyGenScheduler(Scheduler):
         return cap
 
     def _held_blocks(self, request: Request) -> int:
-        ids = self.kv_cache_manager.get_block_ids(request.request_id)
-        return len(ids[0]) if ids else 0
+        # The coordinator's block lists, not get_block_ids(): that copies every id, and
+        # this runs for each running request every step (the overhead bench's top cost).
+        blocks = self.kv_cache_manager.coordinator.get_blocks(request.request_id)
+        return len(blocks[0]) if blocks else 0
 
     def _cached_tokens(self, request: Request) -> int:
         if request.num_computed_tokens:
@@ -234,8 +236,10 @@ class HyGenScheduler(Scheduler):
 
     def _schedule_two_phase(self, throttle_prefills: bool):
         bs = self.block_size
-        online_run = [r for r in self.running if not self.is_offline(r)]
-        offline_run = [r for r in self.running if self.is_offline(r)]
+        offline_ids = self.offline_ids
+        online_run, offline_run = [], []
+        for r in self.running:
+            (offline_run if r.request_id in offline_ids else online_run).append(r)
         online_waiting = len(self.waiting) + len(self.kv_holding_waiting)
         cap = self._long_prefill_cap(len(online_run) + online_waiting)
         stock_tokens = self.max_num_scheduled_tokens
@@ -412,15 +416,19 @@ class HyGenScheduler(Scheduler):
         returned to be timed when its output comes back."""
         shape = BatchShape()
         rec = StepRecord(step=self._step, mode=self.control.mode)
+        requests, offline_ids, add = self.requests, self.offline_ids, shape.add
+        off_tokens = off_reqs = on_tokens = on_reqs = 0
         for rid, n in out.num_scheduled_tokens.items():
-            r = self.requests[rid]
-            shape.add(n, r.num_computed_tokens - n, r.num_prompt_tokens)
-            if self.is_offline(r):
-                rec.offline_tokens += n
-                rec.offline_reqs += 1
+            r = requests[rid]
+            add(n, r.num_computed_tokens - n, r.num_prompt_tokens)
+            if rid in offline_ids:
+                off_tokens += n
+                off_reqs += 1
             else:
-                rec.online_tokens += n
-                rec.online_reqs += 1
+                on_tokens += n
+                on_reqs += 1
+        rec.offline_tokens, rec.offline_reqs = off_tokens, off_reqs
+        rec.online_tokens, rec.online_reqs = on_tokens, on_reqs
         rec.shape = shape.as_dict()
         rec.budget_s = self._budget_s()
         if self.predictor is not None and not shape.empty:
