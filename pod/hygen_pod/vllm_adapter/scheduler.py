@@ -110,7 +110,6 @@ class HyGenScheduler(Scheduler):
         self._step = 0
         self._bucket = TokenBucket(self.control.qps if self.control.mode == "qps" else None)
         self._inside_base = False
-        self._base_counts: tuple[int, int] = (0, 0)
         self._preempted_offline = 0
         self._preempted_online = 0
         logger.info("HyGen scheduler ready: %s, predictor=%s", self.control, self.predictor)
@@ -178,11 +177,17 @@ class HyGenScheduler(Scheduler):
             self._preempted_online += 1
 
     def get_request_counts(self) -> tuple[int, int]:
-        if self._inside_base:
-            # The base method sizes its long-prefill cap from these: show it the
-            # online view so phase 1 matches stock vLLM serving online work alone.
-            return self._base_counts
+        if self._inside_base and self.offline_ids:
+            # The base method sizes its long-prefill cap from these (at its start) and
+            # its prefill-throttling state (at its end): show it the live online view,
+            # so phase 1 matches stock vLLM serving online work alone.
+            off = self.offline_ids
+            running = sum(1 for r in self.running if r.request_id not in off)
+            waiting = sum(1 for r in self.waiting if r.request_id not in off)
+            return running, waiting + len(self.kv_holding_waiting)
         running, waiting = super().get_request_counts()
+        if self._inside_base:
+            return running, waiting
         return running, waiting + len(self.offline_queue)
 
     # ------------------------------------------------------------ schedule
@@ -192,10 +197,7 @@ class HyGenScheduler(Scheduler):
         self._preempted_offline = self._preempted_online = 0
         self._progress_step = False
         if not self.offline_ids:
-            out = self._call_base(
-                throttle_prefills,
-                (len(self.running), len(self.waiting) + len(self.kv_holding_waiting)),
-            )
+            out = self._call_base(throttle_prefills)
         else:
             out = self._schedule_two_phase(throttle_prefills)
         rec = self._record(out)
@@ -208,9 +210,8 @@ class HyGenScheduler(Scheduler):
         self._in_flight.append((out, rec, time.perf_counter()))
         return out
 
-    def _call_base(self, throttle_prefills: bool, online_counts: tuple[int, int]):
+    def _call_base(self, throttle_prefills: bool):
         """Run the stock schedule(), showing it the online (running, waiting) counts."""
-        self._base_counts = online_counts
         self._inside_base = True
         try:
             return super().schedule(throttle_prefills)
@@ -343,7 +344,7 @@ class HyGenScheduler(Scheduler):
             self.waiting.add_request(r)
         self.max_num_scheduled_tokens = online_tokens + granted
         try:
-            out = self._call_base(throttle_prefills, (len(online_run), online_waiting))
+            out = self._call_base(throttle_prefills)
         finally:
             self.max_num_scheduled_tokens = stock_tokens
             for r, step in saved_eligible:
