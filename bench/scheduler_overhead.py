@@ -38,13 +38,12 @@ sys.path.insert(0, str(ROOT))
 
 from vllm.v1.core.sched.async_scheduler import AsyncScheduler  # noqa: E402
 from vllm.v1.core.sched.scheduler import Scheduler  # noqa: E402
-from vllm.v1.outputs import ModelRunnerOutput  # noqa: E402
 
 from hygen_pod.contract.control import OfflineControl  # noqa: E402
 from hygen_pod.dev.tiny_model import build_tiny_llama  # noqa: E402
 from hygen_pod.policy.predictor import LatencyPredictor  # noqa: E402
 from hygen_pod.vllm_adapter.scheduler import HyGenScheduler  # noqa: E402
-from tests.helpers.sched_harness import build, requests, token  # noqa: E402
+from tests.helpers.sched_harness import build, model_output, requests  # noqa: E402
 
 PROMPT = 200
 PREDICTOR = LatencyPredictor(["intercept", "num_decodes"], [0.001, 1e-6])
@@ -104,14 +103,7 @@ def timed_steps(
         b0, t0 = getattr(s, "base_s", 0.0), clock()
         out = s.schedule()
         spent[n] = (clock() - t0, getattr(s, "base_s", 0.0) - b0)
-        ids = list(out.num_scheduled_tokens)
-        sampled = [
-            [] if s.requests[i].is_prefill_chunk else [token(i, s.requests[i].num_computed_tokens)]
-            for i in ids
-        ]
-        index = {r: k for k, r in enumerate(ids)}
-        result = ModelRunnerOutput(req_ids=ids, req_id_to_index=index, sampled_token_ids=sampled)
-        queue.appendleft((n, out, result))
+        queue.appendleft((n, out, model_output(s, out)))
         n += 1
         if len(queue) < queue_size:
             continue

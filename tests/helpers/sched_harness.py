@@ -106,6 +106,20 @@ def expected_tokens(reqs: Iterable[Request]) -> dict[str, list[int]]:
     }
 
 
+def model_output(s: Scheduler, out: Any) -> ModelRunnerOutput:
+    """What the model-free executor returns for ``out``, computed right after schedule():
+    one token per request that reaches a sampling position, none for a partial prefill."""
+    ids = list(out.num_scheduled_tokens)
+    sampled = [
+        []
+        if s.requests[rid].is_prefill_chunk
+        else [token(rid, s.requests[rid].num_computed_tokens)]
+        for rid in ids
+    ]
+    index = {rid: i for i, rid in enumerate(ids)}
+    return ModelRunnerOutput(req_ids=ids, req_id_to_index=index, sampled_token_ids=sampled)
+
+
 @dataclass
 class Run:
     """What one drive produced: each schedule() call's tokens per request, the tokens
@@ -135,18 +149,7 @@ def drive(
         if s.has_requests() and len(queue) < queue_size:
             out = s.schedule()
             run.steps.append(dict(out.num_scheduled_tokens))
-            ids = list(out.num_scheduled_tokens)
-            sampled = []
-            for rid in ids:
-                r = s.requests[rid]
-                # a prefill chunk that does not reach the end samples nothing
-                sampled.append([] if r.is_prefill_chunk else [token(rid, r.num_computed_tokens)])
-            result = ModelRunnerOutput(
-                req_ids=ids,
-                req_id_to_index={rid: i for i, rid in enumerate(ids)},
-                sampled_token_ids=sampled,
-            )
-            queue.appendleft((out, result))
+            queue.appendleft((out, model_output(s, out)))
             if len(queue) < queue_size and (out.total_num_scheduled_tokens > 0 or s.has_requests()):
                 continue  # keep the queue full before waiting on the oldest batch
         if not queue:

@@ -310,7 +310,6 @@ class HyGenScheduler(Scheduler):
         if not self.control.online_only:
             engine_idle = online_tokens == 0 and online_waiting == 0
             pool = self.kv_cache_manager.block_pool
-            now = time.monotonic()
 
             def evict(victim: Request) -> int:
                 # Newer offline work gives its KV to older offline work (recompute later).
