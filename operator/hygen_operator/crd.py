@@ -148,6 +148,12 @@ def crds() -> dict[str, dict[str, Any]]:
                 _col("Targets", "string", ".status.targets", "online SLO targets"),
                 _col("Budget-ms", "number", ".status.budgetMs", "offline latency budget"),
                 _col("QPS", "number", ".status.qps", "offline QPS (HyGen* mode)"),
+                _col(
+                    "Chunk",
+                    "integer",
+                    ".status.onlinePrefillCap",
+                    "online prefill cap in steps with online decodes (empty: vLLM's)",
+                ),
                 _col("Observed", "string", ".status.observedSummary", "targeted metric now"),
                 _col(
                     "Offline-tok/s",

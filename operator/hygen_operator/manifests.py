@@ -104,6 +104,11 @@ def profile_command(spec: ServingSLOSpec, h: str, settings: OperatorSettings) ->
         f"{p.confidence:g}",
         "--seed",
         str(p.seed),
+        *(
+            ["--online-prefill-caps", *map(str, p.online_prefill_caps)]
+            if p.online_prefill_caps
+            else []
+        ),
         "--spec-hash",
         h,
         "--reuse",

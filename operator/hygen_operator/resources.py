@@ -8,7 +8,7 @@ condition whose message names the field.
 
 from __future__ import annotations
 
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 from pydantic.alias_generators import to_camel
@@ -80,6 +80,12 @@ class Profiling(Model):
         "resamples of the profiled requests; 0 = a plain point check",
     )
     seed: int = Field(0, ge=0)
+    online_prefill_caps: list[Annotated[int, Field(ge=1)]] = Field(
+        default_factory=list,
+        max_length=8,
+        description="online prefill caps (tokens) to search jointly with the budget; vLLM's "
+        "own chunking is always tried too. E.g. [512, 256] for a P99 TBT target",
+    )
     oracle: Literal["a100", "h100", "h200"] | None = Field(
         None,
         description="simulate this GPU from measured kernel tables instead of measuring the "
@@ -143,6 +149,8 @@ class ObservedMetrics(Model):
 class ProfileSummary(Model):
     budget_ms: float = Field(ge=0)
     qps: float = Field(ge=0)
+    online_prefill_cap: int | None = Field(None, description="chosen with the budget")
+    qps_online_prefill_cap: int | None = Field(None, description="chosen with the QPS")
     predictor_mape: float | None = None
     profiled_at: str
     spec_hash: str = Field(description="hash of model/SLO/engine inputs the profile was made for")
@@ -161,6 +169,9 @@ class ServingSLOStatus(Model):
     targets: str | None = Field(None, description="the SLO targets, for kubectl get")
     budget_ms: float | None = None
     qps: float | None = None
+    online_prefill_cap: int | None = Field(
+        None, description="online prefill tokens per step with online decodes (unset: vLLM's)"
+    )
     observed: ObservedMetrics | None = None
     observed_summary: str | None = Field(None, description="targeted metric, for kubectl get")
     offline_tokens_per_second: float | None = None

@@ -249,13 +249,17 @@ async def sync(ctx: Context, body: Any, logger: Any) -> dict[str, Any] | None:
             return with_summary(st)
         mape = profile.predictor.heldout_mape
         summary = {"budgetMs": _round(profile.budget_ms), "qps": _round(profile.qps),
+                   "onlinePrefillCap": profile.online_prefill_cap,
+                   "qpsOnlinePrefillCap": profile.qps_online_prefill_cap,
                    "predictorMape": mape,
                    "profiledAt": now(), "specHash": h,
                    "configMap": manifests.profile_configmap_name(name)}  # fmt: skip
         status["budgetMs"], status["qps"] = summary["budgetMs"], summary["qps"]  # reset tuning
         kopf.info(body, reason="Profiled",
                   message=f"spec hash {h}: budget {profile.budget_ms:.3g} ms, "
-                  f"qps {profile.qps:.3g}, predictor MAPE {mape:.1%}")  # fmt: skip
+                  f"qps {profile.qps:.3g}, online prefill cap "
+                  f"{profile.online_prefill_cap or 'vLLM default'}, "
+                  f"predictor MAPE {mape:.1%}")  # fmt: skip
     st["profile"] = summary
     mode = spec.offline_mode
     profiled_value = float(summary["budgetMs"] if mode == "budget" else summary["qps"])
@@ -283,10 +287,13 @@ async def sync(ctx: Context, body: Any, logger: Any) -> dict[str, Any] | None:
     st["budgetMs" if mode == "budget" else "qps"] = value
 
     # 3. push the value and the targets to every ready pod
+    # the chunking profiled with this mode's setting; retuning moves the value only
+    cap = summary.get("onlinePrefillCap" if mode == "budget" else "qpsOnlinePrefillCap")
+    st["onlinePrefillCap"] = cap
     control = (
-        OfflineControl(mode="budget", budget_ms=value)
+        OfflineControl(mode="budget", budget_ms=value, online_prefill_cap=cap)
         if mode == "budget"
-        else OfflineControl(mode="qps", qps=value)
+        else OfflineControl(mode="qps", qps=value, online_prefill_cap=cap)
     )
     applied, errors = await _push(ctx, pods, control, targets)
     all_applied = bool(pods) and applied == len(pods)

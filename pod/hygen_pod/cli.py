@@ -122,6 +122,7 @@ def _cmd_profile(args: argparse.Namespace) -> int:
         seed=args.seed,
         iters=args.iters,
         confidence=args.confidence,
+        online_prefill_caps=[None, *args.online_prefill_caps],
     )
     if args.oracle:
         from hygen_pod.profiling.profiler import SimRunner
@@ -166,11 +167,12 @@ def _cmd_profile(args: argparse.Namespace) -> int:
             model=str(model),
         )
     doc = profile(runner, cfg, progress=lambda msg: print(f"  {msg}", file=sys.stderr, flush=True))
+    chunking = f", online prefill cap {doc.online_prefill_cap}" if doc.online_prefill_cap else ""
     doc.spec_hash = args.spec_hash
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
     doc.save(args.out)
     print(
-        f"budget {doc.budget_ms:.2f} ms (offline {doc.offline_tps_budget:.0f} tok/s), "
+        f"budget {doc.budget_ms:.2f} ms{chunking} (offline {doc.offline_tps_budget:.0f} tok/s), "
         f"HyGen* qps {doc.qps:.3f} (offline {doc.offline_tps_qps:.0f} tok/s); "
         f"predictor MAPE {doc.predictor.heldout_mape:.1%}; "
         f"profiling took {doc.profiler_seconds:.0f} s"
@@ -181,6 +183,13 @@ def _cmd_profile(args: argparse.Namespace) -> int:
 
 def _control_of(args: argparse.Namespace) -> OfflineControl:
     """The control the options ask for, or ValueError naming the option at fault."""
+    cap = args.online_prefill_cap
+    if cap is not None and cap < 1:
+        raise ValueError(f"--online-prefill-cap must be a token count >= 1, not {cap}")
+    return _mode_control(args).model_copy(update={"online_prefill_cap": cap})
+
+
+def _mode_control(args: argparse.Namespace) -> OfflineControl:
     if args.mode == "budget":
         if args.qps is not None:
             raise ValueError("--qps applies to --mode qps only")
@@ -221,6 +230,21 @@ def _cmd_tiny(args: argparse.Namespace) -> int:
 
     print(build_tiny_llama(args.out, seed=args.seed))
     return 0
+
+
+def _positive_int(option: str):
+    """argparse type: an integer >= 1, with an error naming ``option``."""
+
+    def parse(text: str) -> int:
+        try:
+            n = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{option}: {text!r} is not a whole number") from None
+        if n < 1:
+            raise argparse.ArgumentTypeError(f"{option}: must be >= 1 token, not {n}")
+        return n
+
+    return parse
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -299,6 +323,15 @@ def build_parser() -> argparse.ArgumentParser:
         help="a setting passes when the targets hold on this share of bootstrap resamples "
         "of the online requests (0: a single point check)",
     )
+    pr.add_argument(
+        "--online-prefill-caps",
+        nargs="*",
+        type=_positive_int("--online-prefill-caps"),
+        default=[],
+        metavar="TOKENS",
+        help="online prefill caps to search jointly with the budget and QPS (vLLM's own "
+        "chunking is always tried too); e.g. 512 256 for P99 TBT targets",
+    )
     pr.add_argument("--seed", type=int, default=0)
     pr.add_argument("--out", required=True, help="profile JSON to write")
     pr.add_argument("--spec-hash", help="record this hash in the profile (set by the operator)")
@@ -320,6 +353,13 @@ def build_parser() -> argparse.ArgumentParser:
     c.add_argument(
         "--qps",
         help="qps mode: offline request starts per second; 0 = online only; 'uncapped'",
+    )
+    c.add_argument(
+        "--online-prefill-cap",
+        type=int,
+        metavar="TOKENS",
+        help="most online prefill tokens in a step that carries online decodes "
+        "(default: vLLM's own chunking)",
     )
     c.set_defaults(func=_cmd_control)
 

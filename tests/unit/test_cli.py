@@ -161,3 +161,24 @@ def test_serve_help_shows_the_pod_options_with_descriptions_first() -> None:
         assert opt in ours, opt
     assert "file of API keys" in ours  # with its description
     assert "ModelConfig" in theirs and "ModelConfig" not in ours
+
+
+def test_set_control_online_prefill_cap(tmp_path, capsys) -> None:
+    path = tmp_path / "control.json"
+    args = ["set-control", "--file", str(path), "--budget-ms", "9", "--online-prefill-cap", "256"]
+    assert main(args) == 0
+    got = ControlFile(path).poll()
+    assert got is not None and (got.budget_ms, got.online_prefill_cap) == (9, 256)
+    capsys.readouterr()
+    assert main([*args[:-1], "0"]) == 2
+    err = capsys.readouterr().err
+    assert "--online-prefill-cap" in err and err.count("\n") == 1, err
+
+
+def test_profile_refuses_a_bad_online_prefill_cap(tmp_path, capsys) -> None:
+    with pytest.raises(SystemExit) as e:
+        main(["profile", "--out", str(tmp_path / "p.json"), "--online-prefill-caps", "0"])
+    assert e.value.code == 2
+    err = capsys.readouterr().err
+    assert "--online-prefill-caps" in err and ">= 1" in err
+    assert not (tmp_path / "p.json").exists()

@@ -131,7 +131,12 @@ def test_control_api_needs_the_token(tmp_path) -> None:
         r = h.put("/control/offline", headers=AUTH, json={"mode": "qps", "qps": 2.5})
         assert r.status_code == 200 and r.json()["control"]["qps"] == 2.5
         ctl = json.loads((tmp_path / "control.json").read_text())
-        assert ctl == {"mode": "qps", "budget_ms": 0.0, "qps": 2.5}  # what the scheduler reads
+        assert ctl == {
+            "mode": "qps",
+            "budget_ms": 0.0,
+            "qps": 2.5,
+            "online_prefill_cap": None,
+        }  # what the scheduler reads
         r = h.put("/control/offline", headers=AUTH, json={"mode": "budget", "budget_ms": 20})
         assert r.status_code == 409 and "predictor" in r.json()["error"]["message"]
         r = h.put("/control/offline", headers=AUTH, json={"mode": "fast"})

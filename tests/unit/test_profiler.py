@@ -72,3 +72,31 @@ def test_within_helper_matches_document() -> None:
         return LatencySummary(1, 1, m.mean_ttft_ms, m.p99_ttft_ms, m.mean_tbt_ms, m.p99_tbt_ms)
 
     assert within(summary(doc.with_budget), summary(doc.online_only), doc.targets, doc.tolerance)
+
+
+def test_joint_search_over_online_prefill_caps_is_deterministic_and_keeps_the_best() -> None:
+    caps = (None, 512, 256)
+
+    def run() -> ProfileDocument:
+        runner = SimRunner("h100", _workload(), window_s=20)
+        cfg = ProfilerSettings(["p99_tbt"], 0.1, iters=4, online_prefill_caps=caps)
+        return profile(runner, cfg)
+
+    a, b = run(), run()
+    strip = {"profiler_seconds"}
+    assert a.model_dump(exclude=strip) == b.model_dump(exclude=strip)
+    assert a.online_prefill_cap in caps and a.qps_online_prefill_cap in caps
+    assert {f"budget cap={c}" for c in caps} <= set(a.probes)
+    single = profile(
+        SimRunner("h100", _workload(), window_s=20),
+        ProfilerSettings(["p99_tbt"], 0.1, iters=4),
+    )
+    # the reference is online only under vLLM's chunking, and the capped one is reported
+    assert a.online_only == single.online_only
+    assert (a.online_only_with_cap is None) == (a.online_prefill_cap is None)
+    # keeping the best cap never does less offline work than vLLM's chunking alone
+    assert a.offline_tps_budget >= single.offline_tps_budget
+    assert a.with_budget.p99_tbt_ms <= 1.1 * a.online_only.p99_tbt_ms
+    with pytest.raises(ValueError, match="caps"):
+        profile(SimRunner("h100", _workload(), 20), ProfilerSettings(["p99_tbt"], 0.1,
+                online_prefill_caps=(0,)))  # fmt: skip

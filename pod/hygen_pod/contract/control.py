@@ -25,6 +25,9 @@ class OfflineControl(BaseModel):
       time stays <= ``budget_ms``; 0 means online only.
     - ``qps`` (HyGen*): offline requests start at most ``qps`` per second and then
       run without a latency cap; 0 means online only, ``None`` means no rate cap.
+
+    ``online_prefill_cap`` applies in both modes, with or without offline work (see
+    `hygen_pod.policy.online_chunk`).
     """
 
     model_config = ConfigDict(extra="forbid")
@@ -36,6 +39,13 @@ class OfflineControl(BaseModel):
     )
     qps: float | None = Field(
         None, ge=0.0, strict=True, allow_inf_nan=False, description="offline starts per second"
+    )
+    online_prefill_cap: int | None = Field(
+        None,
+        ge=1,
+        strict=True,
+        description="most online prefill tokens in a step that carries online decodes "
+        "(null: vLLM's own chunking)",
     )
 
     @property

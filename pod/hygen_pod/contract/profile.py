@@ -41,7 +41,16 @@ class ProfileDocument(BaseModel):
     predictor: PredictorDocument
     budget_ms: float = Field(ge=0, description="HyGen: largest budget within tolerance")
     qps: float = Field(ge=0, description="HyGen*: largest offline QPS within tolerance")
-    online_only: MetricValues
+    online_prefill_cap: int | None = Field(
+        None, ge=1, description="HyGen: online prefill cap chosen with the budget (null: vLLM's)"
+    )
+    qps_online_prefill_cap: int | None = Field(
+        None, ge=1, description="HyGen*: online prefill cap chosen with the QPS (null: vLLM's)"
+    )
+    online_only: MetricValues = Field(description="the reference: online only, vLLM's chunking")
+    online_only_with_cap: MetricValues | None = Field(
+        None, description="online only under the budget's online prefill cap, for comparison"
+    )
     with_budget: MetricValues
     with_qps: MetricValues
     offline_tps_budget: float = Field(ge=0)

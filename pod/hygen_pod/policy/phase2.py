@@ -40,11 +40,13 @@ def fill_offline(
     *,
     bucket: TokenBucket | None = None,
     progress_chunk: int | None = None,
+    start_new: bool = True,
 ) -> Phase2Result[T]:
     """Offer ``running`` candidates, then the queue's head while it fits; ``evict(ref)``
     preempts a running request and returns the KV blocks it freed; ``waiting(ref)``
     describes a queued request. ``progress_chunk`` (tokens) allows a progress step when
-    nothing was admitted: pass it only when the engine has no online work this step."""
+    nothing was admitted: pass it only when the engine has no online work this step.
+    ``start_new=False`` offers running work only (the queue waits this step)."""
     cands = sorted(running, key=lambda c: not c.is_decode)
     evicted: set[int] = set()
 
@@ -55,7 +57,7 @@ def fill_offline(
     out: Phase2Result[T] = Phase2Result(
         running=[c.ref for c in admitter.offer_running(cands, evict_and_note)]
     )
-    while not admitter.closed and queue:
+    while start_new and not admitter.closed and queue:
         if bucket is not None and not bucket.take():
             break
         ref = queue.peek()
@@ -68,7 +70,7 @@ def fill_offline(
         out.started.append(ref)
     if progress_chunk is not None and not admitter.allocations:
         first = next((c for c in cands if id(c.ref) not in evicted), None)
-        if first is None and queue:
+        if first is None and start_new and queue:
             head = queue.peek()
             assert head is not None
             first = waiting(head)

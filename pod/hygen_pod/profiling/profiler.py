@@ -8,7 +8,12 @@ box, a GPU pod and the benchmark:
 2. replay the online workload alone (the baseline);
 3. bisect the offline latency budget (HyGen), then the offline QPS (HyGen*), for
    the largest value whose targeted online metrics stay within
-   (1 + tolerance) x the baseline.
+   (1 + tolerance) x the baseline; with several online prefill caps to try
+   (`policy/online_chunk.py`), bisect under each and keep the cap whose best setting
+   does the most offline work (a joint search: cap x budget, cap x QPS).
+
+The baseline is online-only under vLLM's own chunking: the tolerance is measured
+against what the user would get from stock vLLM, whatever cap HyGen then applies.
 """
 
 from __future__ import annotations
@@ -70,6 +75,8 @@ class ProfilerSettings:
     confidence: float = 0.9
     budget_range_ms: tuple[float, float] = (1.0, 400.0)
     qps_range: tuple[float, float] = (0.01, 20.0)
+    # online prefill caps to search jointly with the budget / QPS; None = vLLM's chunking
+    online_prefill_caps: Sequence[int | None] = (None,)
 
 
 def profile(
@@ -86,6 +93,9 @@ def profile(
         raise ValueError("tolerance must be >= 0")
     if not 0 <= cfg.confidence < 1:
         raise ValueError(f"confidence must be in [0, 1), got {cfg.confidence}")
+    caps = list(dict.fromkeys(cfg.online_prefill_caps))
+    if not caps or any(c is not None and c < 1 for c in caps):
+        raise ValueError(f"online prefill caps must be None or >= 1, got {caps}")
     t0 = time.perf_counter()
     progress("capturing step timings")
     shapes, secs = runner.capture(cfg.seed)
@@ -98,41 +108,58 @@ def profile(
 
     base = runner.run(OfflineControl(mode="budget", budget_ms=0), with_offline=False)
     progress("online-only baseline measured")
-    outcomes: dict[tuple[str, float], RunOutcome] = {}
+    outcomes: dict[tuple[str, int | None, float], RunOutcome] = {}
 
-    def passes(mode: str, value: float) -> bool:
+    def passes(mode: str, cap: int | None, value: float) -> bool:
         if mode == "budget":
-            control = OfflineControl(mode="budget", budget_ms=value)
+            control = OfflineControl(mode="budget", budget_ms=value, online_prefill_cap=cap)
         else:
-            control = OfflineControl(mode="qps", qps=value)
+            control = OfflineControl(mode="qps", qps=value, online_prefill_cap=cap)
         out = runner.run(control, with_offline=True)
-        outcomes[(mode, value)] = out
+        outcomes[(mode, cap, value)] = out
         if out.timings:
             ok = robust_within(out.timings, base.timings, cfg.targets, cfg.tolerance,
                                cfg.confidence, seed=cfg.seed)  # fmt: skip
         else:  # a runner that reports summaries only
             ok = within(out.online, base.online, cfg.targets, cfg.tolerance)
+        capped = "" if cap is None else f", online prefill cap {cap}"
         progress(
-            f"{mode}={value:.3g}: p99 TBT {out.online.p99_tbt * 1e3:.1f} ms, "
+            f"{mode}={value:.3g}{capped}: p99 TBT {out.online.p99_tbt * 1e3:.1f} ms, "
             f"offline {out.offline_tps:.0f} tok/s, {'passes' if ok else 'fails'}"
         )
         return ok
 
-    lo, hi = cfg.budget_range_ms
-    b = largest_setting(lambda v: passes("budget", v), lo, hi, cfg.iters)
-    qlo, qhi = cfg.qps_range
-    q = largest_setting(lambda v: passes("qps", v), qlo, qhi, cfg.iters)
     # a setting that holds the targets only because it admitted no offline work is no
     # setting at all: report 0 (online only) rather than a budget that does nothing
     nothing = RunOutcome(base.online, 0.0)
-    with_b = outcomes.get(("budget", b.value), nothing)
-    with_q = outcomes.get(("qps", q.value), nothing)
-    if with_b.offline_tps <= 0:
-        b, with_b = SearchResult(0.0, False, b.probes), nothing
-        progress("no budget did offline work within tolerance: budget 0 (online only)")
-    if with_q.offline_tps <= 0:
-        q, with_q = SearchResult(0.0, False, q.probes), nothing
-        progress("no QPS did offline work within tolerance: qps 0 (online only)")
+    probes: dict[str, list[tuple[float, bool]]] = {}
+
+    def search(mode: str, lo: float, hi: float) -> tuple[SearchResult, int | None, RunOutcome]:
+        best: tuple[SearchResult, int | None, RunOutcome] | None = None
+        for cap in caps:
+            r = largest_setting(lambda v, c=cap: passes(mode, c, v), lo, hi, cfg.iters)
+            if len(caps) > 1:
+                probes[f"{mode} cap={cap}"] = r.probes
+            out = outcomes.get((mode, cap, r.value), nothing)
+            if best is None or out.offline_tps > best[2].offline_tps:
+                best = (r, cap, out)
+        assert best is not None
+        r, cap, out = best
+        if out.offline_tps <= 0:
+            what = "budget" if mode == "budget" else "QPS"
+            progress(f"no {what} did offline work within tolerance: {mode} 0 (online only)")
+            return SearchResult(0.0, False, r.probes), None, nothing
+        return r, cap, out
+
+    b, b_cap, with_b = search("budget", *cfg.budget_range_ms)
+    q, q_cap, with_q = search("qps", *cfg.qps_range)
+    probes["budget_ms"], probes["qps"] = b.probes, q.probes
+    capped_base = None
+    if b_cap is not None:  # what the chosen chunking alone does to online-only serving
+        capped_base = runner.run(
+            OfflineControl(mode="budget", budget_ms=0, online_prefill_cap=b_cap),
+            with_offline=False,
+        ).online.values_ms()
     return ProfileDocument(
         model=runner.model,
         hardware=runner.hardware,
@@ -144,12 +171,15 @@ def profile(
         predictor=predictor.to_document(),
         budget_ms=b.value,
         qps=q.value,
+        online_prefill_cap=b_cap,
+        qps_online_prefill_cap=q_cap,
         online_only=base.online.values_ms(),
+        online_only_with_cap=capped_base,
         with_budget=with_b.online.values_ms(),
         with_qps=with_q.online.values_ms(),
         offline_tps_budget=with_b.offline_tps,
         offline_tps_qps=with_q.offline_tps,
-        probes={"budget_ms": b.probes, "qps": q.probes},
+        probes=probes,
         profiler_seconds=time.perf_counter() - t0,
     )
 
@@ -175,12 +205,14 @@ class SimRunner:
         self.sim.predictor = predictor
 
     def run(self, control: OfflineControl, with_offline: bool) -> RunOutcome:
+        cap = control.online_prefill_cap
+        w = self.window_s
         if not with_offline or control.online_only:
-            r = self.sim.run(self.workload, "online_only", window_s=self.window_s)
+            r = self.sim.run(self.workload, "online_only", window_s=w, online_prefill_cap=cap)
         elif control.mode == "budget":
-            r = self.sim.run(
-                self.workload, "hygen", window_s=self.window_s, budget_s=control.budget_ms / 1e3
-            )
+            r = self.sim.run(self.workload, "hygen", window_s=w,
+                             budget_s=control.budget_ms / 1e3, online_prefill_cap=cap)  # fmt: skip
         else:
-            r = self.sim.run(self.workload, "hygen_qps", window_s=self.window_s, qps=control.qps)
+            r = self.sim.run(self.workload, "hygen_qps", window_s=w, qps=control.qps,
+                             online_prefill_cap=cap)  # fmt: skip
         return RunOutcome(r.online, r.offline_tps, r.timings)

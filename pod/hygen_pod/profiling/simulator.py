@@ -36,6 +36,7 @@ from hygen_pod.policy.admission import Admitter, Limits, OfflineCandidate, cdiv
 from hygen_pod.policy.batch_shape import BatchShape
 from hygen_pod.policy.latency import LatencySummary, RequestTiming, summarize
 from hygen_pod.policy.offline_queue import OfflineQueue
+from hygen_pod.policy.online_chunk import OnlinePrefillCap
 from hygen_pod.policy.phase2 import fill_offline
 from hygen_pod.policy.predictor import LatencyPredictor
 from hygen_pod.policy.rate import TokenBucket
@@ -121,6 +122,11 @@ class _Req:
     def done(self) -> bool:
         return self.generated >= self.spec.output
 
+    @property
+    def decoding(self) -> bool:
+        """Past its prompt (and any recompute): one token a step."""
+        return self.computed >= self.spec.prompt and self.wanted == 1
+
 
 @dataclass
 class SimResult:
@@ -155,9 +161,19 @@ class _Run:
     """Mutable state of one simulation."""
 
     def __init__(
-        self, sim: Simulator, policy: Policy, budget_s: float | None, qps: float | None
+        self,
+        sim: Simulator,
+        policy: Policy,
+        budget_s: float | None,
+        qps: float | None,
+        online_prefill_cap: int | None = None,
     ) -> None:
         self.sim, self.e, self.policy, self.budget_s = sim, sim.engine, policy, budget_s
+        # vLLM's own chunking for the stock baselines; the cap is HyGen's setting
+        self.online_cap = (
+            online_prefill_cap if policy in ("hygen", "hygen_qps", "online_only") else None
+        )
+        self.cut_online = False  # this step's online prefill was cut by the cap
         self.now = 0.0
         self.running: list[_Req] = []
         self.used = 0  # KV blocks held by running requests
@@ -229,12 +245,20 @@ class _Run:
         plan: list[tuple[_Req, int]] = []
         shape = BatchShape()
         tokens = e.max_batched_tokens
-        for r in [r for r in self.running if not r.offline]:
+        online = [r for r in self.running if not r.offline]
+        cap = OnlinePrefillCap(self.online_cap, any(r.active and r.decoding for r in online))
+        if cap.active:  # decodes first, so the cap never takes a decode's token
+            online.sort(key=lambda r: not r.decoding)
+        for r in online:
             if tokens <= 0:
                 break
             if not r.active:
                 continue
             n = min(r.wanted, tokens)
+            if not r.decoding:
+                n = cap.grant(n)
+                if n <= 0:
+                    continue
             while self.grow(r, n) > self.free() and self.evict_offline():
                 pass
             while self.grow(r, n) > self.free():  # online victims: newest first
@@ -253,7 +277,9 @@ class _Run:
             if len(self.running) >= e.max_seqs and not self.evict_offline():
                 break
             computed = self.cached_tokens(r)
-            n = min(r.num_tokens - computed, tokens)
+            n = cap.grant(min(r.num_tokens - computed, tokens))
+            if n <= 0:
+                break
             need = cdiv(computed + n, e.block_size)
             while need > self.free() and self.evict_offline():
                 pass
@@ -266,6 +292,7 @@ class _Run:
             self.start(r)
             plan.append((r, n))
             tokens -= n
+        self.cut_online = cap.cut
         return plan, shape, tokens
 
     def plan_offline(self, shape: BatchShape, tokens: int, idle: bool) -> list[tuple[_Req, int]]:
@@ -280,6 +307,8 @@ class _Run:
                 free_blocks=self.free(),
                 slots=e.max_seqs - sum(1 for r in self.running if not r.offline),
                 block_size=e.block_size,
+                # a cut online chunk is the step's last item (as in the engine plugin)
+                allow_partial=not self.cut_online,
             ),
         )
         cands = [
@@ -307,6 +336,7 @@ class _Run:
             waiting,
             bucket=self.bucket,
             progress_chunk=e.block_size if hygen and idle else None,
+            start_new=not self.cut_online,
         )
         self.res.progress_steps += got.progress
         plan = []
@@ -428,6 +458,7 @@ class Simulator:
         window_s: float,
         budget_s: float | None = None,
         qps: float | None = None,
+        online_prefill_cap: int | None = None,
         max_steps: int = 10_000_000,
     ) -> SimResult:
         """Simulate until every online request that arrived in the window finished;
@@ -436,7 +467,7 @@ class Simulator:
             raise ValueError("the hygen policy needs budget_s and a predictor")
         if policy not in POLICIES:
             raise ValueError(f"unknown policy {policy!r}; choose one of {POLICIES}")
-        st = _Run(self, policy, budget_s, qps)
+        st = _Run(self, policy, budget_s, qps, online_prefill_cap)
         st.res.window_s = window_s
         keep = [
             s

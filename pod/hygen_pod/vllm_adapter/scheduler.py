@@ -49,6 +49,7 @@ from hygen_pod.contract.settings import SchedulerSettings, request_class
 from hygen_pod.policy.admission import Admitter, Limits, OfflineCandidate, cdiv
 from hygen_pod.policy.batch_shape import BatchShape
 from hygen_pod.policy.offline_queue import OfflineQueue
+from hygen_pod.policy.online_chunk import OnlinePrefillCap
 from hygen_pod.policy.phase2 import fill_offline
 from hygen_pod.policy.predictor import LatencyPredictor
 from hygen_pod.policy.rate import TokenBucket
@@ -196,7 +197,7 @@ class HyGenScheduler(Scheduler):
         self._step += 1
         self._preempted_offline = self._preempted_online = 0
         self._progress_step = False
-        if not self.offline_ids:
+        if not self.offline_ids and self.control.online_prefill_cap is None:
             out = self._call_base(throttle_prefills)
         else:
             out = self._schedule_two_phase(throttle_prefills)
@@ -235,6 +236,13 @@ class HyGenScheduler(Scheduler):
             return request.num_computed_tokens
         return self.kv_cache_manager.get_computed_blocks(request)[1]
 
+    def _is_decode(self, r: Request) -> bool:
+        """Past its prompt (and any recompute after preemption): one token a step."""
+        return r.num_computed_tokens >= r.num_prompt_tokens and (
+            r.num_tokens_with_spec + r.num_output_placeholders - r.num_computed_tokens
+            <= 1 + len(r.spec_token_ids)
+        )
+
     def _schedule_two_phase(self, throttle_prefills: bool):
         bs = self.block_size
         offline_ids = self.offline_ids
@@ -244,6 +252,21 @@ class HyGenScheduler(Scheduler):
         online_waiting = len(self.waiting) + len(self.kv_holding_waiting)
         cap = self._long_prefill_cap(len(online_run) + online_waiting)
         stock_tokens = self.max_num_scheduled_tokens
+        partial_ok = bool(self.scheduler_config.enable_chunked_prefill)
+
+        # --- The online prefill cap (policy/online_chunk.py): in a step with online
+        # decodes, decodes go first and online prefills share the cap in order; the
+        # one cut short runs last, and those after it wait (hidden from the base).
+        chunk = OnlinePrefillCap(
+            self.control.online_prefill_cap,
+            self.control.online_prefill_cap is not None
+            and any(self._is_decode(r) for r in online_run),
+        )
+        if chunk.active:
+            online_run.sort(key=lambda r: not self._is_decode(r))
+        hidden_online: list[Request] = []
+        hidden_wait: list[tuple[Any, Request]] = []  # (its queue, request)
+        cut: Request | None = None
 
         # --- Phase 1 shadow: what the base method will give online work.
         online = BatchShape()
@@ -253,6 +276,14 @@ class HyGenScheduler(Scheduler):
             n = min(self._running_wants(r, cap), tokens_left)
             if n <= 0:
                 continue
+            if chunk.active and not self._is_decode(r):
+                got = chunk.grant(n, partial_ok)
+                if got <= 0:
+                    hidden_online.append(r)
+                    continue
+                if got < n:
+                    cut = r
+                n = got
             online.add(n, r.num_computed_tokens, r.num_prompt_tokens)
             need = cdiv(r.num_computed_tokens + n + self.num_lookahead_tokens, bs)
             kv_need += max(0, need - self._held_blocks(r))
@@ -261,7 +292,13 @@ class HyGenScheduler(Scheduler):
             self.max_num_active_reqs - len(online_run) - self.num_waiting_for_streaming_input
         )
         online_wait_sched = 0
-        for r in itertools.chain(self.kv_holding_waiting, self.waiting):
+        for queue, r in itertools.chain(
+            ((self.kv_holding_waiting, r) for r in self.kv_holding_waiting),
+            ((self.waiting, r) for r in self.waiting),
+        ):
+            if chunk.stopped:
+                hidden_wait.append((queue, r))
+                continue
             if tokens_left <= 0 or slots_left <= 0:
                 break
             if self._is_blocked_waiting_status(r.status) or r in self.deferred_waiting:
@@ -273,6 +310,14 @@ class HyGenScheduler(Scheduler):
             n = min(n, tokens_left)
             if n <= 0:
                 continue
+            if chunk.active:
+                got = chunk.grant(n, partial_ok)
+                if got <= 0:
+                    hidden_wait.append((queue, r))
+                    continue
+                if got < n:
+                    cut = r
+                n = got
             online.add(n, cached, r.num_prompt_tokens)
             kv_need += cdiv(cached + n, bs)
             tokens_left -= n
@@ -301,7 +346,9 @@ class HyGenScheduler(Scheduler):
                 free_blocks=max(0, free - kv_need),
                 slots=max(0, slots_left),
                 block_size=bs,
-                allow_partial=online_wait_sched == 0,
+                # a partial offline chunk must be the step's last item; so must a cut
+                # online chunk, which then wins
+                allow_partial=online_wait_sched == 0 and not chunk.cut,
             ),
         )
         admitted_run: list[Request] = []
@@ -325,6 +372,7 @@ class HyGenScheduler(Scheduler):
                 lambda r: self._waiting_candidate(r, cap),
                 bucket=self._bucket if self.control.mode == "qps" else None,
                 progress_chunk=bs if budget_s is not None and engine_idle else None,
+                start_new=not chunk.cut,
             )
             admitted_run, admitted_wait = got.running, got.started
             self._progress_step = got.progress
@@ -338,9 +386,14 @@ class HyGenScheduler(Scheduler):
         saved_eligible = [(r, r.next_decode_eligible_step) for r in visible_idle]
         for r in visible_idle:
             r.next_decode_eligible_step = _NEVER
-        self.running = online_run + admitted_run + visible_idle
+        shown = [r for r in online_run if r is not cut and r not in hidden_online]
+        self.running = shown + admitted_run + visible_idle
+        if cut is not None and cut in online_run:
+            self.running.append(cut)  # the base gives it exactly what is left
         for r in admitted_wait:
             self.waiting.add_request(r)
+        for queue, r in hidden_wait:
+            queue.remove_request(r)
         self.max_num_scheduled_tokens = online_tokens + granted
         try:
             out = self._call_base(throttle_prefills)
@@ -348,6 +401,9 @@ class HyGenScheduler(Scheduler):
             self.max_num_scheduled_tokens = stock_tokens
             for r, step in saved_eligible:
                 r.next_decode_eligible_step = step
+            for queue, r in hidden_wait:  # a suffix of its queue: appending keeps order
+                queue.add_request(r)
+            self.running.extend(hidden_online)
             self.running.extend(hidden)
             # Admitted offline requests the base method did not start go back first.
             for r in admitted_wait:
@@ -368,6 +424,12 @@ class HyGenScheduler(Scheduler):
     def _running_wants(self, r: Request, cap: int) -> int:
         """Tokens a running request would compute this step (as the base method counts
         them), capped by the long-prefill cap and the model length."""
+        if (
+            r.num_output_placeholders > 0
+            and r.num_computed_tokens + 2 - r.num_output_placeholders
+            >= r.num_prompt_tokens + r.max_tokens
+        ):
+            return 0  # async: its last token is in flight; the base skips it
         n = r.num_tokens_with_spec + r.num_output_placeholders - r.num_computed_tokens
         if cap:
             n = min(n, cap)
@@ -508,7 +570,9 @@ def _load_policy(settings: SchedulerSettings) -> tuple[LatencyPredictor | None, 
     if settings.profile_path:
         doc = ProfileDocument.load(settings.profile_path)
         predictor = LatencyPredictor.from_document(doc.predictor)
-        initial = settings.initial or OfflineControl(mode="budget", budget_ms=doc.budget_ms)
+        initial = settings.initial or OfflineControl(
+            mode="budget", budget_ms=doc.budget_ms, online_prefill_cap=doc.online_prefill_cap
+        )
         return predictor, initial
     predictor = LatencyPredictor.load(settings.predictor_path) if settings.predictor_path else None
     return predictor, settings.initial or OfflineControl()
