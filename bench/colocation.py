@@ -32,12 +32,14 @@ from pathlib import Path
 from hygen_pod.policy.predictor import LatencyPredictor
 from hygen_pod.profiling.oracle import KernelOracle, random_batches, sample
 from hygen_pod.profiling.simulator import (
+    EngineSpec,
     RequestSpec,
     SimResult,
     Simulator,
     offline_requests,
     online_requests,
 )
+from hygen_pod.profiling.slices import plan_slices, split_backlogs
 from hygen_pod.profiling.slo_search import (
     METRICS,
     check_targets,
@@ -49,15 +51,15 @@ from hygen_pod.profiling.traces import (
     arxiv_summarization,
     azure_conversation,
     mooncake_conversation,
+    read_trace_file,
 )
 
 DEFAULT_LOADS = {"a100": [1.0, 2.0, 3.0], "h100": [2.0, 4.0, 6.0], "h200": [2.0, 4.0, 6.0]}
 
 
-# Trace request offsets: profiling slices, and the evaluation slice none of them overlaps
-# (up to 6 req/s x 300 s = 1,800 requests per slice).
-PROFILE_OFFSETS = (1000, 3000, 5000, 7000)
-EVAL_OFFSET = 9000
+# Offline-only capacity is the best of these engine limits (max sequences, tokens per
+# step) for the offline set alone: a true ceiling, which co-location cannot beat.
+CAPACITY_GRID = ((64, 2048), (128, 2048), (256, 2048), (64, 8192), (128, 8192), (256, 8192))
 
 
 def main() -> int:
@@ -82,6 +84,22 @@ def main() -> int:
         help="online arrivals: Azure conversation, or Mooncake (burstier, long)",
     )
     ap.add_argument(
+        "--online-trace-file",
+        help="online arrivals from this file instead (Azure CSV or Mooncake JSONL format)",
+    )
+    ap.add_argument(
+        "--offline-trace-file",
+        help="offline lengths from this file instead (Vidur lengths CSV, Azure CSV or "
+        "Mooncake JSONL format)",
+    )
+    ap.add_argument(
+        "--jitter-cv",
+        type=float,
+        default=0.0,
+        help="step-time noise in evaluation: each step's time times a lognormal factor of "
+        "mean 1 and this coefficient of variation (profiling stays noise-free)",
+    )
+    ap.add_argument(
         "--offline-set",
         choices=["arxiv", "mooncake"],
         default="arxiv",
@@ -102,34 +120,64 @@ def main() -> int:
         help="profiling accepts a setting when the targets hold on this share of paired "
         "bootstrap resamples of the online requests (0: a point check)",
     )
+    ap.add_argument(
+        "--online-prefill-caps",
+        nargs="*",
+        type=int,
+        default=[512, 256],
+        metavar="TOKENS",
+        help="online prefill caps searched jointly with HyGen's budget and HyGen*'s QPS "
+        "(vLLM's chunking is always a candidate and has its own HyGen row); give the "
+        "option with no value for vLLM's chunking only",
+    )
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--out", default="bench/out", help="folder for CSV and plot")
     ap.add_argument(
         "--quick", action="store_true", help="h100, one load, P99 TBT, tolerances 10%%/50%%"
     )
     args = ap.parse_args()
-    if not 1 <= args.profile_slices <= len(PROFILE_OFFSETS):
-        ap.error(f"--profile-slices must be 1..{len(PROFILE_OFFSETS)}")
+    if args.profile_slices < 1:
+        ap.error("--profile-slices must be >= 1")
+    if not 0 <= args.jitter_cv < 1:
+        ap.error("--jitter-cv must be in [0, 1)")
+    if any(c < 1 for c in args.online_prefill_caps):
+        ap.error("--online-prefill-caps: each cap must be >= 1 token")
     if args.quick:
         args.gpus, args.tolerances, args.window, args.iters = ["h100"], [0.1, 0.5], 60.0, 6
         args.loads = args.loads or [4.0]
         args.targets = args.targets or ["p99_tbt"]
+    max_load = max(args.loads or [q for g in args.gpus for q in DEFAULT_LOADS[g]])
     try:
-        online_trace = (
-            mooncake_conversation(args.data)
-            if args.online_trace == "mooncake"
-            else azure_conversation(args.data)
+        if args.online_trace_file:
+            online_trace = read_trace_file(args.online_trace_file)
+        elif args.online_trace == "mooncake":
+            online_trace = mooncake_conversation(args.data)
+        else:
+            online_trace = azure_conversation(args.data)
+        if args.offline_trace_file:
+            offline_pool = read_trace_file(args.offline_trace_file)
+        elif args.offline_set == "mooncake":
+            offline_pool = mooncake_conversation(args.data)
+        else:
+            offline_pool = arxiv_summarization(args.data)
+        prof_slices, eval_slice = plan_slices(
+            len(online_trace), args.profile_slices, max_load, args.window
         )
-        offline_pool = (
-            mooncake_conversation(args.data)
-            if args.offline_set == "mooncake"
-            else arxiv_summarization(args.data)
-        )
-    except FileNotFoundError as e:
+        prof_pool, eval_pool = split_backlogs(offline_pool, args.offline, args.seed)
+    except (FileNotFoundError, ValueError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
-    offline = offline_requests(offline_pool, args.offline, args.seed)
+    # profiling and evaluation never share an online request or an offline one
+    prof_offline = offline_requests(prof_pool, len(prof_pool), args.seed)
+    offline = offline_requests(eval_pool, len(eval_pool), args.seed)
     mean_offline_tokens = sum(s.prompt + s.output for s in offline) / len(offline)
+    print(
+        f"online trace {len(online_trace)} requests: profiling slices "
+        + ", ".join(f"[{s.start}, {s.end})" for s in prof_slices)
+        + f", evaluation [{eval_slice.start}, {eval_slice.end}); offline backlogs of "
+        f"{args.offline} (profiling) and {args.offline} (evaluation), disjoint",
+        file=sys.stderr,
+    )
     target_sets = [args.targets] if args.targets else [[m] for m in METRICS]
     rows: list[dict] = []
     t_start = time.perf_counter()
@@ -139,19 +187,32 @@ def main() -> int:
             *sample(oracle, random_batches(random.Random(args.seed), 1000))
         )
         sim = Simulator(oracle.step_seconds, predictor=pred)
-        capacity = sim.run(offline, "offline_only", window_s=args.window).offline_tps
+        # evaluation runs on a noisy GPU when --jitter-cv is set; profiling never sees it
+        esim = Simulator(oracle.step_seconds, predictor=pred, jitter_cv=args.jitter_cv,
+                         jitter_seed=args.seed)  # fmt: skip
+        capacity, cap_limits = max(
+            (
+                Simulator(oracle.step_seconds, EngineSpec(max_seqs=seqs, max_batched_tokens=tok))
+                .run(offline, "offline_only", window_s=args.window)
+                .offline_tps,
+                (seqs, tok),
+            )
+            for seqs, tok in CAPACITY_GRID
+        )
+        print(f"{gpu}: offline-only capacity {capacity:.0f} tok/s at max_num_seqs "
+              f"{cap_limits[0]}, {cap_limits[1]} tokens per step", file=sys.stderr)  # fmt: skip
         for qps in args.loads or DEFAULT_LOADS[gpu]:
             profs = []
-            for k in range(args.profile_slices):
-                start = PROFILE_OFFSETS[k]
-                prof = online_requests(online_trace, start, qps, args.window) + offline
+            for sl in prof_slices:
+                prof = online_requests(online_trace, sl.start, qps, args.window) + prof_offline
                 profs.append((prof, sim.run(prof, "online_only", window_s=args.window)))
-            evalw = online_requests(online_trace, EVAL_OFFSET, qps, args.window) + offline
-            base_e = sim.run(evalw, "online_only", window_s=args.window)
-            naive = sim.run(evalw, "naive", window_s=args.window)
-            cap = sim.run(evalw, "offline_only", window_s=args.window)
+            evalw = online_requests(online_trace, eval_slice.start, qps, args.window) + offline
+            base_e = esim.run(evalw, "online_only", window_s=args.window)
+            naive = esim.run(evalw, "naive", window_s=args.window)
+            cap = esim.run(evalw, "offline_only", window_s=args.window)
             load = Load(
                 sim,
+                esim,
                 gpu,
                 qps,
                 profs,
@@ -185,7 +246,8 @@ def main() -> int:
 class Load:
     """One GPU at one online load: the simulator, both slices and the fixed baselines."""
 
-    sim: Simulator
+    sim: Simulator  # profiling: noise-free
+    esim: Simulator  # evaluation: with --jitter-cv
     gpu: str
     qps: float
     profs: list[tuple[list[RequestSpec], SimResult]]  # profiling slices, online-only runs
@@ -200,37 +262,65 @@ class Load:
 def run_one(load: Load, targets: list[str], tol: float, args, rows: list[dict]) -> None:
     """Profile HyGen and HyGen* on the profiling slice, evaluate all on the other."""
     w = args.window
-    sim, evalw, base_e = load.sim, load.evalw, load.base_e
+    sim, esim, evalw, base_e = load.sim, load.esim, load.evalw, load.base_e
     capacity, mean_offline_tokens = load.capacity, load.mean_offline_tokens
     check_targets(targets, tol)
 
-    def ok(policy: str, **kw: float) -> bool:
-        # Every profiling slice must stay within tolerance of its own online-only run.
+    offline_done: dict[tuple[str, int | None, float], float] = {}
+
+    def ok(policy: str, cap: int | None, **kw: float) -> bool:
+        # Every profiling slice must stay within tolerance of its own online-only run
+        # (vLLM's chunking: the reference does not move with the cap).
+        results = [sim.run(p, policy, window_s=w, online_prefill_cap=cap, **kw)
+                   for p, _ in load.profs]  # fmt: skip
+        offline_done[(policy, cap, *kw.values())] = sum(r.offline_tps for r in results)
         return all(
-            robust_within(
-                sim.run(p, policy, window_s=w, **kw).timings,
-                base.timings,
-                targets,
-                tol,
-                args.confidence,
-            )
-            for p, base in load.profs
+            robust_within(r.timings, base.timings, targets, tol, args.confidence)
+            for r, (_, base) in zip(results, load.profs, strict=True)
         )
 
-    b = largest_setting(lambda v: ok("hygen", budget_s=v), 1e-3, 0.4, args.iters)
+    def joint(policy: str, key: str, lo: float, hi: float) -> list[tuple[int | None, float]]:
+        """(cap, largest passing value) per cap, the best (most offline work) first."""
+        found = []
+        for cap in [None, *args.online_prefill_caps]:
+            r = largest_setting(lambda v, c=cap: ok(policy, c, **{key: v}), lo, hi, args.iters)
+            found.append((cap, r.value, offline_done.get((policy, cap, r.value), 0.0)))
+        best = max(found, key=lambda f: f[2])
+        return [(best[0], best[1])] + [(c, v) for c, v, _ in found if c is None]
+
+    def label(cap: int | None) -> str:
+        return "" if cap is None else f" chunk={cap}"
+
+    (b_cap, b), (_, b_stock) = joint("hygen", "budget_s", 1e-3, 0.4)
     q_hi = 2 * capacity / mean_offline_tokens
-    q = largest_setting(lambda v: ok("hygen_qps", qps=v), q_hi / 1000, q_hi, args.iters)
-    hy = sim.run(evalw, "hygen", window_s=w, budget_s=b.value) if b.value > 0 else base_e
-    hs = sim.run(evalw, "hygen_qps", window_s=w, qps=q.value) if q.value > 0 else base_e
+    (q_cap, q), _ = joint("hygen_qps", "qps", q_hi / 1000, q_hi)
+
+    def hygen(budget: float, cap: int | None) -> SimResult:
+        if budget <= 0:
+            return base_e
+        return esim.run(evalw, "hygen", window_s=w, budget_s=budget, online_prefill_cap=cap)
+
+    hy, hy_stock = hygen(b, b_cap), hygen(b_stock, None)
+    hs = (
+        esim.run(evalw, "hygen_qps", window_s=w, qps=q, online_prefill_cap=q_cap)
+        if q > 0
+        else base_e
+    )
     runs: list[tuple[str, SimResult, str]] = [
         ("online-only", base_e, ""),
+    ]
+    if b_cap is not None:  # what the chosen chunking alone does to online users
+        capped = esim.run(evalw, "online_only", window_s=w, online_prefill_cap=b_cap)
+        runs.append(("online-only+chunk", capped, f"chunk={b_cap}"))
+    runs += [
         ("offline-only", load.cap, ""),
         ("naive (priority)", load.naive, ""),
-        ("HyGen*", hs, f"qps={q.value:.2f}"),
-        ("HyGen", hy, f"budget={b.value * 1e3:.1f}ms"),
+        ("HyGen*", hs, f"qps={q:.2f}{label(q_cap)}"),
+        ("HyGen vLLM chunks", hy_stock, f"budget={b_stock * 1e3:.1f}ms"),
+        ("HyGen", hy, f"budget={b * 1e3:.1f}ms{label(b_cap)}"),
     ]
     for name, r, setting in runs:
-        if name == "offline-only":
+        if name in ("offline-only", "online-only+chunk"):
             met = "-"
         elif within(r.online, base_e.online, targets, tol):
             met = "yes"
@@ -251,8 +341,9 @@ def run_one(load: Load, targets: list[str], tol: float, args, rows: list[dict]) 
                 **{m: r.online.metric(m) * 1e3 for m in METRICS},
                 "slo_met": met,
                 "x_online_only": r.total_tps / base_e.total_tps,
+                # only where HyGen* does real work (>= 1% of capacity): else "n/a"
                 "offline_x_hygen_star": r.offline_tps / hs.offline_tps
-                if hs.offline_tps
+                if hs.offline_tps >= 0.01 * capacity
                 else float("nan"),
                 "pct_offline_capacity": 100 * r.offline_tps / capacity,
                 "over_budget_steps": r.over_budget_steps,
@@ -267,7 +358,7 @@ def print_table(rows: list[dict], args) -> None:
         f"{args.online_trace}, offline {args.offline_set}"
     )
     head = (
-        f"{'gpu':<5}{'qps':>5} {'target':<10}{'tol':>4}  {'policy':<17}{'setting':<16}"
+        f"{'gpu':<5}{'qps':>5} {'target':<10}{'tol':>4}  {'policy':<18}{'setting':<26}"
         f"{'total t/s':>10}"
         f"{'offl t/s':>10}{'TTFTm':>7}{'TTFTp99':>8}{'TBTm':>6}{'TBTp99':>7}"
         f"{'x onl':>7}{'x H*':>7}{'%cap':>6}  SLO"
@@ -277,12 +368,16 @@ def print_table(rows: list[dict], args) -> None:
     for r in rows:
         print(
             f"{r['gpu']:<5}{r['online_qps']:>5.1f} {r['target']:<10}{r['tolerance']:>4.0%}  "
-            f"{r['policy']:<17}"
-            f"{r['setting']:<16}{r['total_tps']:>10.0f}{r['offline_tps']:>10.0f}"
+            f"{r['policy']:<18}"
+            f"{r['setting']:<26}{r['total_tps']:>10.0f}{r['offline_tps']:>10.0f}"
             f"{r['mean_ttft']:>7.0f}{r['p99_ttft']:>8.0f}{r['mean_tbt']:>6.1f}{r['p99_tbt']:>7.1f}"
-            f"{r['x_online_only']:>6.2f}x{r['offline_x_hygen_star']:>6.2f}x"
+            f"{r['x_online_only']:>6.2f}x{_x(r['offline_x_hygen_star']):>7}"
             f"{r['pct_offline_capacity']:>5.0f}%  {r['slo_met']}"
         )
+
+
+def _x(ratio: float) -> str:
+    return "n/a" if ratio != ratio else f"{ratio:.2f}x"  # NaN: HyGen* did no real work
 
 
 def plot(rows: list[dict], path: Path) -> None:

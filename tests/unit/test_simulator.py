@@ -89,3 +89,22 @@ def test_bad_arguments() -> None:
         Simulator(step).run([], "hygen", window_s=1, budget_s=0.01)
     with pytest.raises(ValueError, match="unknown policy"):
         Simulator(step).run([], "fastest", window_s=1)  # type: ignore[arg-type]
+
+
+def test_jitter_is_seeded_and_over_budget_counts_real_step_times() -> None:
+    wl = workload(n_offline=100)
+    plain = Simulator(step, predictor=PRED).run(wl, "hygen", window_s=30, budget_s=0.02)
+    assert plain.over_budget_steps == plain.over_budget_predicted == 0  # step == predictor
+
+    def noisy(seed: int):
+        sim = Simulator(step, predictor=PRED, jitter_cv=0.2, jitter_seed=seed)
+        return sim.run(wl, "hygen", window_s=30, budget_s=0.02)
+
+    a, b, c = noisy(1), noisy(1), noisy(2)
+    assert a.online == b.online and a.offline_tokens == b.offline_tokens  # seeded
+    assert a.online != c.online
+    # the predictor admitted within the budget; the noisy GPU overran it sometimes
+    assert a.over_budget_predicted == 0 and 0 < a.over_budget_steps < a.steps
+    assert a.online.p99_tbt > plain.online.p99_tbt  # noise lifts the tail
+    with pytest.raises(ValueError, match="jitter_cv"):
+        Simulator(step, jitter_cv=1.5)

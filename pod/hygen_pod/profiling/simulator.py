@@ -26,6 +26,7 @@ generated) once; recomputation after a preemption is not counted again.
 from __future__ import annotations
 
 import heapq
+import math
 import random
 from collections import OrderedDict
 from collections.abc import Callable, Sequence
@@ -140,7 +141,11 @@ class SimResult:
     steps: int = 0
     preemptions: int = 0
     online_preemptions: int = 0
+    # steps carrying offline tokens (not idle-engine progress) whose *step time* (the
+    # oracle's, with jitter if any: what the GPU took) exceeded the budget; and those the
+    # predictor already put over it when admitting (0 unless the admission code is wrong)
     over_budget_steps: int = 0
+    over_budget_predicted: int = 0
     progress_steps: int = 0
     timings: list[RequestTiming] = field(default_factory=list, repr=False)
 
@@ -174,6 +179,8 @@ class _Run:
             online_prefill_cap if policy in ("hygen", "hygen_qps", "online_only") else None
         )
         self.cut_online = False  # this step's online prefill was cut by the cap
+        self.budgeted_step = False  # this step carries offline tokens under the budget
+        self.jitter = random.Random(sim.jitter_seed)
         self.now = 0.0
         self.running: list[_Req] = []
         self.used = 0  # KV blocks held by running requests
@@ -347,10 +354,11 @@ class _Run:
                 self.start(r)
             self.take(r, n)
             plan.append((r, n))
-        if hygen and adm.allocations and not adm.progress_step:
+        self.budgeted_step = hygen and bool(adm.allocations) and not adm.progress_step
+        if self.budgeted_step:
             assert self.sim.predictor is not None and self.budget_s is not None
             if self.sim.predictor.predict(adm.shape) > self.budget_s * (1 + 1e-9):
-                self.res.over_budget_steps += 1
+                self.res.over_budget_predicted += 1
         return plan
 
     def plan_naive(self) -> list[tuple[_Req, int]]:
@@ -444,11 +452,19 @@ class Simulator:
         *,
         predictor: LatencyPredictor | None = None,
         max_bypass: int = 256,
+        jitter_cv: float = 0.0,
+        jitter_seed: int = 0,
     ) -> None:
+        if not 0 <= jitter_cv < 1:
+            raise ValueError(f"jitter_cv must be in [0, 1), got {jitter_cv}")
         self.step_seconds = step_seconds
         self.engine = engine or EngineSpec()
         self.predictor = predictor
         self.max_bypass = max_bypass
+        # Step-time noise: each step's time times a lognormal factor of mean 1 and this
+        # coefficient of variation (a real GPU's steps of one shape differ; tails feel it)
+        self.jitter_cv, self.jitter_seed = jitter_cv, jitter_seed
+        self._sigma = math.sqrt(math.log1p(jitter_cv**2))
 
     def run(
         self,
@@ -490,6 +506,7 @@ class Simulator:
                 else:
                     r.timing = RequestTiming(arrival=r.spec.arrival)
                     heapq.heappush(st.waiting, (r.spec.arrival, r.rid, r))
+            st.budgeted_step = False
             if policy == "naive":
                 plan = st.plan_naive()
             else:
@@ -508,7 +525,12 @@ class Simulator:
                 ),
                 tuple(r.computed + 1 for r, n in plan if n == 1 and r.computed >= r.spec.prompt),
             )
-            st.now += self.step_seconds(batch)
+            dt = self.step_seconds(batch)
+            if self._sigma:
+                dt *= st.jitter.lognormvariate(-(self._sigma**2) / 2, self._sigma)
+            st.now += dt
+            if st.budgeted_step and st.budget_s is not None and dt > st.budget_s * (1 + 1e-9):
+                st.res.over_budget_steps += 1
             st.res.steps += 1
             pending_online -= st.apply(plan, window_s)
         timings = [r.timing for r in reqs if r.timing is not None and r.spec.arrival <= window_s]

@@ -47,7 +47,11 @@ def data_file(data_dir: str | Path | None, rel: str) -> Path:
 
 def azure_conversation(data_dir: str | Path | None = None) -> list[TraceRequest]:
     """Azure LLM inference trace 2023, conversation: arrivals relative to the first."""
-    path = data_file(data_dir, AZURE_CONV)
+    return read_azure_csv(data_file(data_dir, AZURE_CONV))
+
+
+def read_azure_csv(path: Path) -> list[TraceRequest]:
+    """A CSV in the Azure LLM inference trace format (TIMESTAMP, ContextTokens, GeneratedTokens)."""
     out: list[TraceRequest] = []
     t0: datetime | None = None
     with path.open(newline="") as f:
@@ -66,7 +70,11 @@ def azure_conversation(data_dir: str | Path | None = None) -> list[TraceRequest]
 
 def arxiv_summarization(data_dir: str | Path | None = None) -> list[TraceRequest]:
     """arXiv summarization lengths (the paper's offline workload); no arrival times."""
-    path = data_file(data_dir, ARXIV_STATS)
+    return read_lengths_csv(data_file(data_dir, ARXIV_STATS))
+
+
+def read_lengths_csv(path: Path) -> list[TraceRequest]:
+    """A CSV of request lengths in Vidur's processed-trace format (no arrival times)."""
     with path.open(newline="") as f:
         return [
             TraceRequest(0.0, int(r["num_prefill_tokens"]), int(r["num_decode_tokens"]))
@@ -76,7 +84,11 @@ def arxiv_summarization(data_dir: str | Path | None = None) -> list[TraceRequest
 
 def mooncake_conversation(data_dir: str | Path | None = None) -> list[TraceRequest]:
     """Mooncake (FAST'25) conversation trace, with shared-prefix block ids."""
-    path = data_file(data_dir, MOONCAKE_CONV)
+    return read_mooncake_jsonl(data_file(data_dir, MOONCAKE_CONV))
+
+
+def read_mooncake_jsonl(path: Path) -> list[TraceRequest]:
+    """JSON lines in the Mooncake format (timestamp ms, input/output length, hash_ids)."""
     out = []
     for line in path.read_text().splitlines():
         if line.strip():
@@ -90,3 +102,31 @@ def mooncake_conversation(data_dir: str | Path | None = None) -> list[TraceReque
                 )
             )
     return out
+
+
+def read_trace_file(path: str | Path) -> list[TraceRequest]:
+    """Any trace file in one of the formats above, told apart by its header / first line;
+    a clear error for anything else."""
+    p = Path(path)
+    if not p.is_file():
+        raise FileNotFoundError(f"trace file {p} not found")
+    with p.open(newline="") as f:
+        first = f.readline()
+    if first.lstrip().startswith("{"):
+        try:
+            return read_mooncake_jsonl(p)
+        except (KeyError, ValueError) as e:
+            raise ValueError(f"{p}: not a Mooncake-format JSONL trace ({e})") from None
+    cols = {c.strip() for c in first.split(",")}
+    try:
+        if {"TIMESTAMP", "ContextTokens", "GeneratedTokens"} <= cols:
+            return read_azure_csv(p)
+        if {"num_prefill_tokens", "num_decode_tokens"} <= cols:
+            return read_lengths_csv(p)
+    except (KeyError, ValueError) as e:
+        raise ValueError(f"{p}: malformed trace row ({e})") from None
+    raise ValueError(
+        f"{p}: unknown trace format; expected an Azure LLM trace CSV (TIMESTAMP, "
+        "ContextTokens, GeneratedTokens), a Vidur lengths CSV (num_prefill_tokens, "
+        "num_decode_tokens) or Mooncake JSONL"
+    )
