@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import argparse
 import csv
+import dataclasses
 import itertools
 import random
 import sys
@@ -32,7 +33,9 @@ from pathlib import Path
 from hygen_pod.policy.predictor import LatencyPredictor
 from hygen_pod.profiling.oracle import KernelOracle, random_batches, sample
 from hygen_pod.profiling.simulator import (
+    MEASURED_HOST_COSTS,
     EngineSpec,
+    HostCosts,
     RequestSpec,
     SimResult,
     Simulator,
@@ -91,6 +94,20 @@ def main() -> int:
         "--offline-trace-file",
         help="offline lengths from this file instead (Vidur lengths CSV, Azure CSV or "
         "Mooncake JSONL format)",
+    )
+    ap.add_argument(
+        "--pipeline",
+        choices=["sync", "async"],
+        default="sync",
+        help="vLLM's engine loop: sync, or async scheduling (the GPU default: the next step "
+        "is scheduled while one runs; batch queue of 2)",
+    )
+    ap.add_argument(
+        "--host-costs",
+        choices=["none", "measured"],
+        default="none",
+        help="CPU time per step for scheduling (stock vLLM's, plus HyGen's with offline "
+        "work), as measured by bench/scheduler_overhead.py on the dev VM; none: device only",
     )
     ap.add_argument(
         "--jitter-cv",
@@ -186,13 +203,20 @@ def main() -> int:
         pred, _ = LatencyPredictor.select_and_fit(
             *sample(oracle, random_batches(random.Random(args.seed), 1000))
         )
-        sim = Simulator(oracle.step_seconds, predictor=pred)
+        engine = EngineSpec(
+            batch_queue=2 if args.pipeline == "async" else 1,
+            host=MEASURED_HOST_COSTS if args.host_costs == "measured" else HostCosts(),
+        )
+        sim = Simulator(oracle.step_seconds, engine, predictor=pred)
         # evaluation runs on a noisy GPU when --jitter-cv is set; profiling never sees it
-        esim = Simulator(oracle.step_seconds, predictor=pred, jitter_cv=args.jitter_cv,
+        esim = Simulator(oracle.step_seconds, engine, predictor=pred, jitter_cv=args.jitter_cv,
                          jitter_seed=args.seed)  # fmt: skip
         capacity, cap_limits = max(
             (
-                Simulator(oracle.step_seconds, EngineSpec(max_seqs=seqs, max_batched_tokens=tok))
+                Simulator(
+                    oracle.step_seconds,
+                    dataclasses.replace(engine, max_seqs=seqs, max_batched_tokens=tok),
+                )
                 .run(offline, "offline_only", window_s=args.window)
                 .offline_tps,
                 (seqs, tok),
@@ -355,7 +379,9 @@ def print_table(rows: list[dict], args) -> None:
     print(
         "SLO met: the target metric within (1+tol) x online-only on the evaluation slice; "
         f"{args.window:.0f} s simulated per run; Llama-3.1-8B; latencies in ms; online "
-        f"{args.online_trace}, offline {args.offline_set}"
+        f"{args.online_trace_file or args.online_trace}, offline "
+        f"{args.offline_trace_file or args.offline_set}; {args.pipeline} pipeline, host "
+        f"costs {args.host_costs}, step jitter CV {args.jitter_cv:g}"
     )
     head = (
         f"{'gpu':<5}{'qps':>5} {'target':<10}{'tol':>4}  {'policy':<18}{'setting':<26}"

@@ -108,3 +108,34 @@ def test_jitter_is_seeded_and_over_budget_counts_real_step_times() -> None:
     assert a.online.p99_tbt > plain.online.p99_tbt  # noise lifts the tail
     with pytest.raises(ValueError, match="jitter_cv"):
         Simulator(step, jitter_cv=1.5)
+
+
+def test_the_async_pipeline_hides_host_time_and_delays_new_requests_a_step() -> None:
+    from hygen_pod.profiling.simulator import HostCosts
+
+    wl = [s for s in workload() if not s.offline]
+    host = HostCosts(base_s=1e-3)  # 1 ms of scheduling per step, under the 5 ms device step
+
+    def run(queue: int, costs: HostCosts):
+        return Simulator(step, EngineSpec(batch_queue=queue, host=costs)).run(
+            wl, "online_only", window_s=30
+        )
+
+    device_only, sync, pipelined = run(1, HostCosts()), run(1, host), run(2, host)
+    # synchronous: every step pays the host time on top of the device time
+    assert sync.online.mean_tbt == pytest.approx(device_only.online.mean_tbt + 1e-3, rel=0.05)
+    # async: host time hides under the device step ...
+    assert pipelined.online.mean_tbt == pytest.approx(device_only.online.mean_tbt, rel=0.02)
+    # ... but a request arriving during a step is first scheduled for the one after next
+    assert pipelined.online.mean_ttft > device_only.online.mean_ttft
+    assert pipelined.online.requests == device_only.online.requests  # all finish
+    with pytest.raises(ValueError, match="batch_queue"):
+        Simulator(step, EngineSpec(batch_queue=3)).run(wl, "online_only", window_s=30)
+
+
+def test_host_costs_charge_hygen_only_with_offline_work() -> None:
+    from hygen_pod.profiling.simulator import HostCosts
+
+    c = HostCosts(base_s=1e-3, per_request_s=1e-5, hygen_base_s=2e-4, hygen_per_request_s=1e-6)
+    assert c.step_s(100, hygen=False) == pytest.approx(2e-3)
+    assert c.step_s(100, hygen=True) == pytest.approx(2e-3 + 3e-4)

@@ -28,7 +28,7 @@ from __future__ import annotations
 import heapq
 import math
 import random
-from collections import OrderedDict
+from collections import OrderedDict, deque
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Literal
@@ -83,15 +83,45 @@ def offline_requests(pool: Sequence[TraceRequest], count: int, seed: int) -> lis
     ]
 
 
+@dataclass(frozen=True, slots=True)
+class HostCosts:
+    """CPU seconds per step spent scheduling and preparing it: stock vLLM's, and what the
+    HyGen plugin adds while offline work is present, each a base plus a cost per running
+    request. Zero by default (the device step alone)."""
+
+    base_s: float = 0.0
+    per_request_s: float = 0.0
+    hygen_base_s: float = 0.0
+    hygen_per_request_s: float = 0.0
+
+    def step_s(self, running: int, hygen: bool) -> float:
+        s = self.base_s + self.per_request_s * running
+        if hygen:
+            s += self.hygen_base_s + self.hygen_per_request_s * running
+        return s
+
+
+# Fitted to bench/scheduler_overhead.py on the 2-core dev VM (docs/benchmarks.md): stock
+# schedule()+update() ~0.4 ms + 10 us per running request; HyGen with an offline backlog
+# adds ~0.2 ms + 1.5 us per request. A GPU server's CPU is faster: an upper bound.
+MEASURED_HOST_COSTS = HostCosts(4e-4, 1e-5, 2e-4, 1.5e-6)
+
+
 @dataclass(slots=True)
 class EngineSpec:
-    """The simulated engine's limits."""
+    """The simulated engine's limits and pipeline."""
 
     kv_blocks: int = 28_000  # 16-token blocks (~448k tokens: Llama-3.1-8B on an 80 GB GPU)
     block_size: int = 16
     max_batched_tokens: int = 2048
     max_seqs: int = 256
     prefix_block_tokens: int = 512  # tokens per RequestSpec.prefix id
+    # 1: vLLM's synchronous loop (schedule, run, process output, repeat); 2: async
+    # scheduling, the GPU default: step N+1 is scheduled while step N runs, with N's
+    # tokens in flight, so host time hides under device time but a request arriving
+    # during step N first runs in step N+2
+    batch_queue: int = 1
+    host: HostCosts = field(default_factory=HostCosts)
 
 
 @dataclass(slots=True, eq=False)  # identity equality: list membership stays cheap
@@ -407,17 +437,18 @@ class _Run:
         return plan
 
     # ------------------------------------------------------------- apply
-    def apply(self, plan: list[tuple[_Req, int]], window_s: float) -> int:
-        """Advance requests after a step ending at ``self.now``; returns online finishes."""
+    def apply(self, plan: list[tuple[_Req, int]], window_s: float, at: float) -> int:
+        """Advance requests for a step whose tokens come out at ``at``; returns online
+        finishes."""
         e, res = self.e, self.res
         finished_online = 0
-        in_window = self.now <= window_s
+        in_window = at <= window_s
         for r, n in plan:
             r.computed += n
             if r.computed >= r.num_tokens:  # a token is sampled
                 r.generated += 1
                 if r.timing is not None:
-                    r.timing.token_times.append(self.now)
+                    r.timing.token_times.append(at)
             if r.computed > r.hwm:
                 if in_window:
                     if r.offline:
@@ -494,6 +525,11 @@ class Simulator:
         reqs = sorted((_Req(i, s) for i, s in enumerate(keep)), key=lambda r: r.spec.arrival)
         pending_online = sum(1 for r in reqs if not r.offline and r.spec.arrival <= window_s)
         nxt = 0
+        e = self.engine
+        if e.batch_queue not in (1, 2):
+            raise ValueError(f"batch_queue must be 1 (sync) or 2 (async), got {e.batch_queue}")
+        hygen_policy = policy in ("hygen", "hygen_qps")
+        in_flight: deque[float] = deque()  # device end times of submitted steps
         while pending_online > 0 or (
             st.now < window_s and (st.queue or st.running or nxt < len(reqs))
         ):
@@ -528,11 +564,21 @@ class Simulator:
             dt = self.step_seconds(batch)
             if self._sigma:
                 dt *= st.jitter.lognormvariate(-(self._sigma**2) / 2, self._sigma)
-            st.now += dt
             if st.budgeted_step and st.budget_s is not None and dt > st.budget_s * (1 + 1e-9):
                 st.res.over_budget_steps += 1
             st.res.steps += 1
-            pending_online -= st.apply(plan, window_s)
+            # The pipeline: scheduled by now + host time, on the device once the previous
+            # step is off it; the scheduler plans the next step as soon as the batch queue
+            # has room. Request state advances at scheduling (vLLM's placeholders); tokens
+            # are emitted when the device step ends.
+            offline_present = hygen_policy and (
+                bool(st.queue) or any(r.offline for r in st.running)
+            )
+            ready = st.now + e.host.step_s(len(st.running), offline_present)
+            end = max(ready, in_flight[-1] if in_flight else 0.0) + dt
+            in_flight.append(end)
+            pending_online -= st.apply(plan, window_s, at=end)
+            st.now = max(ready, in_flight.popleft()) if len(in_flight) >= e.batch_queue else ready
         timings = [r.timing for r in reqs if r.timing is not None and r.spec.arrival <= window_s]
         st.res.online = summarize(timings)
         st.res.timings = timings
