@@ -141,9 +141,14 @@ def test_control_api_needs_the_token(tmp_path) -> None:
                   json={"mode": "qps", "qps": 2.5, "online_prefill_cap": 256})  # fmt: skip
         assert r.status_code == 200
         assert json.loads((tmp_path / "control.json").read_text())["online_prefill_cap"] == 256
+        for bad in (0, True, "256", 1.5):
+            r = h.put("/control/offline", headers=AUTH,
+                      json={"mode": "qps", "qps": 2.5, "online_prefill_cap": bad})  # fmt: skip
+            assert r.status_code in (400, 422) and "online_prefill_cap" in r.text, bad
         r = h.put("/control/offline", headers=AUTH,
-                  json={"mode": "qps", "qps": 2.5, "online_prefill_cap": 0})  # fmt: skip
-        assert r.status_code in (400, 422) and "online_prefill_cap" in r.text
+                  json={"mode": "qps", "qps": 2.5, "online_prefill_cap": 128.0})  # fmt: skip
+        assert r.status_code == 200  # JSON Schema's integer includes 128.0 (schemathesis)
+        assert json.loads((tmp_path / "control.json").read_text())["online_prefill_cap"] == 128
         r = h.put("/control/offline", headers=AUTH, json={"mode": "budget", "budget_ms": 20})
         assert r.status_code == 409 and "predictor" in r.json()["error"]["message"]
         r = h.put("/control/offline", headers=AUTH, json={"mode": "fast"})

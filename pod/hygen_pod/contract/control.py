@@ -13,7 +13,7 @@ import os
 from pathlib import Path
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from hygen_pod.contract.jsonio import write_atomic
 
@@ -43,10 +43,19 @@ class OfflineControl(BaseModel):
     online_prefill_cap: int | None = Field(
         None,
         ge=1,
-        strict=True,
         description="most online prefill tokens in a step that carries online decodes "
         "(null: vLLM's own chunking)",
     )
+
+    @field_validator("online_prefill_cap", mode="before")
+    @classmethod
+    def _whole_number(cls, v: object) -> object:
+        # JSON Schema's "integer" includes 256.0; true/false and strings are not numbers
+        if isinstance(v, bool | str):
+            raise ValueError("must be a whole number of tokens")
+        if isinstance(v, float) and v.is_integer():
+            return int(v)
+        return v
 
     @property
     def online_only(self) -> bool:
