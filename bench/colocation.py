@@ -51,6 +51,7 @@ from hygen_pod.profiling.slo_search import (
     within,
 )
 from hygen_pod.profiling.traces import (
+    TraceRequest,
     arxiv_summarization,
     azure_conversation,
     mooncake_conversation,
@@ -165,18 +166,8 @@ def main() -> int:
         args.targets = args.targets or ["p99_tbt"]
     max_load = max(args.loads or [q for g in args.gpus for q in DEFAULT_LOADS[g]])
     try:
-        if args.online_trace_file:
-            online_trace = read_trace_file(args.online_trace_file)
-        elif args.online_trace == "mooncake":
-            online_trace = mooncake_conversation(args.data)
-        else:
-            online_trace = azure_conversation(args.data)
-        if args.offline_trace_file:
-            offline_pool = read_trace_file(args.offline_trace_file)
-        elif args.offline_set == "mooncake":
-            offline_pool = mooncake_conversation(args.data)
-        else:
-            offline_pool = arxiv_summarization(args.data)
+        online_trace = _trace(args.online_trace_file, args.online_trace, args.data)
+        offline_pool = _trace(args.offline_trace_file, args.offline_set, args.data)
         prof_slices, eval_slice = plan_slices(
             len(online_trace), args.profile_slices, max_load, args.window
         )
@@ -266,6 +257,18 @@ def main() -> int:
     return 0
 
 
+def _trace(path: str | None, name: str, data: str | None) -> list[TraceRequest]:
+    """A trace from ``path`` if given, else the named shared trace."""
+    if path:
+        return read_trace_file(path)
+    named = {
+        "azure": azure_conversation,
+        "arxiv": arxiv_summarization,
+        "mooncake": mooncake_conversation,
+    }
+    return named[name](data)
+
+
 @dataclass
 class Load:
     """One GPU at one online load: the simulator, both slices and the fixed baselines."""
@@ -292,32 +295,33 @@ def run_one(load: Load, targets: list[str], tol: float, args, rows: list[dict]) 
 
     offline_done: dict[tuple[str, int | None, float], float] = {}
 
-    def ok(policy: str, cap: int | None, **kw: float) -> bool:
+    def ok(policy: str, cap: int | None, key: str, value: float) -> bool:
         # Every profiling slice must stay within tolerance of its own online-only run
         # (vLLM's chunking: the reference does not move with the cap).
-        results = [sim.run(p, policy, window_s=w, online_prefill_cap=cap, **kw)
+        results = [sim.run(p, policy, window_s=w, online_prefill_cap=cap, **{key: value})
                    for p, _ in load.profs]  # fmt: skip
-        offline_done[(policy, cap, *kw.values())] = sum(r.offline_tps for r in results)
+        offline_done[(policy, cap, value)] = sum(r.offline_tps for r in results)
         return all(
             robust_within(r.timings, base.timings, targets, tol, args.confidence)
             for r, (_, base) in zip(results, load.profs, strict=True)
         )
 
-    def joint(policy: str, key: str, lo: float, hi: float) -> list[tuple[int | None, float]]:
-        """(cap, largest passing value) per cap, the best (most offline work) first."""
-        found = []
+    def joint(policy: str, key: str, lo: float, hi: float) -> tuple[int | None, float, float]:
+        """(best cap, its largest passing value, the largest with vLLM's chunking); the
+        best cap is the one whose value did the most offline work."""
+        found: dict[int | None, float] = {}
         for cap in [None, *args.online_prefill_caps]:
-            r = largest_setting(lambda v, c=cap: ok(policy, c, **{key: v}), lo, hi, args.iters)
-            found.append((cap, r.value, offline_done.get((policy, cap, r.value), 0.0)))
-        best = max(found, key=lambda f: f[2])
-        return [(best[0], best[1])] + [(c, v) for c, v, _ in found if c is None]
+            r = largest_setting(lambda v, c=cap: ok(policy, c, key, v), lo, hi, args.iters)
+            found[cap] = r.value
+        best = max(found, key=lambda c: offline_done.get((policy, c, found[c]), 0.0))
+        return best, found[best], found[None]
 
     def label(cap: int | None) -> str:
         return "" if cap is None else f" chunk={cap}"
 
-    (b_cap, b), (_, b_stock) = joint("hygen", "budget_s", 1e-3, 0.4)
+    b_cap, b, b_stock = joint("hygen", "budget_s", 1e-3, 0.4)
     q_hi = 2 * capacity / mean_offline_tokens
-    (q_cap, q), _ = joint("hygen_qps", "qps", q_hi / 1000, q_hi)
+    q_cap, q, _ = joint("hygen_qps", "qps", q_hi / 1000, q_hi)
 
     def hygen(budget: float, cap: int | None) -> SimResult:
         if budget <= 0:

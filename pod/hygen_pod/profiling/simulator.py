@@ -528,7 +528,10 @@ class Simulator:
         e = self.engine
         if e.batch_queue not in (1, 2):
             raise ValueError(f"batch_queue must be 1 (sync) or 2 (async), got {e.batch_queue}")
-        hygen_policy = policy in ("hygen", "hygen_qps")
+        # HyGen's host time is charged only if it is modelled: the scan below is per step
+        charge_hygen = policy in ("hygen", "hygen_qps") and bool(
+            e.host.hygen_base_s or e.host.hygen_per_request_s
+        )
         in_flight: deque[float] = deque()  # device end times of submitted steps
         while pending_online > 0 or (
             st.now < window_s and (st.queue or st.running or nxt < len(reqs))
@@ -571,7 +574,7 @@ class Simulator:
             # step is off it; the scheduler plans the next step as soon as the batch queue
             # has room. Request state advances at scheduling (vLLM's placeholders); tokens
             # are emitted when the device step ends.
-            offline_present = hygen_policy and (
+            offline_present = charge_hygen and (
                 bool(st.queue) or any(r.offline for r in st.running)
             )
             ready = st.now + e.host.step_s(len(st.running), offline_present)

@@ -257,13 +257,11 @@ class HyGenScheduler(Scheduler):
         # --- The online prefill cap (policy/online_chunk.py): in a step with online
         # decodes, decodes go first and online prefills share the cap in order; the
         # one cut short runs last, and those after it wait (hidden from the base).
-        chunk = OnlinePrefillCap(
-            self.control.online_prefill_cap,
-            self.control.online_prefill_cap is not None
-            and any(self._is_decode(r) for r in online_run),
-        )
+        ocap = self.control.online_prefill_cap
+        decoding = {r for r in online_run if self._is_decode(r)} if ocap is not None else set()
+        chunk = OnlinePrefillCap(ocap, bool(decoding))
         if chunk.active:
-            online_run.sort(key=lambda r: not self._is_decode(r))
+            online_run.sort(key=lambda r: r not in decoding)
         hidden_online: list[Request] = []
         hidden_wait: list[tuple[Any, Request]] = []  # (its queue, request)
         cut: Request | None = None
@@ -276,7 +274,7 @@ class HyGenScheduler(Scheduler):
             n = min(self._running_wants(r, cap), tokens_left)
             if n <= 0:
                 continue
-            if chunk.active and not self._is_decode(r):
+            if chunk.active and r not in decoding:
                 got = chunk.grant(n, partial_ok)
                 if got <= 0:
                     hidden_online.append(r)
