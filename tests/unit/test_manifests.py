@@ -1,5 +1,7 @@
 """The ServingSLO's owned objects: commands, resources, and which spec changes re-profile."""
 
+import pytest
+
 from hygen_operator import dispatcher_job, manifests
 from hygen_operator.resources import ServingSLOSpec
 from hygen_operator.settings import OperatorSettings
@@ -105,3 +107,21 @@ def test_api_keys_secret_is_mounted_and_passed_to_serve_only():
     plain = manifests.deployment("llama", spec(), S)["spec"]["template"]["spec"]
     assert "--api-key-file" not in plain["containers"][0]["command"]
     assert manifests.spec_hash(spec(apiKeys={"name": "k"})) == manifests.spec_hash(spec())
+
+
+def test_online_prefill_caps_reach_the_profiler_and_change_the_profile_hash():
+    def init_cmd(s: ServingSLOSpec) -> list[str]:
+        return manifests.deployment("llama", s, S)["spec"]["template"]["spec"]["initContainers"][0][
+            "command"
+        ]
+
+    assert "--online-prefill-caps" not in init_cmd(spec())  # vLLM's chunking only
+    capped = spec(profiling={"onlinePrefillCaps": [512, 256]})
+    i = init_cmd(capped)
+    assert i[i.index("--online-prefill-caps") + 1 : i.index("--online-prefill-caps") + 3] == [
+        "512",
+        "256",
+    ]
+    assert manifests.spec_hash(capped) != manifests.spec_hash(spec())  # a new search
+    with pytest.raises(ValueError, match=r"onlinePrefillCaps|online_prefill_caps"):
+        spec(profiling={"onlinePrefillCaps": [0]})
