@@ -1,8 +1,10 @@
 """Where a BatchJob's lines come from and where its results go.
 
-Input: inline lines, a ConfigMap key, or a file on a volume. Output: ConfigMaps with one
-key per line (``line-000017``), or an OpenAI batch output JSONL file on a volume. Both sinks
-are keyed by input line number and report what they already hold, which is what lets a
+Input: inline lines, a ConfigMap key, a file on a volume, or an object on S3-compatible
+storage, always read as a stream of chunks (a volume file or an object can be far larger
+than memory). Output: ConfigMaps with one key per line (``line-000017``), an OpenAI batch
+output JSONL file on a volume, or one on the object store (`s3_sink`). Every sink is keyed
+by input line number and reports which lines it already holds, which is what lets a
 restarted dispatcher skip finished lines and never record one twice.
 
 The API server refuses a ConfigMap whose data exceeds 1 MiB, so ConfigMap output is split
@@ -13,13 +15,19 @@ the way out (a volume output) instead of being lost.
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
+from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Protocol
 
+from hygen_operator import object_store
 from hygen_operator.kube import CONFIGMAP, Kube
+from hygen_operator.object_store import StoreConfigError
 from hygen_operator.resources import BatchJobSpec, VolumeRef
+
+CHUNK_BYTES = 1 << 20  # what a volume file is read in
 
 KEY_PREFIX = "line-"
 CONFIGMAP_LIMIT = 1024 * 1024  # the API server's limit on a ConfigMap's data
@@ -45,38 +53,87 @@ def volume_file(root: Path | None, ref: VolumeRef, field: str) -> Path:
     return root / ref.claim_name / ref.path
 
 
-async def read_input(spec: BatchJobSpec, kube: Kube, ns: str, root: Path | None) -> bytes:
+async def input_chunks(
+    spec: BatchJobSpec, kube: Kube, ns: str, root: Path | None
+) -> AsyncIterator[bytes]:
+    """The job's input JSONL as a stream of chunks (a ConfigMap or inline input is small by
+    the API server's limits and comes whole; a volume file and an object are streamed)."""
     src = spec.input
     if src.inline is not None:
-        return "\n".join(json.dumps(x) for x in src.inline).encode()
-    if src.volume is not None:
+        yield "\n".join(json.dumps(x) for x in src.inline).encode()
+    elif src.volume is not None:
         path = volume_file(root, src.volume, "spec.input.volume")
         try:
-            return path.read_bytes()
+            f = path.open("rb")
         except OSError as e:
             raise InputError(f"spec.input.volume.path: cannot read {src.volume.path!r}: {e}") from e
-    assert src.config_map is not None
-    cm = await kube.get(CONFIGMAP, ns, src.config_map.name)
+        with f:
+            while chunk := await asyncio.to_thread(f.read, CHUNK_BYTES):
+                yield chunk
+    elif src.s3 is not None:
+        try:
+            bucket = object_store.bucket_of(spec.object_store, src.s3)
+            async for chunk in object_store.read_chunks(bucket, src.s3.key, "spec.input.s3.url"):
+                yield chunk
+        except StoreConfigError as e:
+            raise InputError(str(e)) from e
+        except FileNotFoundError as e:
+            raise MissingInput(f"spec.input.s3.url: no object {src.s3.url}") from e
+    else:
+        yield await _config_map_input(spec, kube, ns)
+
+
+async def _config_map_input(spec: BatchJobSpec, kube: Kube, ns: str) -> bytes:
+    ref = spec.input.config_map
+    assert ref is not None
+    cm = await kube.get(CONFIGMAP, ns, ref.name)
     if cm is None:
-        raise MissingInput(
-            f"spec.input.configMap.name: ConfigMap {src.config_map.name!r} not found in {ns}"
-        )
-    text = (cm.get("data") or {}).get(src.config_map.key)
+        raise MissingInput(f"spec.input.configMap.name: ConfigMap {ref.name!r} not found in {ns}")
+    text = (cm.get("data") or {}).get(ref.key)
     if text is None:
         raise MissingInput(
-            f"spec.input.configMap.key: ConfigMap {src.config_map.name!r} has no key "
-            f"{src.config_map.key!r}"
+            f"spec.input.configMap.key: ConfigMap {ref.name!r} has no key {ref.key!r}"
         )
     return text.encode()
 
 
+async def check_input(spec: BatchJobSpec, kube: Kube, ns: str, root: Path | None) -> None:
+    """Raise MissingInput while the input is not there yet, InputError if it never can be."""
+    if spec.input.config_map is not None:
+        await _config_map_input(spec, kube, ns)
+    elif spec.input.s3 is not None and root is not None:  # the dispatcher Job holds the keys
+        ref = spec.input.s3
+        try:
+            bucket = object_store.bucket_of(spec.object_store, ref)
+            found = await object_store.exists(bucket, ref.key, "spec.input.s3.url")
+        except StoreConfigError as e:
+            raise InputError(str(e)) from e
+        if not found:
+            raise MissingInput(f"spec.input.s3.url: no object {ref.url}")
+
+
+def result_ok(line: str) -> bool:
+    """Whether a stored output line is a success (no error, no error status)."""
+    out = json.loads(line)
+    code = (out.get("response") or {}).get("status_code")
+    return out.get("error") is None and (code is None or code < 400)
+
+
 class ResultSink(Protocol):
-    async def written(self) -> dict[int, str]:
-        """Output lines already stored, by input line number."""
+    async def written(self) -> dict[int, bool]:
+        """Input lines whose output is already stored, and whether each is a success."""
         ...
 
     async def write(self, results: dict[int, str]) -> None:
         """Store these output lines durably (writing one again must be harmless)."""
+        ...
+
+    async def finish(self) -> None:
+        """Every result is written: publish the output (a no-op where writes are the output)."""
+        ...
+
+    async def cleanup(self) -> None:
+        """The job's final status is recorded: drop what only resuming needed."""
         ...
 
 
@@ -110,8 +167,8 @@ class ConfigMapSink:
         self.parts: list[str] = []
         self._sizes: list[int] = []
 
-    async def written(self) -> dict[int, str]:
-        out: dict[int, str] = {}
+    async def written(self) -> dict[int, bool]:
+        out: dict[int, bool] = {}
         self.parts, self._sizes = [], []
         while True:
             name = part_name(self.name, len(self.parts))
@@ -125,7 +182,9 @@ class ConfigMapSink:
                     return out
             data = cm.get("data") or {}
             lines = {
-                int(k[len(KEY_PREFIX) :]): v for k, v in data.items() if k.startswith(KEY_PREFIX)
+                int(k[len(KEY_PREFIX) :]): result_ok(v)
+                for k, v in data.items()
+                if k.startswith(KEY_PREFIX)
             }
             out.update(lines)
             self.parts.append(name)
@@ -154,6 +213,12 @@ class ConfigMapSink:
         if data:
             await self.kube.patch(CONFIGMAP, self.ns, self.parts[-1], {"data": data})
 
+    async def finish(self) -> None:
+        pass
+
+    async def cleanup(self) -> None:
+        pass
+
 
 class FileSink:
     """An append-only JSONL file, fsynced per write; a torn last line (crash) is dropped."""
@@ -161,21 +226,23 @@ class FileSink:
     def __init__(self, path: Path, job_uid: str) -> None:
         self.path, self.prefix = path, f"{job_uid}-"
 
-    async def written(self) -> dict[int, str]:
+    async def written(self) -> dict[int, bool]:
         try:
-            raw = self.path.read_bytes()
+            f = self.path.open("r+b")
         except FileNotFoundError:
             self.path.parent.mkdir(parents=True, exist_ok=True)
             return {}
-        keep = raw[: raw.rfind(b"\n") + 1]
-        if len(keep) != len(raw):  # a write cut short: the line was never acknowledged
-            with self.path.open("r+b") as f:
-                f.truncate(len(keep))
-        out: dict[int, str] = {}
-        for line in keep.decode().splitlines():
-            rid = json.loads(line).get("id", "")
-            if rid.startswith(self.prefix):
-                out.setdefault(int(rid[len(self.prefix) :]), line)
+        out: dict[int, bool] = {}
+        with f:  # line by line: the file may be far larger than memory
+            good = 0
+            for line in f:
+                if not line.endswith(b"\n"):  # a write cut short: never acknowledged
+                    f.truncate(good)
+                    break
+                good += len(line)
+                n = line_of(line, self.prefix)
+                if n is not None:
+                    out.setdefault(n, result_ok(line.decode()))
         return out
 
     async def write(self, results: dict[int, str]) -> None:
@@ -184,6 +251,19 @@ class FileSink:
             f.flush()
             os.fsync(f.fileno())
 
+    async def finish(self) -> None:
+        pass
+
+    async def cleanup(self) -> None:
+        pass
+
+
+def line_of(line: bytes | str, prefix: str) -> int | None:
+    """The input line number of a stored output line of this job (its id is PREFIX<n>)."""
+    rid = json.loads(line).get("id", "")
+    tail = rid[len(prefix) :] if isinstance(rid, str) and rid.startswith(prefix) else ""
+    return int(tail) if tail.isdigit() else None
+
 
 def make_sink(
     spec: BatchJobSpec, kube: Kube, ns: str, job_uid: str, root: Path | None
@@ -191,5 +271,9 @@ def make_sink(
     out = spec.output
     if out.volume is not None:
         return FileSink(volume_file(root, out.volume, "spec.output.volume"), job_uid)
+    if out.s3 is not None:
+        from hygen_operator.s3_sink import S3Sink
+
+        return S3Sink(object_store.bucket_of(spec.object_store, out.s3), out.s3.key, job_uid)
     assert out.config_map is not None
     return ConfigMapSink(kube, ns, out.config_map.name)

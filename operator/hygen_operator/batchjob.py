@@ -23,13 +23,15 @@ from hygen_operator.batch_io import (
     ConfigMapSink,
     InputError,
     MissingInput,
+    check_input,
+    input_chunks,
     make_sink,
-    read_input,
 )
 from hygen_operator.conditions import field_errors, now, set_condition
 from hygen_operator.dispatch import Dispatcher, Progress, forget_on, job_prefix
 from hygen_operator.events import post_event
-from hygen_operator.kube import JOB, PVC, ApiError, Kind, Kube
+from hygen_operator.kube import JOB, PVC, SECRET, ApiError, Kind, Kube
+from hygen_operator.object_store import SECRET_KEYS, StoreConfigError
 from hygen_operator.pod_client import PodClient
 from hygen_operator.resources import GROUP, VERSION, BatchJobSpec
 from hygen_operator.servingslo import Context, ready_pods
@@ -56,8 +58,8 @@ async def run_job(
 
     ``body`` is a live view of the BatchJob (``spec.cancel`` is re-read); ``stop_reason``
     says "Stopped" (process exiting: resume later) or "Deleted" (cancel queued work).
-    A job with volume input/output runs in a dispatcher Job that mounts the claims
-    (``volume_root``); the operator only creates that Job.
+    A job with volume or s3 input/output runs in a dispatcher Job that mounts the claims
+    and the store's credentials (``volume_root`` is set there); the operator creates it.
     """
     meta = body["metadata"]
     name, ns, uid, gen = meta["name"], meta["namespace"], meta["uid"], meta.get("generation")
@@ -112,11 +114,19 @@ async def run_job(
     # mount. Applied after the job (kubectl apply -f dir/ goes alphabetically) is not an
     # error: the job stays Pending, naming it, re-checked with backoff.
     async def missing() -> tuple[str, str] | None:
-        if spec.input.config_map is not None:
-            try:
-                await read_input(spec, ctx.kube, ns, volume_root)
-            except MissingInput as e:
-                return "InputNotFound", str(e)
+        try:
+            await check_input(spec, ctx.kube, ns, volume_root)
+        except MissingInput as e:
+            return "InputNotFound", str(e)
+        if spec.object_store is not None and volume_root is None:
+            secret = spec.object_store.credentials_secret
+            data = ((await ctx.kube.get(SECRET, ns, secret)) or {}).get("data") or {}
+            lacking = [k for k in SECRET_KEYS.values() if k not in data]
+            if lacking:
+                return "SecretNotFound", (
+                    f"spec.objectStore.credentialsSecret: Secret {secret!r} in {ns} is missing "
+                    f"or has no {' / '.join(lacking)}"
+                )
         if spec.uses_volume and volume_root is None:
             for field, ref in (("input", spec.input.volume), ("output", spec.output.volume)):
                 if ref is not None and await ctx.kube.get(PVC, ns, ref.claim_name) is None:
@@ -127,7 +137,14 @@ async def run_job(
         return None
 
     delay = ctx.settings.dispatch_poll_s * 2
-    while (gap := await missing()) is not None:
+    while True:
+        try:
+            gap = await missing()
+        except InputError as e:  # e.g. the store refuses the credentials: name the field
+            await state("Failed", "InputError", str(e), completionTime=now())
+            return
+        if gap is None:
+            break
         reason, what = gap
         if stop_reason():
             return
@@ -144,7 +161,7 @@ async def run_job(
             await state("Pending", reason, what, startTime=started)
         await sleep(delay)
         delay = min(delay * 2, 30.0)  # backoff: a job can wait a long time
-    if spec.uses_volume and volume_root is None:
+    if spec.in_dispatcher_job and volume_root is None:
         await ensure_dispatcher_job(ctx, body, spec)
         while not cancelled():  # the Job records progress; deleting the BatchJob deletes it
             await sleep(ctx.settings.dispatch_poll_s * 5)
@@ -182,8 +199,8 @@ async def run_job(
     async def pods() -> list:
         return await ready_pods(ctx.kube, ns, spec.serving_slo)
 
-    async def read() -> bytes:
-        return await read_input(spec, ctx.kube, ns, volume_root)
+    def read() -> Any:
+        return input_chunks(spec, ctx.kube, ns, volume_root)
 
     try:
         sink = make_sink(spec, ctx.kube, ns, uid, volume_root)
@@ -199,8 +216,13 @@ async def run_job(
             started_at=_epoch(started, time.time()),
         )
         outcome, p = await d.run(cancelled)
+        if outcome not in ("Stopped", "Deleted"):
+            await sink.finish()  # publish the output (the object store's parts -> one object)
     except (InputError, MissingInput) as e:
         await state("Failed", "InputError", str(e), completionTime=now())
+        return
+    except StoreConfigError as e:  # the output's store refuses us: name the field
+        await state("Failed", "OutputError", str(e), completionTime=now())
         return
     if outcome in ("Stopped", "Deleted"):
         return  # operator shutting down (the next run resumes) or the job is gone
@@ -231,6 +253,7 @@ async def run_job(
     )
     if phase != "Failed":
         await post_event(ctx.kube, body, "Normal", phase, msg)
+    await sink.cleanup()
 
 
 def final_phase(outcome: str, p: Progress) -> tuple[str, str]:
@@ -273,7 +296,7 @@ async def ensure_dispatcher_job(ctx: Context, body: Any, spec: BatchJobSpec) -> 
     }]  # fmt: skip
     _, created = await ctx.kube.ensure(JOB, meta["namespace"], job)
     if created:
-        msg = f"Job {job['metadata']['name']} dispatches (volume input/output)"
+        msg = f"Job {job['metadata']['name']} dispatches (volume or s3 input/output)"
         await post_event(ctx.kube, body, "Normal", "DispatcherJob", msg)
 
 

@@ -8,14 +8,17 @@ dispatcher Job of a volume job. Resume state lives in two durable places:
 - a result is written to the sink (`batch_io`) *before* it is acknowledged (DELETE) on the
   pod, so a crash between the two leaves a result the next run finds done, never a lost one.
 
-Lines are spread over ready pods by line number, at most ``parallelism`` outstanding per
-pod; a 429 or an unreachable pod backs off that pod only. Each poll lists the job's
-requests on every ready pod (one GET per pod, ids ``<job uid>-*``): finished ones are
-recorded, work an earlier run left on a pod is adopted rather than submitted again, a
-second copy of a line is cancelled, and a line whose pod disappears or lost its state is
-resubmitted elsewhere; the sink's per-line key keeps it to one result. Stopping the job
-(cancel, delete, expiry) and finishing it forget the job's prefix on every ready pod, so
-nothing of it keeps running, even work submitted by a run that crashed.
+The input is read as a stream (`batch_io`): a window of at most twice what the pods may hold
+is pending at a time, so a job of any size runs in bounded memory; a first pass counts its
+lines for the status. Lines are spread over ready pods by line number, at most
+``parallelism`` outstanding per pod; a 429 or an unreachable pod backs off that pod only.
+Each poll lists the job's requests on every ready pod (one GET per pod, ids
+``<job uid>-*``): finished ones are recorded, work an earlier run left on a pod is adopted
+(once its line is read) rather than submitted again, a second copy of a line is cancelled,
+and a line whose pod disappears or lost its state is resubmitted elsewhere; the sink's
+per-line key keeps it to one result. Stopping the job (cancel, delete, expiry) and
+finishing it forget the job's prefix on every ready pod, so nothing of it keeps running,
+even work submitted by a run that crashed.
 
 A result is taken for a line only when the pod's stored digest of the request equals the
 digest of that line (`request_digest`): a request someone else stored under the line's id
@@ -28,7 +31,7 @@ import asyncio
 import json
 import logging
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -42,7 +45,7 @@ from hygen_pod.contract.api import (
     request_digest,
     window_seconds,
 )
-from hygen_pod.contract.batch_input import BadLine, BatchLine, parse_batch_file
+from hygen_pod.contract.batch_input import BadLine, BatchLine, BatchParser, split_lines
 
 logger = logging.getLogger(__name__)
 
@@ -89,7 +92,7 @@ class Dispatcher:
     pods: PodClient
     job_uid: str
     spec: BatchJobSpec
-    read_input: Callable[[], Awaitable[bytes]]
+    input_chunks: Callable[[], AsyncIterator[bytes]]  # the input from its start, each call
     sink: ResultSink
     ready_pods: Callable[[], Awaitable[list[PodAddress]]]
     report: Callable[[Progress], Awaitable[None]]
@@ -102,6 +105,9 @@ class Dispatcher:
     _results: dict[int, str] = field(default_factory=dict)  # line -> output, not yet written
     _acks: list[tuple[PodAddress, str]] = field(default_factory=list)
     _digests: dict[int, str] = field(default_factory=dict)  # line -> request_digest
+    _done: set[int] = field(default_factory=set)  # lines with a result in the sink
+    _source: AsyncIterator[BatchLine | BadLine] | None = None
+    _eof: bool = False
 
     @property
     def prefix(self) -> str:
@@ -138,27 +144,19 @@ class Dispatcher:
 
         Returns ("Succeeded" | "Expired" | <stop reason>, progress).
         """
-        items = parse_batch_file(await self.read_input(), self.spec.endpoint)
         written = await self.sink.written()
-        progress = Progress(total=len(items))
-        for it in items:
-            if it.line in written:
-                ok = json.loads(written[it.line]).get("error") is None
-                progress.completed += ok
-                progress.failed += not ok
-            elif isinstance(it, BadLine):
-                err = {"code": it.code, "message": it.message, "line": it.line}
-                self._record(it.line, it.custom_id, None, None, None, err, progress)
-            else:
-                self._pending[it.line] = it
-        await self.flush()
+        self._done = set(written)
+        progress = Progress(total=await self._count())
+        progress.completed = sum(written.values())
+        progress.failed = len(written) - progress.completed
+        self._source, self._eof = self._items(), False
         await self.report(progress)
         deadline = None
         if self.spec.completion_window:
             deadline = (self.started_at or time.time()) + window_seconds(
                 self.spec.completion_window
             )
-        while self._pending or self._inflight:
+        while self._pending or self._inflight or not self._eof:
             reason = should_stop()
             if reason:
                 if reason != "Stopped":  # cancelled or deleted; "Stopped" = operator exiting
@@ -170,7 +168,8 @@ class Dispatcher:
                 await self.report(progress)
                 return "Expired", progress
             pods = sorted(await self.ready_pods(), key=lambda p: p.name)
-            await self._collect(pods, progress)  # first: adopt what a crashed run left
+            await self._fill(pods, progress)
+            await self._collect(pods, progress)  # before submitting: adopt what a crash left
             await self._submit(pods, progress)
             await self.flush()
             await self.report(progress)
@@ -178,6 +177,38 @@ class Dispatcher:
                 await asyncio.sleep(self.poll_s)
         await self._forget_everywhere()  # stray copies of finished lines
         return "Succeeded", progress
+
+    async def _count(self) -> int:
+        """The input's non-blank lines: a streaming pass, for the status's total."""
+        n = 0
+        async for _, raw in split_lines(self.input_chunks()):
+            n += bool(raw.strip())
+        return n
+
+    async def _items(self) -> AsyncIterator[BatchLine | BadLine]:
+        parser = BatchParser(self.spec.endpoint)
+        async for no, raw in split_lines(self.input_chunks()):
+            item = parser.parse(no, raw)
+            if item is not None:
+                yield item
+
+    async def _fill(self, pods: list[PodAddress], progress: Progress) -> None:
+        """Read lines until twice what the pods may hold is pending or in flight."""
+        window = 2 * self.spec.parallelism * max(1, len(pods))
+        assert self._source is not None
+        while not self._eof and len(self._pending) + len(self._inflight) < window:
+            try:
+                item = await anext(self._source)
+            except StopAsyncIteration:
+                self._eof = True
+                break
+            if item.line in self._done:
+                continue
+            if isinstance(item, BadLine):
+                err = {"code": item.code, "message": item.message, "line": item.line}
+                self._record(item.line, item.custom_id, None, None, None, err, progress)
+            else:
+                self._pending[item.line] = item
 
     def _record(
         self,
@@ -191,6 +222,8 @@ class Dispatcher:
     ) -> None:
         out = batch_output_line(f"{self.job_uid}-{line}", custom_id, rid or "", code, body, error)
         self._results[line] = json.dumps(out)
+        self._done.add(line)
+        self._digests.pop(line, None)
         ok = error is None and (code is None or code < 400)
         progress.completed += ok
         progress.failed += not ok
@@ -259,6 +292,8 @@ class Dispatcher:
                 if line is None:
                     continue
                 item = self._line_item(line)
+                if item is None and line not in self._done:
+                    continue  # not read from the input yet: adopted once it is
                 if item is not None and res.digest != self.digest(item):
                     # Not the request this line sent (forged, or from another input):
                     # never its result. Remove it; the line is submitted again.
@@ -332,6 +367,22 @@ class Dispatcher:
     async def _expire(self, progress: Progress) -> None:
         lines = {**{n: f.line for n, f in self._inflight.items()}, **self._pending}
         await self._abandon()
-        for n, item in lines.items():
-            err = {"code": "batch_expired", "message": "the completion window passed", "line": n}
-            self._record(n, item.custom_id, None, None, None, err, progress)
+        for item in lines.values():
+            self._record_expired(item, progress)
+        assert self._source is not None
+        while not self._eof:  # lines not read yet expire too
+            try:
+                rest = await anext(self._source)
+            except StopAsyncIteration:
+                self._eof = True
+                break
+            if rest.line not in self._done:
+                self._record_expired(rest, progress)
+
+    def _record_expired(self, item: BatchLine | BadLine, progress: Progress) -> None:
+        if isinstance(item, BadLine):
+            err = {"code": item.code, "message": item.message, "line": item.line}
+        else:
+            msg = "the completion window passed"
+            err = {"code": "batch_expired", "message": msg, "line": item.line}
+        self._record(item.line, item.custom_id, None, None, None, err, progress)

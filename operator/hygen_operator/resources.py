@@ -199,20 +199,55 @@ class VolumeRef(Model):
         return self
 
 
+S3_URL = r"^s3://[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]/[^\s]+$"
+
+
+class S3Ref(Model):
+    """An object on the job's S3-compatible store (``spec.objectStore``)."""
+
+    url: str = Field(pattern=S3_URL, description="s3://bucket/key")
+
+    @property
+    def bucket(self) -> str:
+        return self.url[len("s3://") :].split("/", 1)[0]
+
+    @property
+    def key(self) -> str:
+        return self.url[len("s3://") :].split("/", 1)[1]
+
+
+class ObjectStore(Model):
+    """Where ``s3://`` input and output live: any S3-compatible endpoint."""
+
+    endpoint: str | None = Field(
+        None,
+        pattern=r"^https?://[^\s/]+(/[^\s]*)?$",
+        description="e.g. http://minio.storage:9000; empty = AWS S3 of the region",
+    )
+    region: str = Field("us-east-1", min_length=1)
+    credentials_secret: str = Field(
+        min_length=1,
+        description="Secret in the namespace with keys accessKeyId and secretAccessKey",
+    )
+
+
 class BatchInput(Model):
-    """OpenAI batch JSONL: exactly one of configMap, volume, inline."""
+    """OpenAI batch JSONL: exactly one of configMap, volume, s3, inline."""
 
     model_config = ConfigDict(json_schema_extra={"minProperties": 1, "maxProperties": 1})
 
     config_map: ConfigMapRef | None = None
     volume: VolumeRef | None = None
+    s3: S3Ref | None = None
     inline: list[dict[str, Any]] | None = Field(None, description="batch lines as objects")
 
     @model_validator(mode="after")
     def _exactly_one(self) -> BatchInput:
-        given = [n for n in ("config_map", "volume", "inline") if getattr(self, n) is not None]
-        if len(given) != 1:
-            raise ValueError("set exactly one of input.configMap, input.volume, input.inline")
+        names = ("config_map", "volume", "s3", "inline")
+        if sum(getattr(self, n) is not None for n in names) != 1:
+            raise ValueError(
+                "set exactly one of input.configMap, input.volume, input.s3, input.inline"
+            )
         return self
 
 
@@ -222,17 +257,18 @@ class OutputConfigMap(Model):
 
 class BatchOutput(Model):
     """Where results go: a ConfigMap with one key per input line (``line-000017``), or an
-    OpenAI batch output JSONL file on a volume."""
+    OpenAI batch output JSONL file on a volume or on the object store."""
 
     model_config = ConfigDict(json_schema_extra={"minProperties": 1, "maxProperties": 1})
 
     config_map: OutputConfigMap | None = None
     volume: VolumeRef | None = None
+    s3: S3Ref | None = None
 
     @model_validator(mode="after")
     def _exactly_one(self) -> BatchOutput:
-        if (self.config_map is None) == (self.volume is None):
-            raise ValueError("set exactly one of output.configMap, output.volume")
+        if sum(getattr(self, n) is not None for n in ("config_map", "volume", "s3")) != 1:
+            raise ValueError("set exactly one of output.configMap, output.volume, output.s3")
         return self
 
 
@@ -246,11 +282,30 @@ class BatchJobSpec(Model):
     )
     parallelism: int = Field(64, ge=1, le=100_000, description="requests queued per pod at once")
     cancel: bool = Field(False, description="set true to stop the job (phase Cancelled)")
+    object_store: ObjectStore | None = Field(
+        None, description="the S3-compatible store of s3:// input or output"
+    )
+
+    @model_validator(mode="after")
+    def _store_given(self) -> BatchJobSpec:
+        if self.uses_s3 and self.object_store is None:
+            raise ValueError("objectStore: required when input or output is s3")
+        return self
+
+    @property
+    def uses_s3(self) -> bool:
+        return self.input.s3 is not None or self.output.s3 is not None
 
     @property
     def uses_volume(self) -> bool:
         """Volume input or output: dispatched by a Job that mounts the claims."""
         return self.input.volume is not None or self.output.volume is not None
+
+    @property
+    def in_dispatcher_job(self) -> bool:
+        """Dispatched by a Job of its own: it mounts the claims or holds the store's
+        credentials, and keeps a large job's streaming out of the operator."""
+        return self.uses_volume or self.uses_s3
 
 
 class BatchJobStatus(Model):

@@ -140,7 +140,9 @@ def test_bad_values_are_rejected_naming_the_value(values: dict[str, Any], named:
         render(values)
 
 
-@pytest.mark.parametrize("name", ["servingslo-llama2-7b.yaml", "batchjob-configmap.yaml"])
+@pytest.mark.parametrize(
+    "name", ["servingslo-llama2-7b.yaml", "batchjob-configmap.yaml", "batchjob-s3.yaml"]
+)
 def test_examples_validate_against_the_crds(name: str):
     schemas = crd_schemas()
     docs = [d for d in yaml.safe_load_all((ROOT / "examples" / name).read_text()) if d]

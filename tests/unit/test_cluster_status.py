@@ -88,9 +88,13 @@ def test_configmap_output_splits_into_parts_the_real_server_accepts(tmp_path: Pa
             await again.write({5000: row(5000)})
             huge = json.dumps({"custom_id": "h", "response": {"t": "y" * CONFIGMAP_LIMIT}})
             await again.write({5001: huge})
-            final = await ConfigMapSink(kube, "default", "out").written()
-            assert json.loads(final[5000])["custom_id"] == "c5000"
-            err = json.loads(final[5001])
+            last = ConfigMapSink(kube, "default", "out")
+            assert (await last.written())[5000] is True
+            final: dict[str, str] = {}
+            for name in last.parts:
+                final.update((await kube.get(CONFIGMAP, "default", name))["data"])
+            assert json.loads(final[line_key(5000)])["custom_id"] == "c5000"
+            err = json.loads(final[line_key(5001)])
             assert err["custom_id"] == "h" and err["error"]["code"] == "result_too_large"
             assert "output.volume" in err["error"]["message"]
             for name in again.parts:

@@ -1,0 +1,147 @@
+"""S3-compatible object storage for BatchJob input and output, through obstore.
+
+obstore (Rust's object_store behind a Python API) is async-native, streams GETs in chunks,
+turns an async iterator into a multipart upload by itself, and installs as one wheel with no
+dependency tree; aiobotocore pins botocore and aiohttp versions against the rest of the
+operator, and boto3 is blocking. Every error the store returns is translated here into one
+that names the field a user has to fix (``spec.objectStore.credentialsSecret``,
+``spec.input.s3.url``), or left as an OSError when it is transient (a crash-restart retries).
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from datetime import timedelta
+from typing import Any
+
+import obstore
+from obstore.store import S3Store
+
+from hygen_operator.resources import ObjectStore, S3Ref
+
+ACCESS_KEY_ENV = "HYGEN_S3_ACCESS_KEY_ID"
+SECRET_KEY_ENV = "HYGEN_S3_SECRET_ACCESS_KEY"
+SECRET_KEYS = {ACCESS_KEY_ENV: "accessKeyId", SECRET_KEY_ENV: "secretAccessKey"}
+CREDENTIAL_CODES = ("InvalidAccessKeyId", "SignatureDoesNotMatch", "AccessDenied", "403 Forbidden")
+
+
+class StoreConfigError(Exception):
+    """The store refuses us for good (credentials, bucket): names the field to fix."""
+
+
+@dataclass(frozen=True)
+class Bucket:
+    """One bucket of the job's store, with the fields to blame for its errors."""
+
+    store: S3Store
+    bucket: str
+    endpoint: str
+    secret: str
+
+    def blame(self, e: Exception, field: str, key: str) -> Exception:
+        """``e`` as a StoreConfigError naming the field, or unchanged when transient."""
+        text = str(e)
+        if "NoSuchBucket" in text:
+            return StoreConfigError(
+                f"{field}: bucket {self.bucket!r} does not exist at {self.endpoint}"
+            )
+        if isinstance(e, PermissionError) or any(c in text for c in CREDENTIAL_CODES):
+            code = next((c for c in CREDENTIAL_CODES if c in text), "403")
+            return StoreConfigError(
+                f"spec.objectStore.credentialsSecret: {self.endpoint} refused the credentials "
+                f"of Secret {self.secret!r} for s3://{self.bucket}/{key} ({code})"
+            )
+        return e
+
+
+def open_bucket(cfg: ObjectStore, bucket: str, env: dict[str, str] | None = None) -> Bucket:
+    """The bucket, with credentials from the environment the dispatcher Job's Secret fills."""
+    env = dict(os.environ if env is None else env)
+    missing = [SECRET_KEYS[k] for k in SECRET_KEYS if not env.get(k)]
+    if missing:
+        raise StoreConfigError(
+            f"spec.objectStore.credentialsSecret: Secret {cfg.credentials_secret!r} is missing "
+            f"or has no {' / '.join(missing)}"
+        )
+    kwargs: dict[str, Any] = {}
+    if cfg.endpoint:
+        kwargs["endpoint"] = cfg.endpoint
+    store = S3Store(
+        bucket,
+        region=cfg.region,
+        access_key_id=env[ACCESS_KEY_ENV],
+        secret_access_key=env[SECRET_KEY_ENV],
+        client_options={"allow_http": bool(cfg.endpoint and cfg.endpoint.startswith("http:"))},
+        retry_config={
+            "max_retries": 3,
+            "backoff": {
+                "init_backoff": timedelta(milliseconds=100),
+                "max_backoff": timedelta(seconds=5),
+                "base": 2,
+            },
+            "retry_timeout": timedelta(seconds=30),
+        },
+        **kwargs,
+    )
+    endpoint = cfg.endpoint or f"s3.{cfg.region}.amazonaws.com"
+    return Bucket(store, bucket, endpoint, cfg.credentials_secret)
+
+
+async def exists(b: Bucket, key: str, field: str) -> bool:
+    """Whether the object is there. A HEAD of a missing bucket says only 404, so a 404
+    is checked with a LIST, whose error body names NoSuchBucket."""
+    try:
+        await obstore.head_async(b.store, key)
+        return True
+    except FileNotFoundError:
+        await list_keys(b, key.rsplit("/", 1)[0] if "/" in key else "", field)
+        return False
+    except Exception as e:
+        raise b.blame(e, field, key) from e
+
+
+async def list_keys(b: Bucket, prefix: str, field: str) -> list[str]:
+    """Every key under ``prefix`` (a folder: obstore lists ``prefix/``), sorted."""
+    try:
+        metas = await obstore.list(b.store, prefix=prefix or None).collect_async()
+    except Exception as e:
+        raise b.blame(e, field, prefix) from e
+    return sorted(m["path"] for m in metas)
+
+
+async def read_chunks(b: Bucket, key: str, field: str) -> AsyncIterator[bytes]:
+    """The object's bytes in chunks, never all at once."""
+    try:
+        result = await obstore.get_async(b.store, key)
+    except FileNotFoundError:
+        raise
+    except Exception as e:
+        raise b.blame(e, field, key) from e
+    async for chunk in result.stream(min_chunk_size=1 << 20):
+        yield bytes(chunk)
+
+
+async def put(b: Bucket, key: str, data: bytes | AsyncIterator[bytes], field: str) -> None:
+    """Write the object whole (an async iterator is uploaded in multipart chunks)."""
+    try:
+        await obstore.put_async(b.store, key, data)
+    except Exception as e:
+        raise b.blame(e, field, key) from e
+
+
+async def delete(b: Bucket, keys: list[str], field: str) -> None:
+    if not keys:
+        return
+    try:
+        await obstore.delete_async(b.store, keys)
+    except FileNotFoundError:
+        pass
+    except Exception as e:
+        raise b.blame(e, field, keys[0]) from e
+
+
+def bucket_of(cfg: ObjectStore | None, ref: S3Ref, env: dict[str, str] | None = None) -> Bucket:
+    assert cfg is not None, "validated: objectStore is required with s3"
+    return open_bucket(cfg, ref.bucket, env)
