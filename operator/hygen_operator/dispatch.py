@@ -39,6 +39,7 @@ from hygen_operator.batch_io import ResultSink
 from hygen_operator.pod_client import PodAddress, PodClient, PodError
 from hygen_operator.resources import BatchJobSpec
 from hygen_pod.contract.api import (
+    BULK_MAX,
     OfflineResult,
     OfflineSubmit,
     batch_output_line,
@@ -48,6 +49,8 @@ from hygen_pod.contract.api import (
 from hygen_pod.contract.batch_input import BadLine, BatchLine, BatchParser, split_lines
 
 logger = logging.getLogger(__name__)
+REPORT_EVERY_S = 1.0  # at most one status write a second per job
+BUSY_POLL_S = 0.05  # the next poll, when the last one brought results back
 
 
 def job_prefix(job_uid: str) -> str:
@@ -108,6 +111,10 @@ class Dispatcher:
     _done: set[int] = field(default_factory=set)  # lines with a result in the sink
     _source: AsyncIterator[BatchLine | BadLine] | None = None
     _eof: bool = False
+    _reported: tuple[int, int, str | None] | None = None
+    _reported_at: float = float("-inf")
+    _pods: list[PodAddress] | None = None
+    _pods_at: float = float("-inf")
 
     @property
     def prefix(self) -> str:
@@ -132,10 +139,28 @@ class Dispatcher:
             await self.sink.write(dict(self._results))
             self._results.clear()
         acks, self._acks = self._acks, []
+        per_pod: dict[PodAddress, list[str]] = {}
         for pod, rid in acks:
+            per_pod.setdefault(pod, []).append(rid)
+
+        async def ack_all(pod: PodAddress, rids: list[str]) -> None:
+            for i in range(0, len(rids), BULK_MAX):
+                await self._ack_many(pod, rids[i : i + BULK_MAX])
+
+        await asyncio.gather(*(ack_all(pod, rids) for pod, rids in per_pod.items()))
+
+    async def _ack_many(self, pod: PodAddress, rids: list[str]) -> None:
+        try:
+            await self.pods.ack_many(pod, rids)
+            return
+        except PodError as e:
+            if e.status != 404:  # the results are safe in the sink; the pod keeps copies
+                logger.info("ack of %d requests on %s failed: %s", len(rids), pod.name, e)
+                return
+        for rid in rids:  # a pod without the bulk route
             try:
                 await self.pods.ack(pod, rid)
-            except PodError as e:  # the result is safe in the sink; the pod keeps a copy
+            except PodError as e:
                 logger.info("ack of %s on %s failed: %s", rid, pod.name, e)
 
     # ------------------------------------------------------------ the loop
@@ -150,7 +175,7 @@ class Dispatcher:
         progress.completed = sum(written.values())
         progress.failed = len(written) - progress.completed
         self._source, self._eof = self._items(), False
-        await self.report(progress)
+        await self._report(progress, force=True)
         deadline = None
         if self.spec.completion_window:
             deadline = (self.started_at or time.time()) + window_seconds(
@@ -167,16 +192,37 @@ class Dispatcher:
                 await self.flush()
                 await self.report(progress)
                 return "Expired", progress
-            pods = sorted(await self.ready_pods(), key=lambda p: p.name)
+            pods = await self._ready()
+            before = progress.done
             await self._fill(pods, progress)
             await self._collect(pods, progress)  # before submitting: adopt what a crash left
             await self._submit(pods, progress)
             await self.flush()
-            await self.report(progress)
+            await self._report(progress)
             if self._pending or self._inflight:
-                await asyncio.sleep(self.poll_s)
+                # results came back: the pods are busy, look again soon; else wait a poll
+                moved = progress.done > before
+                await asyncio.sleep(min(self.poll_s, BUSY_POLL_S) if moved else self.poll_s)
         await self._forget_everywhere()  # stray copies of finished lines
         return "Succeeded", progress
+
+    async def _ready(self) -> list[PodAddress]:
+        """The ready pods, listed from the API at most once a poll (not once a busy poll)."""
+        now = time.monotonic()
+        if self._pods is None or now - self._pods_at >= self.poll_s:
+            self._pods = sorted(await self.ready_pods(), key=lambda p: p.name)
+            self._pods_at = now
+        return self._pods
+
+    async def _report(self, progress: Progress, force: bool = False) -> None:
+        """Report progress when it changed, at most every REPORT_EVERY_S (each report is
+        a status write to the API server), and always when ``force``."""
+        now = time.monotonic()
+        state = (progress.completed, progress.failed, progress.problem)
+        if not force and (state == self._reported or now - self._reported_at < REPORT_EVERY_S):
+            return
+        self._reported, self._reported_at = state, now
+        await self.report(progress)
 
     async def _count(self) -> int:
         """The input's non-blank lines: a streaming pass, for the status's total."""
@@ -229,50 +275,102 @@ class Dispatcher:
         progress.failed += not ok
 
     async def _submit(self, pods: list[PodAddress], progress: Progress) -> None:
+        """Send pending lines, up to ``parallelism`` in flight per pod: one bulk call per pod
+        (per BULK_MAX lines), each line's outcome handled as its own POST's would be."""
         if not pods:
             return
         now = time.monotonic()
         per_pod: dict[str, int] = {}
         for f in self._inflight.values():
             per_pod[f.pod.name] = per_pod.get(f.pod.name, 0) + 1
-        for line, item in list(self._pending.items()):
+        plan: dict[str, list[BatchLine]] = {}
+        by_name = {p.name: p for p in pods}
+        for line, item in self._pending.items():
             pod = pods[line % len(pods)]
             if self._backoff.get(pod.name, 0) > now:
                 usable = [p for p in pods if self._backoff.get(p.name, 0) <= now]
                 if not usable:
-                    return
+                    break
                 pod = usable[line % len(usable)]
             if per_pod.get(pod.name, 0) >= self.spec.parallelism:
                 continue
-            req = OfflineSubmit(
-                id=self.rid(line), url=self.spec.endpoint, body=item.body, digest=self.digest(item)
-            )
-            try:
-                await self.pods.submit(pod, req)
-            except PodError as e:
-                if e.status in (0, 429) or e.status >= 500:
-                    self._backoff[pod.name] = now + (e.retry_after_s or 2.0)
-                    continue
-                if e.status == 409:  # another request sits under our id: remove, retry
-                    await self._remove_foreign(pod, req.id)
-                    continue
-                if e.status in (401, 403):  # our token, not the line: wait for the fix
-                    self._backoff[pod.name] = now + 5.0
-                    progress.problem = (
-                        f"pod {pod.name} refuses the dispatcher's token ({e.status}): the "
-                        "control-token Secret and the pods' token differ"
-                    )
-                    logger.warning("%s", progress.problem)
-                    continue
-                # the pod refused this line for good (e.g. 400: a body it cannot run)
-                err = {"code": "rejected", "message": e.message, "line": line}
-                self._record(line, item.custom_id, None, e.status, None, err, progress)
-                del self._pending[line]
-                continue
+            plan.setdefault(pod.name, []).append(item)
+            per_pod[pod.name] = per_pod.get(pod.name, 0) + 1
+
+        async def send_all(pod: PodAddress, items: list[BatchLine]) -> None:
+            for i in range(0, len(items), BULK_MAX):
+                if not await self._send(pod, items[i : i + BULK_MAX], now, progress):
+                    return
+
+        await asyncio.gather(*(send_all(by_name[n], items) for n, items in plan.items()))
+
+    async def _send(
+        self, pod: PodAddress, items: list[BatchLine], now: float, progress: Progress
+    ) -> bool:
+        """Submit ``items`` to ``pod``; False when the pod should get no more this poll."""
+        reqs = [
+            OfflineSubmit(id=self.rid(x.line), url=self.spec.endpoint, body=x.body,
+                          digest=self.digest(x))
+            for x in items
+        ]  # fmt: skip
+        try:
+            out = await self.pods.submit_many(pod, reqs)
+        except PodError as e:
+            if e.status != 404:  # the whole call failed: no line is refused for it
+                code = e.status if e.status in (0, 401, 403, 429) or e.status >= 500 else 503
+                await self._outcome(pod, items[0], code, e.message, e.retry_after_s, now, progress)
+                return False
+            for item, req in zip(items, reqs, strict=True):  # a pod without the bulk route
+                try:
+                    await self.pods.submit(pod, req)
+                    status, msg, retry = 202, "", None
+                except PodError as one:
+                    status, msg, retry = one.status, one.message, one.retry_after_s
+                if not await self._outcome(pod, item, status, msg, retry, now, progress):
+                    return False
+            return True
+        go_on = True
+        for item, o in zip(items, out.outcomes, strict=True):
+            retry = float(out.retry_after_s) if out.retry_after_s else None
+            go_on &= await self._outcome(pod, item, o.status, o.error or "", retry, now, progress)
+        return go_on
+
+    async def _outcome(
+        self,
+        pod: PodAddress,
+        item: BatchLine,
+        status: int,
+        message: str,
+        retry_after_s: float | None,
+        now: float,
+        progress: Progress,
+    ) -> bool:
+        """Act on one line's submit status; False when the pod should be left alone now."""
+        line = item.line
+        if status in (200, 202):
             del self._pending[line]
             progress.problem = None
             self._inflight[line] = _Inflight(item, pod, now)
-            per_pod[pod.name] = per_pod.get(pod.name, 0) + 1
+            return True
+        if status in (0, 429) or status >= 500:
+            self._backoff[pod.name] = now + (retry_after_s or 2.0)
+            return False
+        if status == 409:  # another request sits under our id: remove, retry next poll
+            await self._remove_foreign(pod, self.rid(line))
+            return True
+        if status in (401, 403):  # our token, not the line: wait for the fix
+            self._backoff[pod.name] = now + 5.0
+            progress.problem = (
+                f"pod {pod.name} refuses the dispatcher's token ({status}): the "
+                "control-token Secret and the pods' token differ"
+            )
+            logger.warning("%s", progress.problem)
+            return False
+        # the pod refused this line for good (e.g. 400: a body it cannot run)
+        err = {"code": "rejected", "message": message, "line": line}
+        self._record(line, item.custom_id, None, status, None, err, progress)
+        del self._pending[line]
+        return True
 
     async def _collect(self, pods: list[PodAddress], progress: Progress) -> None:
         """List the job's requests on each ready pod and settle every line found there."""
@@ -281,11 +379,17 @@ class Dispatcher:
         for line, f in list(self._inflight.items()):
             if f.pod.name not in live and now - f.since > self.lost_after_s:
                 self._requeue(line, f)  # the pod is gone or unready: resubmit, clearly lost
-        for pod in pods:
+
+        async def listing(pod: PodAddress) -> list[OfflineResult] | None:
             try:
-                held = await self.pods.requests(pod, self.prefix)
+                return await self.pods.requests(pod, self.prefix)
             except PodError:
-                continue  # unreachable for now; its requests are durable
+                return None  # unreachable for now; its requests are durable
+
+        listings = await asyncio.gather(*(listing(p) for p in pods))  # the pods at once
+        for pod, held in zip(pods, listings, strict=True):
+            if held is None:
+                continue
             seen: set[int] = set()
             for res in held:
                 line = self._line_of(res.id)

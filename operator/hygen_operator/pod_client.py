@@ -16,9 +16,13 @@ from hygen_pod.contract.api import (
     ControlView,
     LiveMetrics,
     OfflineDeleted,
+    OfflineForgotten,
+    OfflineIds,
     OfflineList,
     OfflineResult,
     OfflineSubmit,
+    OfflineSubmitMany,
+    OfflineSubmitted,
     SLOTargets,
 )
 from hygen_pod.contract.control import OfflineControl
@@ -104,6 +108,25 @@ class PodClient:
         if r.status_code == 404:
             raise PodError(404, f"{pod.name}: no offline API")
         return OfflineResult.model_validate_json(r.content)
+
+    async def submit_many(self, pod: PodAddress, reqs: list[OfflineSubmit]) -> OfflineSubmitted:
+        """Many requests in one call (up to BULK_MAX); one outcome each, in order."""
+        body = OfflineSubmitMany(requests=reqs).model_dump()
+        r = await self._call(pod, "POST", "/v1/offline/requests/bulk-submit", body)
+        if r.status_code == 404:
+            raise PodError(404, f"{pod.name}: no bulk offline API")
+        out = OfflineSubmitted.model_validate_json(r.content)
+        if len(out.outcomes) != len(reqs):
+            raise PodError(502, f"{pod.name}: {len(out.outcomes)} outcomes for {len(reqs)}")
+        return out
+
+    async def ack_many(self, pod: PodAddress, ids: list[str]) -> OfflineForgotten:
+        """Forget many requests in one call (up to BULK_MAX)."""
+        body = OfflineIds(ids=ids).model_dump()
+        r = await self._call(pod, "POST", "/v1/offline/requests/bulk-delete", body)
+        if r.status_code == 404:
+            raise PodError(404, f"{pod.name}: no bulk offline API")
+        return OfflineForgotten.model_validate_json(r.content)
 
     async def ack(self, pod: PodAddress, rid: str) -> None:
         """DELETE: cancel a queued request or drop a finished one (404 is fine)."""

@@ -85,6 +85,7 @@ def test_servingslo_owns_deployment_service_profile_and_kubectl_shows_columns(cl
 
 def test_batchjob_exactly_n_results_through_operator_restart_and_pod_kill(cluster: Cluster):
     c = cluster
+    c.kubelet.env["FAKE_ENGINE_DELAY_S"] = "0.3"  # 120 lines at 16 a time: several seconds
     c.api.create(serving_slo(), "servingslos")
     ready(c)
     n = 120
@@ -94,6 +95,8 @@ def test_batchjob_exactly_n_results_through_operator_restart_and_pod_kill(cluste
     c.operator.start()
     victim = c.kubelet.running("chat")[0]
     c.kubelet.kill9(victim.name)
+    assert c.status("batchjobs", "big")["phase"] == "Running", "both kills land mid-job"
+    c.wait(lambda: victim.restarts >= 1, 30, "the killed pod restarted")
     st = finished(c, "big", 120)
     assert st["phase"] == "Succeeded", st
     assert (st["total"], st["completed"], st["failed"]) == (n, n, 0)
@@ -101,7 +104,6 @@ def test_batchjob_exactly_n_results_through_operator_restart_and_pod_kill(cluste
     assert len(out) == n
     assert sorted(r["custom_id"] for r in out) == sorted(f"req-{i}" for i in range(n))
     assert all(r["response"]["status_code"] == 200 for r in out)
-    assert victim.restarts >= 1
     head, row = c.kubectl("get", "bj", "big").stdout.splitlines()
     cols = dict(zip(head.split(), row.split(), strict=True))
     assert (cols["PHASE"], cols["PROGRESS"], cols["REASON"]) == (

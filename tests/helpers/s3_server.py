@@ -21,6 +21,7 @@ class S3Server:
     endpoint: str
     access_key: str
     secret_key: str
+    pid: int = 0
 
     def client(self, secret: str | None = None):  # boto3: the tests' own view of the store
         return boto3.client(
@@ -73,7 +74,7 @@ def s3_server() -> Iterator[S3Server]:
         )
         iam.put_user_policy(UserName="hygen", PolicyName="all", PolicyDocument=policy)
         key = iam.create_access_key(UserName="hygen")["AccessKey"]
-        yield S3Server(endpoint, key["AccessKeyId"], key["SecretAccessKey"])
+        yield S3Server(endpoint, key["AccessKeyId"], key["SecretAccessKey"], proc.pid)
     finally:
         proc.terminate()
         proc.wait(10)

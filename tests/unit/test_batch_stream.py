@@ -69,11 +69,12 @@ def test_the_dispatcher_holds_a_bounded_window_of_a_large_input():
     async def read() -> AsyncIterator[bytes]:
         yield lines(2000)
 
-    async def ready() -> list[PodAddress]:
+    async def ready() -> list[PodAddress]:  # asked every poll (poll_s = 0)
+        seen["max"] = max(seen["max"], len(d._pending) + len(d._inflight))
         return [a]
 
     async def report(p: Progress) -> None:
-        seen["max"] = max(seen["max"], len(d._pending) + len(d._inflight))
+        pass
 
     d = Dispatcher(pods, "uid", spec(parallelism=8), read, sink, ready, report, poll_s=0.0)  # type: ignore[arg-type]
     outcome, p = asyncio.run(d.run(lambda: None))

@@ -14,7 +14,14 @@ from hygen_operator.batch_io import FileSink, result_ok
 from hygen_operator.dispatch import Dispatcher, Progress
 from hygen_operator.pod_client import PodAddress, PodError
 from hygen_operator.resources import BatchJobSpec
-from hygen_pod.contract.api import OfflineResult, OfflineSubmit, request_digest
+from hygen_pod.contract.api import (
+    OfflineForgotten,
+    OfflineOutcome,
+    OfflineResult,
+    OfflineSubmit,
+    OfflineSubmitted,
+    request_digest,
+)
 
 EP = "/v1/completions"
 A, B = PodAddress("a", "10.0.0.1", 8000), PodAddress("b", "10.0.0.2", 8000)
@@ -24,8 +31,9 @@ class Pods:
     """Pods that queue a request, report it finished from the second listing on, and can
     refuse (429)."""
 
-    def __init__(self, refuse: dict[str, int] | None = None) -> None:
+    def __init__(self, refuse: dict[str, int] | None = None, bulk: bool = True) -> None:
         self.refuse = dict(refuse or {})
+        self.bulk, self.bulk_calls = bulk, 0
         self.store: dict[tuple[str, str], OfflineResult] = {}
         self.submits: list[tuple[str, str]] = []
         self.acks: list[str] = []
@@ -52,6 +60,32 @@ class Pods:
         r = OfflineResult(id=req.id, state="queued", url=req.url, created_at=0.0, digest=digest)
         self.store.setdefault((pod.name, req.id), r)
         return r
+
+    async def submit_many(self, pod: PodAddress, reqs: list[OfflineSubmit]) -> OfflineSubmitted:
+        """The bulk route, as the pod answers it: one outcome per request, in order."""
+        if not self.bulk:
+            raise PodError(404, "no bulk offline API")
+        outcomes = []
+        for req in reqs:
+            try:
+                res = await self.submit(pod, req)
+                outcomes.append(OfflineOutcome(id=req.id, status=202, result=res))
+            except PodError as e:
+                if e.status in (401, 403):  # the token is checked for the whole call
+                    raise
+                outcomes.append(OfflineOutcome(id=req.id, status=e.status, error=e.message))
+        self.bulk_calls += 1
+        full = any(o.status == 429 for o in outcomes)
+        return OfflineSubmitted(outcomes=outcomes, retry_after_s=1 if full else None)
+
+    async def ack_many(self, pod: PodAddress, ids: list[str]) -> OfflineForgotten:
+        if not self.bulk:
+            raise PodError(404, "no bulk offline API")
+        self.bulk_calls += 1
+        gone = [rid for rid in ids if (pod.name, rid) in self.store]
+        for rid in ids:
+            await self.ack(pod, rid)
+        return OfflineForgotten(deleted=gone, missing=[r for r in ids if r not in gone], refused=[])
 
     async def requests(self, pod: PodAddress, prefix: str) -> list[OfflineResult]:
         held = sorted(
@@ -323,3 +357,16 @@ def test_a_pod_refusing_the_token_holds_lines_back_instead_of_failing_them():
     assert outcome == "Succeeded" and (p.completed, p.failed) == (4, 0)
     assert any(r and "refuses the dispatcher's token (401)" in r for r in reports)
     assert reports[-1] is None  # cleared once lines went through
+
+
+@pytest.mark.parametrize("bulk", [True, False])
+def test_lines_go_in_bulk_calls_per_pod_or_one_by_one_to_a_pod_without_the_route(bulk: bool):
+    pods, sink = Pods(bulk=bulk), MemorySink()
+    d = dispatcher(pods, sink, lines(300), lambda: [A, B], spec=spec(parallelism=100))
+    outcome, p = asyncio.run(d.run(lambda: None))
+    assert outcome == "Succeeded" and (p.completed, len(sink.lines)) == (300, 300)
+    assert len(pods.submits) == 300 and not pods.store  # each sent once, each acknowledged
+    if bulk:  # per poll: one submit and one ack call per pod (150 lines each, 100 at a time)
+        assert pods.bulk_calls <= 4 * 2 + 2, pods.bulk_calls
+    else:
+        assert pods.bulk_calls == 0

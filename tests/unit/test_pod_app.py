@@ -191,6 +191,48 @@ def test_single_offline_requests_backpressure_and_idempotency(tmp_path) -> None:
         assert r.status_code == 202
 
 
+def test_bulk_submit_gives_each_request_its_own_status_and_bulk_delete_forgets_many(
+    tmp_path,
+) -> None:
+    from hygen_pod.contract.api import request_digest
+
+    eng = FakeEngine(hold_after=0)  # what starts never finishes: running work to cancel
+    with FakePodServer(tmp_path, eng, max_queued=4, max_inflight=1) as srv:
+        h = srv.op
+        body = {"model": "tiny", "prompt": "x"}
+        assert h.post(
+            "/v1/offline/requests", json={"id": "k-0", "url": EP, "body": body}
+        ).is_success
+        reqs = [
+            {"id": "k-0", "url": EP, "body": body},  # stored already: 200
+            {"id": "k-1", "url": EP, "body": body, "digest": request_digest(EP, body)},
+            {"id": "k-2", "url": EP, "body": body, "digest": "0" * 64},  # not its digest
+            {"id": "k-0", "url": EP, "body": {"prompt": "other"}},  # another body: 409
+            {"id": "k-3", "url": EP, "body": body},
+            {"id": "k-4", "url": EP, "body": body},
+            {"id": "k-5", "url": EP, "body": body},  # past max_queued: 429
+        ]
+        r = h.post("/v1/offline/requests/bulk-submit", json={"requests": reqs})
+        assert r.status_code == 200, r.text
+        out = r.json()
+        assert [o["status"] for o in out["outcomes"]] == [200, 202, 400, 409, 202, 202, 429]
+        assert out["retry_after_s"] >= 1 and out["outcomes"][1]["result"]["state"] == "queued"
+        assert h.get("/v1/offline/requests/k-2").status_code == 404  # nothing unverifiable
+        _wait_until(lambda: len(srv.pod.runner.inflight) == 1)
+        ids = ["k-0", "k-1", "k-3", "nope-1"]
+        r = h.post("/v1/offline/requests/bulk-delete", json={"ids": ids})
+        assert r.status_code == 200 and sorted(r.json()["deleted"]) == ["k-0", "k-1", "k-3"]
+        assert r.json()["missing"] == ["nope-1"]
+        assert not set(ids) & set(srv.pod.runner.inflight), "the running one was cancelled"
+        left = h.get("/v1/offline/requests", params={"prefix": "k-"}).json()["data"]
+        assert [x["id"] for x in left] == ["k-4"]
+        for bad in ({"requests": []}, {"requests": reqs * 200}, {"ids": ["a b"]}, {"ids": []}):
+            route = "bulk-submit" if "requests" in bad else "bulk-delete"
+            assert h.post(f"/v1/offline/requests/{route}", json=bad).status_code == 400
+        anon = httpx.post(f"{srv.op.base_url}/v1/offline/requests/bulk-delete", json={"ids": ids})
+        assert anon.status_code == 401
+
+
 def test_a_job_prefix_lists_and_cancels_all_its_requests_at_once(tmp_path) -> None:
     eng = FakeEngine(hold_after=0)  # what starts never finishes: running work to cancel
     with FakePodServer(tmp_path, eng, max_inflight=2) as srv:

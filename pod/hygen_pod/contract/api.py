@@ -171,6 +171,52 @@ class OfflineDeleted(BaseModel):
     deleted: int
 
 
+BULK_MAX = 1000  # requests or ids in one bulk call
+
+
+class OfflineSubmitMany(BaseModel):
+    """POST /v1/offline/requests/bulk-submit: many offline requests in one call and one
+    transaction (a dispatcher's poll sends one per pod instead of one per line)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    requests: list[OfflineSubmit] = Field(min_length=1, max_length=BULK_MAX)
+
+
+class OfflineOutcome(BaseModel):
+    """What became of one request of a bulk submit: the status its own POST would have
+    had (202 queued, 200 already stored, 400 bad digest, 409 another body, 429 full)."""
+
+    id: str
+    status: int
+    result: OfflineResult | None = None
+    error: str | None = None
+
+
+class OfflineSubmitted(BaseModel):
+    object: Literal["offline.requests.submitted"] = "offline.requests.submitted"
+    outcomes: list[OfflineOutcome]
+    retry_after_s: int | None = Field(None, description="set when some were refused (429)")
+
+
+class OfflineIds(BaseModel):
+    """POST /v1/offline/requests/bulk-delete: forget these requests (acknowledge results,
+    cancel queued or running ones), in one call."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    ids: list[Annotated[str, Field(min_length=1, max_length=200, pattern=REQUEST_ID_PATTERN)]] = (
+        Field(min_length=1, max_length=BULK_MAX)
+    )
+
+
+class OfflineForgotten(BaseModel):
+    object: Literal["offline.requests.forgotten"] = "offline.requests.forgotten"
+    deleted: list[str] = Field(description="ids forgotten now")
+    missing: list[str] = Field(description="ids the pod does not hold (already forgotten)")
+    refused: list[str] = Field(description="ids of OpenAI batch requests (cancel the batch)")
+
+
 def batch_output_line(
     line_id: str,
     custom_id: str | None,

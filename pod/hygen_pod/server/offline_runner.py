@@ -5,6 +5,9 @@ HyGen scheduler's own offline queue (prefix-trie order, latency budget) decides
 what runs when; the runner only feeds it. Results go to the store with a
 compare-and-set, so a result is written once; requests running when the
 process dies are still queued in the store and run again after a restart.
+Results finishing together are committed together (group commit: one transaction
+and one fsync for all that arrived while the previous commit ran), and a request
+counts as finished only once its result is committed.
 """
 
 from __future__ import annotations
@@ -63,6 +66,8 @@ class OfflineRunner:
         self._starting = asyncio.Lock()
         # One thread owns every SQLite call, off the event loop that serves online traffic.
         self._db = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="hygen-store")
+        self._to_commit: list[tuple[tuple[Any, ...], asyncio.Future[bool]]] = []
+        self._committer: asyncio.Task | None = None
 
     async def db(self, fn: Callable[..., T], *args: Any, **kw: Any) -> T:
         return await asyncio.get_running_loop().run_in_executor(self._db, lambda: fn(*args, **kw))
@@ -119,7 +124,7 @@ class OfflineRunner:
         err = None if ok else _error_of(code, resp)
         # Written only under the generation that ran: a request deleted and re-posted
         # under the same id meanwhile is another request, and keeps its own result.
-        written = await self.db(self.store.complete, q.id, code, resp, err, seq=q.seq)
+        written = await self._commit((q.id, code, resp, err, q.seq))
         if written and self.on_result is not None:
             self.on_result("done" if ok else "failed")
 
@@ -153,6 +158,28 @@ class OfflineRunner:
 
     async def _stop_batch(self, batch_id: str) -> None:
         await _cancel([t for rid, t in self.inflight.items() if rid.startswith(batch_id + ":")])
+
+    async def _commit(self, result: tuple[Any, ...]) -> bool:
+        """Queue a result for the next group commit; True once it is written."""
+        fut: asyncio.Future[bool] = asyncio.get_running_loop().create_future()
+        self._to_commit.append((result, fut))
+        if self._committer is None or self._committer.done():
+            self._committer = asyncio.get_running_loop().create_task(self._commit_all())
+        return await fut
+
+    async def _commit_all(self) -> None:
+        while self._to_commit:
+            group, self._to_commit = self._to_commit, []
+            try:
+                written = await self.db(self.store.complete_many, [r for r, _ in group])
+            except Exception as e:  # each waiting request sees the failure, as before
+                for _, fut in group:
+                    if not fut.done():
+                        fut.set_exception(e)
+                continue
+            for (_, fut), ok in zip(group, written, strict=True):
+                if not fut.done():  # a request cancelled meanwhile no longer waits
+                    fut.set_result(ok)
 
     async def cancel_requests(self, rids: list[str]) -> None:
         """Stop these requests if they are running in the engine (each writes nothing)."""

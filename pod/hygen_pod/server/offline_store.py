@@ -476,6 +476,61 @@ class OfflineStore:
                 created = True
         return self.get_request(rid), created
 
+    def submit_many(
+        self, subs: list[tuple[str, str, dict[str, Any], str | None]], room: int
+    ) -> list[tuple[int, OfflineResult | None, str | None]]:
+        """Queue many single requests in one transaction: (status, stored, error) each.
+
+        Each gets the status its own `submit` would have: 202 queued, 200 already stored,
+        400 digest mismatch, 409 another body under the id; past ``room`` new ones, 429.
+        """
+        out: list[tuple[int, str | None]] = []
+        with self._tx() as db:
+            for rid, url, body, digest in subs:
+                mine = request_digest(url, body)
+                if digest is not None and digest != mine:
+                    out.append((400, f"digest does not match the url and body of {rid!r}"))
+                    continue
+                encoded = json.dumps(body, sort_keys=True)
+                row = db.execute("SELECT url, body FROM requests WHERE id = ?", (rid,)).fetchone()
+                if row is not None:
+                    same = row[0] == url and (
+                        json.dumps(json.loads(row[1]), sort_keys=True) == encoded
+                    )
+                    out.append((200, None) if same else (409, f"{rid!r} holds another body"))
+                    continue
+                if room <= 0:
+                    out.append((429, "offline queue is full; retry later"))
+                    continue
+                self._seq += 1
+                db.execute(
+                    "INSERT INTO requests (id, url, body, state, created_at, seq, digest)"
+                    " VALUES (?, ?, ?, 'queued', ?, ?, ?)",
+                    (rid, url, encoded, time.time(), self._seq, mine),
+                )
+                room -= 1
+                out.append((202, None))
+        return [
+            (code, self.get_request(sub[0]) if code in (200, 202) else None, err)
+            for sub, (code, err) in zip(subs, out, strict=True)
+        ]
+
+    def delete_many(self, ids: list[str]) -> tuple[list[str], list[str], list[str]]:
+        """Forget single requests in one transaction: (deleted, missing, refused), where
+        refused ones belong to an OpenAI batch (cancel the batch instead)."""
+        deleted, missing, refused = [], [], []
+        with self._tx() as db:
+            for rid in dict.fromkeys(ids):
+                row = db.execute("SELECT batch_id FROM requests WHERE id = ?", (rid,)).fetchone()
+                if row is None:
+                    missing.append(rid)
+                elif row[0] is not None:
+                    refused.append(rid)
+                else:
+                    db.execute("DELETE FROM requests WHERE id = ?", (rid,))
+                    deleted.append(rid)
+        return deleted, missing, refused
+
     _RESULT_COLUMNS = (
         "id, state, url, custom_id, batch_id, status_code, response, error, created_at,"
         " finished_at, digest"
@@ -573,23 +628,34 @@ class OfflineStore:
         """Record a result if the request is still queued (and, given ``seq``, is still that
         generation of the id); False if it was not: no double write, no result under an id
         that was deleted and posted again while the old request ran."""
-        state = "done" if error is None and 200 <= status_code < 300 else "failed"
+        return self.complete_many([(rid, status_code, response, error, seq)])[0]
+
+    def complete_many(
+        self, results: list[tuple[str, int, dict | None, dict | None, int | None]]
+    ) -> list[bool]:
+        """`complete` for many results in one transaction (one fsync): what lets a pod
+        record hundreds of results a second. Each is written or not on its own terms."""
+        out = []
         with self._tx() as db:
-            cur = db.execute(
-                "UPDATE requests SET state = ?, status_code = ?, response = ?, error = ?,"
-                " finished_at = ? WHERE id = ? AND state = 'queued' AND (? IS NULL OR seq = ?)",
-                (
-                    state,
-                    status_code,
-                    json.dumps(response) if response is not None else None,
-                    json.dumps(error) if error is not None else None,
-                    time.time(),
-                    rid,
-                    seq,
-                    seq,
-                ),
-            )
-            return cur.rowcount == 1
+            for rid, status_code, response, error, seq in results:
+                state = "done" if error is None and 200 <= status_code < 300 else "failed"
+                cur = db.execute(
+                    "UPDATE requests SET state = ?, status_code = ?, response = ?, error = ?,"
+                    " finished_at = ? WHERE id = ? AND state = 'queued'"
+                    " AND (? IS NULL OR seq = ?)",
+                    (
+                        state,
+                        status_code,
+                        json.dumps(response) if response is not None else None,
+                        json.dumps(error) if error is not None else None,
+                        time.time(),
+                        rid,
+                        seq,
+                        seq,
+                    ),
+                )
+                out.append(cur.rowcount == 1)
+        return out
 
     def depth(self) -> dict[str, int]:
         with self._lock:

@@ -51,9 +51,14 @@ from hygen_pod.contract.api import (
     LiveMetrics,
     Metric,
     OfflineDeleted,
+    OfflineForgotten,
+    OfflineIds,
     OfflineList,
+    OfflineOutcome,
     OfflineResult,
     OfflineSubmit,
+    OfflineSubmitMany,
+    OfflineSubmitted,
     Readiness,
     SLOTargets,
 )
@@ -452,6 +457,44 @@ async def submit_offline(pod: ControlPod, sub: OfflineSubmit, response: Response
     else:
         response.status_code = 200
     return res
+
+
+@offline.post(
+    "/v1/offline/requests/bulk-submit",
+    response_model=OfflineSubmitted,
+    responses=errors(401, 503),
+)
+async def submit_offline_many(pod: ControlPod, subs: OfflineSubmitMany) -> OfflineSubmitted:
+    """Queue many offline requests in one transaction; each outcome carries the status its
+    own POST would have had (202, 200, 400, 409, or 429 past the queue's room)."""
+    pod.check_accepting()
+    room = pod.settings.max_queued - await pod.runner.db(pod.store.single_queued)
+    items = [(x.id, x.url, x.body, x.digest) for x in subs.requests]
+    done = await pod.runner.db(pod.store.submit_many, items, room)
+    if any(code == 202 for code, _, _ in done):
+        pod.runner.wake()
+    outcomes = [
+        OfflineOutcome(id=x.id, status=code, result=res, error=err)
+        for x, (code, res, err) in zip(subs.requests, done, strict=True)
+    ]
+    full = any(o.status == 429 for o in outcomes)
+    return OfflineSubmitted(outcomes=outcomes, retry_after_s=pod.retry_after_s() if full else None)
+
+
+@offline.post(
+    "/v1/offline/requests/bulk-delete", response_model=OfflineForgotten, responses=errors(401)
+)
+async def delete_offline_many(pod: ControlPod, req: OfflineIds) -> OfflineForgotten:
+    """Forget many requests at once: acknowledges results, cancels queued or running ones."""
+    parts: list[tuple[list[str], list[str], list[str]]] = []
+
+    def delete() -> list[str]:
+        parts.append(pod.store.delete_many(req.ids))
+        return parts[0][0]
+
+    await pod.runner.forget(delete)
+    deleted, missing, refused = parts[0]
+    return OfflineForgotten(deleted=deleted, missing=missing, refused=refused)
 
 
 def _maybe_get(store: OfflineStore, rid: str) -> OfflineResult | None:
