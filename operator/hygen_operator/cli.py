@@ -57,6 +57,8 @@ def _cmd_run(args: argparse.Namespace) -> int:
         operator_image=args.operator_image,
         dispatcher_service_account=args.dispatcher_service_account,
         peering=args.peering,
+        batch_api_port=args.batch_api_port,
+        batch_api_url=args.batch_api_url,
     )
     if settings is None:
         return 2
@@ -144,10 +146,14 @@ def build_parser() -> argparse.ArgumentParser:
         ("--dispatcher-service-account", "ServiceAccount of dispatcher Jobs", "hygen-dispatcher"),
         ("--peering", "kopf peering name when running more than one replica: one is active, "
          "the others stand by", None),
+        ("--batch-api-port", "serve the cluster-wide Files/Batch API of ServingSLOs with "
+         "batchApi on this port", None),
+        ("--batch-api-url", "the URL pods reach that port at (the operator's Service)", None),
     ]  # fmt: skip
     for flag, help, default in opts:
         floats = ("--status-interval", "--retune-interval")
-        _option(r, flag, help, default, **({"type": float} if flag in floats else {}))
+        typ = float if flag in floats else int if flag == "--batch-api-port" else None
+        _option(r, flag, help, default, **({"type": typ} if typ else {}))
     _option(r, "--log-level", "log level", "info", choices=["debug", "info", "warning", "error"])
     _client_options(r)
     r.set_defaults(func=_cmd_run)

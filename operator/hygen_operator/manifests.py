@@ -121,7 +121,9 @@ def profile_command(spec: ServingSLOSpec, h: str, settings: OperatorSettings) ->
     return cmd
 
 
-def serve_command(spec: ServingSLOSpec, settings: OperatorSettings) -> list[str]:
+def serve_command(
+    spec: ServingSLOSpec, settings: OperatorSettings, gateway: str | None = None
+) -> list[str]:
     cmd = [
         "hygen-pod",
         "serve",
@@ -146,7 +148,18 @@ def serve_command(spec: ServingSLOSpec, settings: OperatorSettings) -> list[str]
         cmd += ["--served-model-name", spec.served_model_name]
     if spec.api_keys is not None:
         cmd += ["--api-key-file", f"{API_KEYS_MOUNT}/keys"]
+    if gateway is not None:
+        cmd += ["--batch-gateway", gateway]
     return cmd + list(spec.engine_args)
+
+
+def batch_gateway(
+    name: str, namespace: str, spec: ServingSLOSpec, settings: OperatorSettings
+) -> str | None:
+    """Where this ServingSLO's pods forward Files/Batch calls, if it has a cluster Batch API."""
+    if spec.batch_api is None or settings.batch_api_url is None:
+        return None
+    return f"{settings.batch_api_url.rstrip('/')}/ns/{namespace}/slo/{name}"
 
 
 def _resources(spec: ServingSLOSpec) -> dict[str, Any]:
@@ -166,7 +179,9 @@ def _resources(spec: ServingSLOSpec) -> dict[str, Any]:
     return out
 
 
-def deployment(name: str, spec: ServingSLOSpec, settings: OperatorSettings) -> dict[str, Any]:
+def deployment(
+    name: str, spec: ServingSLOSpec, settings: OperatorSettings, namespace: str = ""
+) -> dict[str, Any]:
     h = spec_hash(spec)
     image = spec.image or settings.pod_image
     mounts = [
@@ -214,7 +229,9 @@ def deployment(name: str, spec: ServingSLOSpec, settings: OperatorSettings) -> d
                 {
                     "name": "serve",
                     "image": image,
-                    "command": serve_command(spec, settings),
+                    "command": serve_command(
+                        spec, settings, batch_gateway(name, namespace, spec, settings)
+                    ),
                     "ports": [
                         {"name": "http", "containerPort": settings.pod_port},
                         {"name": "admin", "containerPort": settings.pod_admin_port},

@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import random
+from collections.abc import Iterator
 from typing import Any
 
 import kopf
+import uvicorn
 
 from hygen_operator import batchjob, servingslo
 from hygen_operator.kube import Kube
@@ -18,11 +21,20 @@ from hygen_operator.settings import OperatorSettings
 logger = logging.getLogger("hygen_operator")
 
 
+class _QuietServer(uvicorn.Server):
+    """uvicorn inside kopf's loop: kopf owns the process's signals, not uvicorn."""
+
+    @contextlib.contextmanager
+    def capture_signals(self) -> Iterator[None]:
+        yield
+
+
 def build_registry(
     ctx_ref: dict[str, servingslo.Context], settings: OperatorSettings
 ) -> kopf.OperatorRegistry:
     """Handlers for both kinds; ``ctx_ref['ctx']`` is filled at startup."""
     reg = kopf.OperatorRegistry()
+    gateway: dict[str, Any] = {}  # the Batch API server and its task, when one is served
     slo = (GROUP, VERSION, "servingslos")
     bj = (GROUP, VERSION, "batchjobs")
 
@@ -43,9 +55,28 @@ def build_registry(
         settings_.background.cancellation_polling = 1.0
         kube = await Kube.connect(settings.kubeconfig)
         ctx_ref["ctx"] = servingslo.Context(kube, PodClient(settings.control_token), settings)
+        if settings.batch_api_port is not None:
+            gateway["task"] = asyncio.get_running_loop().create_task(serve_gateway(kube))
+
+    async def serve_gateway(kube: Kube) -> None:
+        from hygen_operator.batch_gateway import gateway_app
+
+        app = gateway_app(kube, settings.control_token)
+        config = uvicorn.Config(
+            app, host="0.0.0.0", port=settings.batch_api_port or 0, log_level="warning",
+            lifespan="off",
+        )  # fmt: skip
+        server = gateway["server"] = _QuietServer(config)
+        logger.info("cluster Batch API on port %s", settings.batch_api_port)
+        await server.serve()
 
     @kopf.on.cleanup(registry=reg)
     async def cleanup(**_: Any) -> None:
+        server, task = gateway.get("server"), gateway.get("task")
+        if server is not None:
+            server.should_exit = True
+        if task is not None:
+            await asyncio.wait([task], timeout=5)
         ctx = ctx_ref.get("ctx")
         if ctx is not None:
             await ctx.pods.close()

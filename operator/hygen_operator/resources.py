@@ -126,6 +126,13 @@ class ServingSLOSpec(Model):
         "Unset: those routes are open to anyone who reaches the Service. Pods read it at "
         "start: restart them (kubectl rollout restart) after rotating a key",
     )
+    batch_api: BatchApi | None = Field(
+        None,
+        description="one OpenAI Files/Batch API for the whole ServingSLO: every pod forwards "
+        "/v1/files and /v1/batches to the operator, which keeps files on this object store "
+        "and runs each batch as a BatchJob over all ready pods. Unset: each pod keeps its own "
+        "(a batch is then known to the pod that took it only)",
+    )
 
 
 class Condition(Model):
@@ -231,6 +238,26 @@ class ObjectStore(Model):
     )
 
 
+class BatchApi(Model):
+    """Where the ServingSLO's Batch API keeps uploaded files and batch outputs."""
+
+    storage: str = Field(
+        pattern=r"^s3://[a-z0-9][a-z0-9.-]{1,61}[a-z0-9](/[^\s]*)?$",
+        description="s3://bucket/prefix: files under PREFIX/files/, outputs under PREFIX/outputs/",
+    )
+    object_store: ObjectStore
+    parallelism: int = Field(64, ge=1, le=100_000, description="each batch's BatchJob parallelism")
+
+    @property
+    def bucket(self) -> str:
+        return self.storage[len("s3://") :].split("/", 1)[0]
+
+    @property
+    def prefix(self) -> str:
+        rest = self.storage[len("s3://") :].split("/", 1)
+        return rest[1].strip("/") if len(rest) > 1 else ""
+
+
 class BatchInput(Model):
     """OpenAI batch JSONL: exactly one of configMap, volume, s3, inline."""
 
@@ -327,3 +354,6 @@ class BatchJobStatus(Model):
     start_time: str | None = None
     completion_time: str | None = None
     message: str | None = None
+
+
+ServingSLOSpec.model_rebuild()  # batch_api refers to BatchApi, defined with the BatchJob models

@@ -171,7 +171,7 @@ async def reconcile(ctx: Context, body: Any, logger: Any) -> dict[str, Any]:
     await ensure_token_secret(ctx, ns)
     await kube.ensure(CONFIGMAP, ns, _owned(manifests.profile_configmap(name), body))
     await kube.ensure(SERVICE, ns, _owned(manifests.service(name), body))
-    want = _owned(manifests.deployment(name, spec, s), body)
+    want = _owned(manifests.deployment(name, spec, s, ns), body)
     have, created = await kube.ensure(DEPLOYMENT, ns, want)
     applied = (have["metadata"].get("annotations") or {}).get(manifests.APPLIED_ANNOTATION)
     if not created and applied != want["metadata"]["annotations"][manifests.APPLIED_ANNOTATION]:

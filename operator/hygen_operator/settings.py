@@ -33,6 +33,18 @@ class OperatorSettings(BaseModel):
         "which the chart's NetworkPolicy opens to the operator and dispatcher Jobs alone",
     )
     data_dir: str = Field("/opt/hygen/data", description="profiling traces inside the pod image")
+    batch_api_port: int | None = Field(
+        None,
+        gt=0,
+        lt=65536,
+        description="serve the cluster Batch API of ServingSLOs with batchApi on this port",
+    )
+    batch_api_url: str | None = Field(
+        None,
+        pattern=r"^https?://",
+        description="how pods reach that port (the operator's Service), e.g. "
+        "http://hygen-operator.hygen-system:8090",
+    )
     kubeconfig: str | None = None
     peering: str | None = Field(
         None, description="kopf peering name: replicas elect one active operator; None = alone"

@@ -40,6 +40,7 @@ KINDS = (
     "Deployment",
     "ConfigMap",
     "NetworkPolicy",
+    "Service",
 )
 PLURALS = {k: k.lower() + "s" for k in KINDS} | {"NetworkPolicy": "networkpolicies"}
 API_KEY = "sk-example-key-for-the-chart-e2e"
@@ -54,6 +55,8 @@ RARE = {
         ("apps", "deployments", "patch"),  # a ServingSLO spec change
         ("apps", "deployments", "get"),  # a Deployment that already exists (operator restart)
         ("batch", "jobs", "get"),  # a dispatcher Job that already exists (operator restart)
+        ("hygen.io", "batchjobs", "get"),  # the cluster Batch API: retrieve a batch
+        ("hygen.io", "batchjobs", "create"),  # the cluster Batch API: create a batch
         # kopf watches CRDs being added/removed when it serves all namespaces
         ("apiextensions.k8s.io", "customresourcedefinitions", "list"),
         ("apiextensions.k8s.io", "customresourcedefinitions", "watch"),
@@ -101,7 +104,9 @@ def test_rendered_chart_and_its_operator_reconcile_the_example(tmp_path: Path):
         (tmp_path / "token").write_text(token)
         mapped = [a.replace("/etc/hygen/token/token", str(tmp_path / "token"))
                    .replace("--data-dir=/opt/hygen/data", f"--data-dir={DATA}")
-                   .replace("0.0.0.0:8080", f"127.0.0.1:{free_port()}") for a in cmd]  # fmt: skip
+                   .replace("0.0.0.0:8080", f"127.0.0.1:{free_port()}")
+                   .replace("--batch-api-port=8090", f"--batch-api-port={free_port()}")
+                  for a in cmd]  # fmt: skip
         mapped += ["--kubeconfig", str(api.kubeconfig), "--status-interval", "0.5"]
         example = yaml.safe_load((ROOT / "examples" / "servingslo-llama2-7b.yaml").read_text())
         example["metadata"]["namespace"] = "default"

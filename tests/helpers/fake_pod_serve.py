@@ -32,6 +32,7 @@ def main(argv: list[str]) -> int:
     p.add_argument("--api-key-file")
     p.add_argument("--admin-port", type=int)
     p.add_argument("--slo", nargs="*", default=[])
+    p.add_argument("--batch-gateway")
     args, _engine_args = p.parse_known_args(argv)
     if not Path(args.model).is_dir() and args.model != "tiny":  # as `hygen-pod serve` checks
         print(f"error: --model {args.model}: no such folder", file=sys.stderr)
@@ -42,6 +43,7 @@ def main(argv: list[str]) -> int:
         control_token=Path(args.control_token_file).read_text().strip(),
         api_keys=read_key_file(args.api_key_file) if args.api_key_file else [],
         admin_port=args.admin_port,
+        batch_gateway=args.batch_gateway,
         slo_targets_ms={k: float(v) for k, v in (s.split("=") for s in args.slo)},
         profile_path=Path(args.hygen_profile) if profile else None,
         has_predictor=profile is not None,

@@ -5,7 +5,7 @@
   verbs: ["get", "list", "watch", "patch"]
 - apiGroups: ["hygen.io"]
   resources: ["batchjobs"]
-  verbs: ["list", "watch", "patch"]
+  verbs: ["get", "list", "watch", "create", "patch"]
 - apiGroups: ["hygen.io"]
   resources: ["servingslos/status", "batchjobs/status"]
   verbs: ["patch"]

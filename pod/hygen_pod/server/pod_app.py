@@ -105,6 +105,12 @@ class PodSettings(BaseModel):
         description="serve the operator's routes (control, dispatch) on this port only, "
         "and nothing else there; None: every route on the main port",
     )
+    batch_gateway: str | None = Field(
+        None,
+        pattern=r"^https?://",
+        description="forward /v1/files and /v1/batches to this cluster-wide Batch API (the "
+        "operator) instead of serving them from this pod's store",
+    )
     profile_path: Path | None = None
     has_predictor: bool = Field(False, description="a budget > 0 needs a predictor")
     initial_control: OfflineControl = Field(default_factory=OfflineControl)
@@ -619,7 +625,14 @@ def attach(app: FastAPI, pod: Pod) -> None:
     """Mount the pod's routes, error handlers and access control on ``app`` (vLLM's or a
     bare one): `AccessMiddleware` guards every route of the app, vLLM's included."""
     app.state.hygen_pod = pod
-    for r in (files, batches, offline, control, probes):
+    if pod.settings.batch_gateway:  # one Batch API for the ServingSLO: forward to it
+        from hygen_pod.server.batch_forward import forwarding_router
+
+        gw = forwarding_router(pod.settings.batch_gateway, pod.token, _owner)
+        routers: tuple[APIRouter, ...] = (gw, offline, control, probes)
+    else:
+        routers = (files, batches, offline, control, probes)
+    for r in routers:
         app.include_router(r)
 
     @app.exception_handler(ApiError)

@@ -95,6 +95,11 @@ def build_parser():
         help="serve the operator's routes (/control, /v1/offline) on this port only, and "
         "nothing else there, so a NetworkPolicy can fence them off; default: main port",
     )
+    g.add_argument(
+        "--batch-gateway",
+        help="forward /v1/files and /v1/batches to this URL (the operator's cluster-wide "
+        "Batch API; set by the operator for a ServingSLO with batchApi)",
+    )
     g.add_argument("--hygen-profile", help="profile JSON (hygen-pod profile): predictor + budget")
     g.add_argument("--hygen-predictor", help="predictor JSON, when there is no profile")
     g.add_argument(
@@ -189,6 +194,7 @@ def pod_settings(args: Namespace) -> PodSettings:
         max_queued=args.offline_max_queued,
         drain_timeout_s=args.drain_timeout_s,
         admin_port=args.admin_port,
+        batch_gateway=args.batch_gateway,
         profile_path=Path(args.hygen_profile) if args.hygen_profile else None,
         has_predictor=bool(args.hygen_profile or args.hygen_predictor),
         initial_control=initial,
