@@ -27,6 +27,10 @@ from hygen_pod.contract.batch_input import split_lines
 FIELD = "spec.batchApi.storage"
 
 
+class TooLarge(Exception):
+    """An upload over the size limit (413); its content is not kept."""
+
+
 class FileNotThere(Exception):
     """No such file for this owner (404: another owner's file is not there either)."""
 
@@ -51,8 +55,14 @@ class FileStore:
         return f"s3://{self.api.bucket}/{key}"
 
     async def add(
-        self, chunks: AsyncIterator[bytes], filename: str, purpose: str, owner: str
+        self,
+        chunks: AsyncIterator[bytes],
+        filename: str,
+        purpose: str,
+        owner: str,
+        max_bytes: int,
     ) -> FileObject:
+        """Store an upload; TooLarge (and nothing stored) past ``max_bytes``."""
         file_id = f"file-{secrets.token_hex(12)}"
         size = 0
 
@@ -60,9 +70,16 @@ class FileStore:
             nonlocal size
             async for c in chunks:
                 size += len(c)
+                if size > max_bytes:
+                    raise TooLarge(f"file is larger than {max_bytes} bytes")
                 yield c
 
-        await object_store.put(self.bucket, self.content_key(file_id), counted(), FIELD)
+        try:
+            await object_store.put(self.bucket, self.content_key(file_id), counted(), FIELD)
+        except Exception as e:
+            if size > max_bytes:  # however the store's client wrapped it
+                raise TooLarge(f"file is larger than {max_bytes} bytes") from e
+            raise
         f = FileObject(
             id=file_id, bytes=size, created_at=int(time.time()), filename=filename, purpose=purpose
         )

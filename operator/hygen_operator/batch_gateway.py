@@ -21,7 +21,7 @@ from fastapi import APIRouter, Depends, FastAPI, File, Form, Header, Query, Requ
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response, StreamingResponse
 
-from hygen_operator.batch_api_files import FileNotThere, FileStore, file_store
+from hygen_operator.batch_api_files import FileNotThere, FileStore, TooLarge, file_store
 from hygen_operator.batch_api_objects import (
     API_LABEL,
     batch_job,
@@ -118,7 +118,11 @@ def gateway_app(kube: Kube, token: str) -> FastAPI:
             while c := await file.read(CHUNK):
                 yield c
 
-        return await fs.add(chunks(), file.filename or "upload.jsonl", purpose, owner)
+        name = file.filename or "upload.jsonl"
+        try:
+            return await fs.add(chunks(), name, purpose, owner, MAX_UPLOAD_BYTES)
+        except TooLarge as e:
+            raise GatewayError(413, str(e)) from e
 
     @r.get("/v1/files", response_model=FileList)
     async def list_files(ns: str, slo: str, owner: Owner) -> FileList:

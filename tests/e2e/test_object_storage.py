@@ -250,3 +250,30 @@ def test_s3_batchjob_with_wrong_credentials_or_no_bucket_fails_naming_the_field(
     st = finished(c, "nobucket", 60)
     assert st["phase"] == "Failed", st
     assert st["message"].startswith("spec.output.s3.url: bucket 'no-such-bucket' does not exist")
+
+
+def test_an_upload_past_the_limit_is_refused_and_leaves_no_file(s3, monkeypatch):
+    from hygen_operator.batch_api_files import FileStore, TooLarge
+    from hygen_operator.resources import BatchApi
+
+    b = s3.bucket()
+    for k, v in s3.env().items():
+        monkeypatch.setenv(k, v)
+    api = BatchApi.model_validate({"storage": f"s3://{b}/api",
+                                   "objectStore": {"endpoint": s3.endpoint,
+                                                   "credentialsSecret": "keys"}})  # fmt: skip
+    fs = FileStore(object_store.open_bucket(api.object_store, b), api)
+
+    async def chunks(n: int):
+        for _ in range(n):
+            yield b"x" * (1 << 20)
+
+    async def run():
+        small = await fs.add(chunks(2), "a.jsonl", "batch", "me", max_bytes=3 << 20)
+        assert small.bytes == 2 << 20
+        with pytest.raises(TooLarge):
+            await fs.add(chunks(8), "b.jsonl", "batch", "me", max_bytes=3 << 20)
+        assert [f.id for f in await fs.list("me")] == [small.id]
+        assert await fs.list("someone else") == []
+
+    asyncio.run(run())
