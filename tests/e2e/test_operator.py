@@ -325,3 +325,37 @@ def test_retuning_tightens_the_budget_when_online_latency_nears_the_target(clust
     runs = c.kubelet.running("chat")
     c.wait(lambda: all(pod_control(r.admin_port)["control"]["budget_ms"] < profiled for r in runs),
            10, "tightened budget on every pod")  # fmt: skip
+
+
+def test_the_profiled_online_prefill_cap_reaches_every_pod_with_the_budget(cluster: Cluster):
+    """The profile's joint search over onlinePrefillCaps picks a cap (or vLLM's chunking);
+    the operator reports it and pushes it to every pod with the budget."""
+    c = cluster
+    prof = {"oracle": "h100", "iterations": 3, "onlinePrefillCaps": [512, 256]}
+    c.api.create(serving_slo(profiling=prof), "servingslos")
+    st = ready(c, timeout_s=150)
+    profile = json.loads(c.api.get("configmaps", NS, "chat-profile")["data"]["profile.json"])
+    assert (
+        st["profile"].get("onlinePrefillCap") == profile["online_prefill_cap"] in (None, 512, 256)
+    )
+    runs = c.kubelet.running("chat")
+
+    def on_pods(cap: int | None) -> bool:
+        return all(
+            (ctl := pod_control(r.admin_port)["control"])["budget_ms"] == st["budgetMs"]
+            and ctl.get("online_prefill_cap") == cap
+            for r in runs
+        )
+
+    observe = lambda: [pod_control(r.admin_port)["control"] for r in runs]  # noqa: E731
+    c.wait(lambda: on_pods(profile["online_prefill_cap"]), 30, "profiled", observe=observe)
+    # Whatever this small profile chose, a profile that chose 256 (as the status records
+    # it) reaches every pod at the next sync, with the budget unchanged.
+    summary = {**st["profile"], "onlinePrefillCap": 256}
+    c.api.patch("servingslos", NS, "chat", {"status": {"profile": summary}}, status=True,
+                group="hygen.io")  # fmt: skip
+    c.wait(lambda: on_pods(256), 30, "cap 256 on every pod", observe=observe)
+    assert c.status("servingslos", "chat")["onlinePrefillCap"] == 256
+    head, row = c.kubectl("get", "slo", "chat").stdout.splitlines()
+    at = head.index("CHUNK")  # kubectl aligns each column under its header
+    assert row[at:].split()[0] == "256"
