@@ -13,7 +13,17 @@ $(STAMP): pyproject.toml
 	$(PY) -m pip uninstall -q -y torchvision torchaudio torchcodec triton
 	touch $(STAMP)
 
-install: $(STAMP)
+# The tests' S3 API server (moto) lives in a venv of its own: its botocore pins
+# python-dateutil<3, which the operator's kubernetes client (>=3) cannot share.
+S3VENV ?= .venv-s3
+S3STAMP := $(S3VENV)/.installed
+
+$(S3STAMP):
+	python3 -m venv $(S3VENV)
+	$(S3VENV)/bin/python -m pip install -q 'moto[server]==5.2.5'
+	touch $(S3STAMP)
+
+install: $(STAMP) $(S3STAMP)
 
 demo: install
 	$(VENV)/bin/hygen-pod demo

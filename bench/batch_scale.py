@@ -114,7 +114,7 @@ def main(argv: list[str] | None = None) -> int:
     with TemporaryDirectory() as tmp, s3_server() as s3:
         bucket = s3.bucket()
         data = input_lines(args.lines, args.prompt_bytes)
-        s3.client().put_object(Bucket=bucket, Key="in.jsonl", Body=data)
+        s3.put(bucket, "in.jsonl", data)
         env = {"FAKE_ENGINE_DELAY_S": str(args.engine_ms / 1e3)}
         with running_cluster(Path(tmp), **env) as c:
             c.operator.stop()  # restart it with this run's poll interval
@@ -164,7 +164,7 @@ def main(argv: list[str] | None = None) -> int:
                 wall = time.perf_counter() - t0
                 time.sleep(0.5)
             calls = log[start_log:]
-        out = s3.client().get_object(Bucket=bucket, Key="out.jsonl")["Body"].read()
+        out = s3.get(bucket, "out.jsonl")
     ids = Counter(json.loads(x)["custom_id"] for x in out.splitlines())
     exact = len(ids) == args.lines and set(ids.values()) == {1}
     status_patches = sum(

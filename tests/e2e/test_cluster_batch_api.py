@@ -132,7 +132,7 @@ def test_a_batch_cancelled_through_the_service_stops_on_every_pod(cluster: Clust
         if counts.completed:  # what finished before the cancel is in the output file
             lines = cl.files.content(done.output_file_id).text.splitlines()
             assert len(lines) == counts.completed
-        keys = [o["Key"] for o in s3.client().list_objects_v2(Bucket=bucket)["Contents"]]
+        keys = s3.keys(bucket)
         assert not [k for k in keys if ".hygen/" in k], "no parts left behind"
     finally:
         proxy.close()

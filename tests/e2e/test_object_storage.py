@@ -52,7 +52,7 @@ def sink(s3: S3Server, bucket: str, monkeypatch) -> S3Sink:
 
 
 def keys(s3: S3Server, bucket: str) -> list[str]:
-    return sorted(o["Key"] for o in s3.client().list_objects_v2(Bucket=bucket).get("Contents", []))
+    return s3.keys(bucket)
 
 
 def test_results_go_in_parts_then_one_output_object_with_each_line_once(s3, monkeypatch):
@@ -73,7 +73,7 @@ def test_results_go_in_parts_then_one_output_object_with_each_line_once(s3, monk
 
     asyncio.run(run())
     assert keys(s3, b) == ["out/result.jsonl"], "parts and marker are gone"
-    body = s3.client().get_object(Bucket=b, Key="out/result.jsonl")["Body"].read().decode()
+    body = s3.get(b, "out/result.jsonl").decode()
     ids = sorted(json.loads(x)["id"] for x in body.splitlines())
     assert ids == ["uid-1", "uid-2", "uid-3", "uid-4"]
 
@@ -105,7 +105,7 @@ def test_a_crash_while_publishing_the_output_resumes_without_rerunning_a_line(s3
 
 def test_store_errors_name_the_field_to_fix(s3, monkeypatch):
     b = s3.bucket()
-    s3.client().put_object(Bucket=b, Key="in.jsonl", Body=b"{}\n")
+    s3.put(b, "in.jsonl", b"{}\n")
     for k, v in s3.env().items():
         monkeypatch.setenv(k, v)
 
@@ -146,7 +146,7 @@ def test_an_input_larger_than_the_reader_may_buffer_streams_through(s3, tmp_path
             line = {"custom_id": f"c{i}", "method": "POST", "url": "/v1/completions", "body": body}
             f.write(json.dumps(line) + "\n")
     assert big.stat().st_size > 256 << 20
-    s3.client().upload_file(str(big), b, "in.jsonl")
+    s3.put(b, "in.jsonl", big)
     big.unlink()
     child = textwrap.dedent(f"""
         import asyncio, json, resource
@@ -207,7 +207,7 @@ def test_s3_batchjob_ends_exactly_once_through_a_kill9_of_its_dispatcher(cluster
     c, n = cluster, 120
     b = s3.bucket()
     body = "".join(json.dumps(x) + "\n" for x in batch_lines(n))
-    s3.client().put_object(Bucket=b, Key="batches/in.jsonl", Body=body.encode())
+    s3.put(b, "batches/in.jsonl", body.encode())
     c.api.create(serving_slo(), "servingslos")
     ready(c)
     c.api.create(s3_job(s3, "obj", b), "batchjobs")
@@ -221,9 +221,8 @@ def test_s3_batchjob_ends_exactly_once_through_a_kill9_of_its_dispatcher(cluster
     assert st["phase"] == "Succeeded", st
     assert (st["completed"], st["failed"]) == (n, 0)
     assert c.kubelet.job_restarts["obj-dispatch"] >= 1
-    listed = s3.client().list_objects_v2(Bucket=b)["Contents"]
-    assert sorted(o["Key"] for o in listed) == ["batches/in.jsonl", "results/obj.jsonl"]
-    out = s3.client().get_object(Bucket=b, Key="results/obj.jsonl")["Body"].read().decode()
+    assert s3.keys(b) == ["batches/in.jsonl", "results/obj.jsonl"]
+    out = s3.get(b, "results/obj.jsonl").decode()
     got = [json.loads(x) for x in out.splitlines()]
     assert sorted(r["custom_id"] for r in got) == sorted(f"req-{i}" for i in range(n))
     assert all(r["error"] is None and r["response"]["status_code"] == 200 for r in got)
@@ -234,7 +233,7 @@ def test_s3_batchjob_with_wrong_credentials_or_no_bucket_fails_naming_the_field(
 ):
     c = cluster
     b = s3.bucket()
-    s3.client().put_object(Bucket=b, Key="batches/in.jsonl", Body=b"{}\n")
+    s3.put(b, "batches/in.jsonl", b"{}\n")
     c.api.create(serving_slo(), "servingslos")
     credentials(c, s3, secret="not-the-secret")
     c.api.create(s3_job(s3, "badkeys", b), "batchjobs")
