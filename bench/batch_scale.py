@@ -31,6 +31,7 @@ from tests.helpers.kube.cluster import (  # noqa: E402
     finished,
     ready,
     running_cluster,
+    secret,
     serving_slo,
 )
 from tests.helpers.s3_server import s3_server  # noqa: E402
@@ -120,13 +121,8 @@ def main(argv: list[str] | None = None) -> int:
             c.operator.stop()  # restart it with this run's poll interval
             c.operator.cmd += ["--dispatch-poll", f"{args.dispatch_poll:g}"]  # the last one wins
             c.operator.start()
-            import base64
-
             keys = {"accessKeyId": s3.access_key, "secretAccessKey": s3.secret_key}
-            c.api.create({"apiVersion": "v1", "kind": "Secret",
-                          "metadata": {"name": "s3-keys", "namespace": NS},
-                          "data": {k: base64.b64encode(v.encode()).decode()
-                                   for k, v in keys.items()}}, "secrets")  # fmt: skip
+            secret(c.api, "s3-keys", keys)
             c.api.create(serving_slo(replicas=args.replicas), "servingslos")
             ready(c, timeout_s=180)
             job = {

@@ -192,13 +192,7 @@ def gateway_app(kube: Kube, token: str) -> FastAPI:
         if after is not None:
             ids = [b.id for b in objs]
             objs = objs[ids.index(after) + 1 :] if after in ids else []
-        page = objs[:limit]
-        return BatchList(
-            data=page,
-            first_id=page[0].id if page else None,
-            last_id=page[-1].id if page else None,
-            has_more=len(objs) > limit,
-        )
+        return BatchList.page(objs, limit)
 
     @r.post("/v1/batches/{batch_id}/cancel", response_model=BatchObject)
     async def cancel(ns: str, slo: str, batch_id: str, owner: Owner) -> BatchObject:

@@ -241,20 +241,31 @@ class Dispatcher:
     async def _fill(self, pods: list[PodAddress], progress: Progress) -> None:
         """Read lines until twice what the pods may hold is pending or in flight."""
         window = 2 * self.spec.parallelism * max(1, len(pods))
+        while len(self._pending) + len(self._inflight) < window:
+            item = await self._next_unwritten()
+            if item is None:
+                break
+            if isinstance(item, BadLine):
+                self._record_bad(item, progress)
+            else:
+                self._pending[item.line] = item
+
+    async def _next_unwritten(self) -> BatchLine | BadLine | None:
+        """The next input line without a result in the sink; None (and _eof) at the end."""
         assert self._source is not None
-        while not self._eof and len(self._pending) + len(self._inflight) < window:
+        while not self._eof:
             try:
                 item = await anext(self._source)
             except StopAsyncIteration:
                 self._eof = True
                 break
-            if item.line in self._done:
-                continue
-            if isinstance(item, BadLine):
-                err = {"code": item.code, "message": item.message, "line": item.line}
-                self._record(item.line, item.custom_id, None, None, None, err, progress)
-            else:
-                self._pending[item.line] = item
+            if item.line not in self._done:
+                return item
+        return None
+
+    def _record_bad(self, item: BadLine, progress: Progress) -> None:
+        err = {"code": item.code, "message": item.message, "line": item.line}
+        self._record(item.line, item.custom_id, None, None, None, err, progress)
 
     def _record(
         self,
@@ -473,20 +484,13 @@ class Dispatcher:
         await self._abandon()
         for item in lines.values():
             self._record_expired(item, progress)
-        assert self._source is not None
-        while not self._eof:  # lines not read yet expire too
-            try:
-                rest = await anext(self._source)
-            except StopAsyncIteration:
-                self._eof = True
-                break
-            if rest.line not in self._done:
-                self._record_expired(rest, progress)
+        while (rest := await self._next_unwritten()) is not None:  # unread lines expire too
+            self._record_expired(rest, progress)
 
     def _record_expired(self, item: BatchLine | BadLine, progress: Progress) -> None:
         if isinstance(item, BadLine):
-            err = {"code": item.code, "message": item.message, "line": item.line}
-        else:
-            msg = "the completion window passed"
-            err = {"code": "batch_expired", "message": msg, "line": item.line}
+            self._record_bad(item, progress)
+            return
+        msg = "the completion window passed"
+        err = {"code": "batch_expired", "message": msg, "line": item.line}
         self._record(item.line, item.custom_id, None, None, None, err, progress)

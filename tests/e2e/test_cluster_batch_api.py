@@ -5,7 +5,6 @@ kill -9 of a pod and of the operator."""
 
 from __future__ import annotations
 
-import base64
 import io
 import json
 import time
@@ -14,17 +13,19 @@ import httpx
 import pytest
 from openai import NotFoundError, OpenAI
 
-from tests.helpers.kube.cluster import NS, TOKEN, Cluster, batch_lines, ready, serving_slo
+from tests.helpers.kube.cluster import (
+    NS,
+    TOKEN,
+    Cluster,
+    batch_lines,
+    ready,
+    secret,
+    serving_slo,
+)
 from tests.helpers.s3_server import S3Server
 from tests.helpers.service_proxy import ServiceProxy
 
 KEY, OTHER = "key-of-alice", "key-of-bob"
-
-
-def secret(c: Cluster, name: str, data: dict[str, str]) -> None:
-    enc = {k: base64.b64encode(v.encode()).decode() for k, v in data.items()}
-    c.api.create({"apiVersion": "v1", "kind": "Secret", "data": enc,
-                  "metadata": {"name": name, "namespace": NS}}, "secrets")  # fmt: skip
 
 
 def with_batch_api(c: Cluster, s3: S3Server) -> str:
@@ -36,8 +37,8 @@ def with_batch_api(c: Cluster, s3: S3Server) -> str:
     c.operator.cmd += ["--batch-api-port", str(port), "--batch-api-url", f"http://127.0.0.1:{port}"]
     c.operator.start()
     bucket = s3.bucket()
-    secret(c, "s3-keys", {"accessKeyId": s3.access_key, "secretAccessKey": s3.secret_key})
-    secret(c, "api-keys", {"api-keys": f"{KEY}\n{OTHER}\n"})
+    secret(c.api, "s3-keys", {"accessKeyId": s3.access_key, "secretAccessKey": s3.secret_key})
+    secret(c.api, "api-keys", {"api-keys": f"{KEY}\n{OTHER}\n"})
     api = {"storage": f"s3://{bucket}/batch-api", "parallelism": 4,
            "objectStore": {"endpoint": s3.endpoint, "credentialsSecret": "s3-keys"}}  # fmt: skip
     c.api.create(serving_slo(batchApi=api, apiKeys={"name": "api-keys"}), "servingslos")

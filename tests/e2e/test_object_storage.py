@@ -18,12 +18,13 @@ from hygen_operator.object_store import StoreConfigError
 from hygen_operator.resources import BatchJobSpec
 from hygen_operator.s3_sink import S3Sink
 from tests.helpers.kube.cluster import (
-    NS,
     Cluster,
     batch_job,
     batch_lines,
+    ends_through_dispatcher_kill9,
     finished,
     ready,
+    secret,
     serving_slo,
 )
 from tests.helpers.s3_server import S3Server
@@ -183,16 +184,8 @@ def test_result_ok_reads_errors_and_error_statuses():
 
 
 # ------------------------------------------------------------- through the cluster
-def credentials(c: Cluster, s3: S3Server, name: str = "s3-keys", secret: str | None = None):
-    import base64
-
-    def b64(v: str) -> str:
-        return base64.b64encode(v.encode()).decode()
-
-    data = {"accessKeyId": b64(s3.access_key), "secretAccessKey": b64(secret or s3.secret_key)}
-    secret_obj = {"apiVersion": "v1", "kind": "Secret", "data": data,
-                  "metadata": {"name": name, "namespace": NS}}  # fmt: skip
-    c.api.create(secret_obj, "secrets")
+def credentials(c: Cluster, s3: S3Server, name: str = "s3-keys", key: str | None = None):
+    secret(c.api, name, {"accessKeyId": s3.access_key, "secretAccessKey": key or s3.secret_key})
 
 
 def s3_job(s3: S3Server, name: str, bucket: str, **spec) -> dict:
@@ -215,12 +208,7 @@ def test_s3_batchjob_ends_exactly_once_through_a_kill9_of_its_dispatcher(cluster
                 and c.status("batchjobs", "obj"), 30, "waits for its Secret")  # fmt: skip
     assert "spec.objectStore.credentialsSecret" in st["message"]
     credentials(c, s3)
-    c.wait(lambda: c.status("batchjobs", "obj").get("completed", 0) >= 10, 90, "10 results")
-    c.kubelet.kill9_job("obj-dispatch")
-    st = finished(c, "obj", 180)
-    assert st["phase"] == "Succeeded", st
-    assert (st["completed"], st["failed"]) == (n, 0)
-    assert c.kubelet.job_restarts["obj-dispatch"] >= 1
+    ends_through_dispatcher_kill9(c, "obj", n, 180)
     assert s3.keys(b) == ["batches/in.jsonl", "results/obj.jsonl"]
     out = s3.get(b, "results/obj.jsonl").decode()
     got = [json.loads(x) for x in out.splitlines()]
@@ -235,7 +223,7 @@ def test_s3_batchjob_with_wrong_credentials_or_no_bucket_fails_naming_the_field(
     b = s3.bucket()
     s3.put(b, "batches/in.jsonl", b"{}\n")
     c.api.create(serving_slo(), "servingslos")
-    credentials(c, s3, secret="not-the-secret")
+    credentials(c, s3, key="not-the-secret")
     c.api.create(s3_job(s3, "badkeys", b), "batchjobs")
     st = finished(c, "badkeys", 60)
     assert st["phase"] == "Failed", st

@@ -16,6 +16,7 @@ from tests.helpers.kube.cluster import (
     batch_job,
     batch_lines,
     claim,
+    ends_through_dispatcher_kill9,
     finished,
     reach,
     ready,
@@ -235,12 +236,7 @@ def test_volume_batchjob_runs_in_a_dispatcher_job_that_survives_kill9(cluster: C
             for v in k8s_job["spec"]["template"]["spec"]["volumes"]}  # fmt: skip
     assert vols == {"inputs": True, "results": False}
     assert k8s_job["metadata"]["ownerReferences"][0]["name"] == "vol"
-    c.wait(lambda: c.status("batchjobs", "vol").get("completed", 0) >= 10, 60, "10 results")
-    c.kubelet.kill9_job("vol-dispatch")
-    st = finished(c, "vol", 120)
-    assert st["phase"] == "Succeeded", st
-    assert (st["completed"], st["failed"]) == (n, 0)
-    assert c.kubelet.job_restarts["vol-dispatch"] >= 1
+    ends_through_dispatcher_kill9(c, "vol", n, 120)
     out = [
         json.loads(x)
         for x in (c.kubelet.pvc_root / "results" / "out" / "vol.jsonl").read_text().splitlines()

@@ -326,3 +326,14 @@ class BatchList(BaseModel):
     first_id: str | None = None
     last_id: str | None = None
     has_more: bool = False
+
+    @classmethod
+    def page(cls, batches: list[BatchObject], limit: int) -> BatchList:
+        """The first ``limit`` of ``batches`` (fetch one more to learn ``has_more``)."""
+        page = batches[:limit]
+        return cls(
+            data=page,
+            first_id=page[0].id if page else None,
+            last_id=page[-1].id if page else None,
+            has_more=len(batches) > limit,
+        )

@@ -411,13 +411,7 @@ async def list_batches(
     after: str | None = None,
 ) -> BatchList:
     data = await pod.runner.db(pod.store.list_batches, limit + 1, after, owner)
-    page = data[:limit]
-    return BatchList(
-        data=page,
-        first_id=page[0].id if page else None,
-        last_id=page[-1].id if page else None,
-        has_more=len(data) > limit,
-    )
+    return BatchList.page(data, limit)
 
 
 @batches.post(

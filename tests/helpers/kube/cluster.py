@@ -4,6 +4,7 @@ e2e tests, the reliability suite and `bench/soak.py` share."""
 
 from __future__ import annotations
 
+import base64
 import subprocess
 import time
 from collections.abc import Callable, Iterator
@@ -157,6 +158,25 @@ def serving_slo(name: str = "chat", **spec: Any) -> dict[str, Any]:
         "metadata": {"name": name, "namespace": NS},
         "spec": {**base, **spec},
     }
+
+
+def secret(api: EmulatorServer, name: str, data: dict[str, str], ns: str = NS) -> None:
+    """A Secret object with these keys (values given plain, stored base64 as the API does)."""
+    enc = {k: base64.b64encode(v.encode()).decode() for k, v in data.items()}
+    api.create({"apiVersion": "v1", "kind": "Secret", "data": enc,
+                "metadata": {"name": name, "namespace": ns}}, "secrets")  # fmt: skip
+
+
+def ends_through_dispatcher_kill9(c: Cluster, job: str, n: int, timeout_s: float) -> dict[str, Any]:
+    """Wait for 10 results of a dispatcher-Job BatchJob, kill -9 its dispatcher, and check
+    that it still ends Succeeded with ``n`` results and the Job restarted; its status."""
+    c.wait(lambda: c.status("batchjobs", job).get("completed", 0) >= 10, 90, "10 results")
+    c.kubelet.kill9_job(f"{job}-dispatch")
+    st = finished(c, job, timeout_s)
+    assert st["phase"] == "Succeeded", st
+    assert (st["completed"], st["failed"]) == (n, 0)
+    assert c.kubelet.job_restarts[f"{job}-dispatch"] >= 1
+    return st
 
 
 def claim(api: EmulatorServer, name: str, ns: str = NS) -> None:
