@@ -150,20 +150,25 @@ def test_an_input_larger_than_the_reader_may_buffer_streams_through(s3, tmp_path
     s3.put(b, "in.jsonl", big)
     big.unlink()
     child = textwrap.dedent(f"""
-        import asyncio, json, resource
+        import asyncio, json
+        from pathlib import Path
         from hygen_operator.batch_io import input_chunks
         from hygen_operator.resources import BatchJobSpec
         from hygen_pod.contract.batch_input import BatchLine, BatchParser, split_lines
         sp = BatchJobSpec.model_validate({spec(s3, b).model_dump(by_alias=True)!r})
+        def hwm_mb():  # this process's own peak (ru_maxrss would carry the parent's over fork)
+            for line in Path("/proc/self/status").read_text().splitlines():
+                if line.startswith("VmHWM:"):
+                    return int(line.split()[1]) / 1024
         async def main():
             parser, n, size = BatchParser(sp.endpoint), 0, 0
-            base = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+            base = hwm_mb()
             async for no, raw in split_lines(input_chunks(sp, None, "ns", None)):
                 n += isinstance(parser.parse(no, raw), BatchLine)
                 size += len(raw) + 1
-            peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-            print(json.dumps({{"lines": n, "bytes": size, "grew_mb": (peak - base) / 1024,
-                              "peak_mb": peak / 1024}}))
+            peak = hwm_mb()
+            print(json.dumps({{"lines": n, "bytes": size, "grew_mb": peak - base,
+                              "peak_mb": peak}}), flush=True)
         asyncio.run(main())
     """)
     done = subprocess.run(
