@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import hashlib
 from collections import deque
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -136,17 +136,22 @@ def drive(
     queue_size: int,
     *,
     max_calls: int = 100_000,
+    arrivals: Mapping[int, Sequence[Request]] | None = None,
 ) -> Run:
-    """Run ``reqs`` to completion as EngineCore.step (1) / step_with_batch_queue (2) do."""
+    """Run ``reqs`` to completion as EngineCore.step (1) / step_with_batch_queue (2) do;
+    ``arrivals[k]`` are added just before the k-th schedule() call (from 0)."""
     run = Run()
     for r in reqs:
         s.add_request(r)
+    late = dict(arrivals or {})
     queue: deque[tuple[Any, ModelRunnerOutput]] = deque()
     calls = 0
-    while s.has_requests() or queue:
+    while s.has_requests() or queue or late:
         calls += 1
         assert calls < max_calls, "the scheduler made no progress"
-        if s.has_requests() and len(queue) < queue_size:
+        for r in late.pop(len(run.steps), ()):
+            s.add_request(r)
+        if (s.has_requests() or late) and len(queue) < queue_size:
             out = s.schedule()
             run.steps.append(dict(out.num_scheduled_tokens))
             queue.appendleft((out, model_output(s, out)))

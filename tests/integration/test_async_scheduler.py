@@ -75,3 +75,27 @@ def test_offline_work_under_a_budget_with_tokens_in_flight(tiny_model) -> None:
     assert not [r for r in recs if r.over_budget]
     ran = [r for r in recs if r.online_tokens + r.offline_tokens]
     assert all(r.measured_s is not None and r.measured_s >= 0 for r in ran)
+
+
+@pytest.mark.parametrize("async_on", [True, False], ids=["async", "sync"])
+def test_a_long_online_prompt_arriving_into_a_cache_full_of_offline_work_starts_at_once(
+    tiny_model, async_on
+) -> None:
+    """Offline work gives way: a 1,500-token online prompt that arrives while offline
+    decodes hold the KV cache is scheduled in the first step after it arrives, as it
+    would be with no offline work. On vLLM 0.33 the base method admits a new request
+    only if its whole prompt fits (`scheduler_reserve_full_isl`), so KV must be freed
+    for the whole prompt, not for its first chunk."""
+    s = build(HyGenScheduler, tiny_model, async_scheduling=async_on, num_blocks=130)
+    s.predictor = PREDICTOR
+    s.set_control(OfflineControl(mode="budget", budget_ms=50.0))
+    offline = requests(12, prompt=150, out=200, prefix="off", offline=True)
+    online = requests(1, prompt=1500, out=4, prefix="on")
+    arrive = 40
+    run = drive(s, offline, 2 if async_on else 1, arrivals={arrive: online}, max_calls=10_000)
+    first = next(k for k, step in enumerate(run.steps) if "on0" in step)
+    assert first == arrive, f"the online prompt waited {first - arrive} steps"
+    assert run.tokens == expected_tokens(offline + online)
+    recs = list(s.trace.records)
+    assert sum(r.offline_preempted for r in recs) > 0  # the cache was full of offline work
+    assert sum(r.online_preempted for r in recs) == 0

@@ -119,3 +119,19 @@ def test_preemption_for_kv_never_happens_for_work_the_budget_refuses() -> None:
     ]
     a = Admitter(PRED, BatchShape(), limits(budget_ms=0.5, blocks=0))
     assert a.offer_running(cands, lambda ref: pytest.fail(f"evicted {ref}")) == []
+
+
+def test_a_new_request_starts_only_if_its_whole_sequence_fits_when_reserved() -> None:
+    """vLLM's scheduler_reserve_full_isl: a waiting request whose whole prompt does not fit
+    in free KV is not started (its first chunk alone would fit); a running one is not
+    held to it."""
+    waiting = OfflineCandidate("w", 0, 1000, 1000, 0, False, start_tokens=1000)
+    assert admit(None, BatchShape(), [waiting], limits(tokens=256, blocks=62)).allocations == []
+    got = admit(None, BatchShape(), [waiting], limits(tokens=256, blocks=63)).allocations
+    assert [n for _, n in got] == [256]  # 63 blocks hold the 1,000-token prompt
+    unreserved = OfflineCandidate("w", 0, 1000, 1000, 0, False)
+    got = admit(None, BatchShape(), [unreserved], limits(tokens=256, blocks=62)).allocations
+    assert [n for _, n in got] == [256]
+    running = OfflineCandidate("r", 256, 744, 1000, 16, True, start_tokens=1000)
+    got = admit(None, BatchShape(), [running], limits(tokens=256, blocks=16)).allocations
+    assert [n for _, n in got] == [256]

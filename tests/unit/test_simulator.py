@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import random
+from dataclasses import replace
 
 import pytest
 
@@ -139,3 +140,15 @@ def test_host_costs_charge_hygen_only_with_offline_work() -> None:
     c = HostCosts(base_s=1e-3, per_request_s=1e-5, hygen_base_s=2e-4, hygen_per_request_s=1e-6)
     assert c.step_s(100, hygen=False) == pytest.approx(2e-3)
     assert c.step_s(100, hygen=True) == pytest.approx(2e-3 + 3e-4)
+
+
+def test_a_new_request_waits_until_its_whole_prompt_fits_as_in_vllm() -> None:
+    """With vLLM's default (scheduler_reserve_full_isl), an online prompt larger than the
+    free KV waits for a finished request's blocks; admitting on its first chunk alone, it
+    would start at once and then preempt others (here: the other online request) to grow."""
+    wl = [RequestSpec(0.0, 900, 200), RequestSpec(0.01, 900, 5)]
+    kv = EngineSpec(kv_blocks=100, max_batched_tokens=256, max_seqs=8)
+    full = Simulator(step, kv).run(wl, "online_only", window_s=60)
+    first = Simulator(step, replace(kv, reserve_full_isl=False)).run(wl, "online_only", window_s=60)
+    assert full.online.requests == first.online.requests == 2
+    assert full.preemptions == 0 < first.preemptions

@@ -42,6 +42,9 @@ class OfflineCandidate:
     held_blocks: int  # KV blocks it holds (or would adopt from the prefix cache)
     running: bool  # already running (vs. waiting to start)
     age: tuple[Any, ...] = ()  # orders running candidates for preemption: larger = newer
+    # a waiting one starts only if KV for this many tokens is free (vLLM's
+    # scheduler_reserve_full_isl: its whole prompt); 0 = only this step's chunk
+    start_tokens: int = 0
 
     @property
     def is_decode(self) -> bool:
@@ -161,7 +164,10 @@ class Admitter:
                 n = min(n, pred.max_prefill_tokens(self.shape, budget, c.computed))
             if n <= 0 or (n < c.wanted and not lim.allow_partial):
                 return 0
-            if not self._has_blocks(c, 1 if lim.allow_partial else n, room):
+            need = 1 if lim.allow_partial else n
+            if not c.running:
+                need = max(need, c.start_tokens - c.computed)
+            if not self._has_blocks(c, need, room):
                 return 0
             # KV: tokens that fit in the held blocks plus the free ones.
             n = min(n, (c.held_blocks + self.blocks) * lim.block_size - c.computed)

@@ -122,6 +122,9 @@ class EngineSpec:
     # during step N first runs in step N+2
     batch_queue: int = 1
     host: HostCosts = field(default_factory=HostCosts)
+    # vLLM's scheduler_reserve_full_isl (default on since 0.32): a new request starts only
+    # if KV for its whole sequence is free, not just for its first chunk
+    reserve_full_isl: bool = True
 
 
 @dataclass(slots=True, eq=False)  # identity equality: list membership stays cheap
@@ -238,6 +241,11 @@ class _Run:
         self.used -= r.blocks
         r.blocks = 0
 
+    def start_need(self, r: _Req, computed: int, n: int) -> int:
+        """KV blocks that must be free for ``r`` to start with an ``n``-token chunk."""
+        tokens = r.num_tokens if self.e.reserve_full_isl else computed + n
+        return cdiv(max(tokens, computed + n), self.e.block_size)
+
     def cached_tokens(self, r: _Req) -> int:
         hit = 0
         for b in r.spec.prefix:
@@ -317,7 +325,7 @@ class _Run:
             n = cap.grant(min(r.num_tokens - computed, tokens))
             if n <= 0:
                 break
-            need = cdiv(computed + n, e.block_size)
+            need = self.start_need(r, computed, n)
             while need > self.free() and self.evict_offline():
                 pass
             if need > self.free():
@@ -363,7 +371,10 @@ class _Run:
 
         def waiting(r: _Req) -> OfflineCandidate:
             computed = self.cached_tokens(r)
-            return OfflineCandidate(r, computed, r.num_tokens - computed, r.spec.prompt, 0, False)
+            start = r.num_tokens if e.reserve_full_isl else 0
+            return OfflineCandidate(
+                r, computed, r.num_tokens - computed, r.spec.prompt, 0, False, start_tokens=start
+            )
 
         got = fill_offline(
             adm,
@@ -423,7 +434,7 @@ class _Run:
                 break
             computed = self.cached_tokens(r)
             n = min(r.num_tokens - computed, tokens)
-            if cdiv(computed + n, e.block_size) > self.free():
+            if self.start_need(r, computed, n) > self.free():
                 break
             if r.offline:
                 self.queue.pop()

@@ -290,6 +290,9 @@ class HyGenScheduler(Scheduler):
             self.max_num_active_reqs - len(online_run) - self.num_waiting_for_streaming_input
         )
         online_wait_sched = 0
+        pool = self.kv_cache_manager.block_pool
+        free_now = pool.get_num_free_blocks() - self.kv_cache_manager.watermark_blocks
+        reclaimable: int | None = None  # free blocks once all offline KV is freed
         for queue, r in itertools.chain(
             ((self.kv_holding_waiting, r) for r in self.kv_holding_waiting),
             ((self.waiting, r) for r in self.waiting),
@@ -316,16 +319,28 @@ class HyGenScheduler(Scheduler):
                 if got < n:
                     cut = r
                 n = got
+            blocks = cdiv(cached + n, bs)  # conservative: its cached blocks count as new
+            # The base admits a new request only if its KV fits, and with vLLM's
+            # scheduler_reserve_full_isl (the default) only if its whole prompt fits: free
+            # that much (below), and stop where the base would stop even with every
+            # offline block freed, or a long prompt would hold the step's tokens forever.
+            fits = blocks - cached // bs
+            if self.scheduler_reserve_full_isl:
+                full = cdiv(min(r.num_tokens, self.max_model_len), bs)
+                blocks, fits = max(blocks, full), max(fits, full - cached // bs)
+            if reclaimable is None:
+                reclaimable = free_now + sum(self._held_blocks(o) for o in offline_run)
+            if kv_need + fits > reclaimable:
+                break
             online.add(n, cached, r.num_prompt_tokens)
-            kv_need += cdiv(cached + n, bs)
+            kv_need += blocks
             tokens_left -= n
             slots_left -= 1
             online_wait_sched += 1
         online_tokens = stock_tokens - tokens_left
 
         # --- KV for online first: preempt offline (newest first) if short.
-        free = self.kv_cache_manager.block_pool.get_num_free_blocks()
-        free -= self.kv_cache_manager.watermark_blocks
+        free = free_now
         now = time.monotonic()
         while free < kv_need and offline_run:
             victim = offline_run[-1]
@@ -354,7 +369,6 @@ class HyGenScheduler(Scheduler):
         self._progress_step = False
         if not self.control.online_only:
             engine_idle = online_tokens == 0 and online_waiting == 0
-            pool = self.kv_cache_manager.block_pool
 
             def evict(victim: Request) -> int:
                 # Newer offline work gives its KV to older offline work (recompute later).
@@ -463,6 +477,10 @@ class HyGenScheduler(Scheduler):
             num_prompt_tokens=r.num_prompt_tokens,
             held_blocks=0,  # conservative: count its cached blocks as new
             running=False,
+            # the base method starts it only if its whole sequence fits (vLLM's default)
+            start_tokens=min(r.num_tokens, self.max_model_len)
+            if self.scheduler_reserve_full_isl
+            else 0,
         )
 
     def _budget_s(self) -> float | None:
