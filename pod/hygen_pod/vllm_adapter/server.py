@@ -38,8 +38,9 @@ def build_parser():
     """vLLM's full server parser with the HyGen pod options in front (also in --help)."""
     import argparse
 
-    from vllm.entrypoints.launchers.cli_args import make_arg_parser
     from vllm.utils.argparse_utils import FlexibleArgumentParser
+
+    from hygen_pod.vllm_adapter.cli_args import make_arg_parser
 
     class PodParser(FlexibleArgumentParser):
         def format_help(self) -> str:
@@ -377,7 +378,8 @@ def check_model(argv: list[str], model: str) -> None:
 
 def main(argv: list[str]) -> int:
     import uvloop
-    from vllm.entrypoints.launchers.cli_args import validate_parsed_serve_args
+
+    from hygen_pod.vllm_adapter.cli_args import validate_parsed_serve_args
 
     args = build_parser().parse_args(argv)
     if getattr(args, "model_tag", None):  # `hygen-pod serve MODEL`, as `vllm serve MODEL`
