@@ -148,15 +148,26 @@ class Admitter:
         if self.closed or self.slots <= 0 or self.tokens <= 0 or c.wanted <= 0:
             return 0
         lim, pred = self.limits, self.predictor
-        if c.is_decode:
-            if budget is not None:
-                assert pred is not None
-                if self._predicted + pred.decode_cost(self.shape, c.computed + 1) > budget:
-                    return 0
-            if not self._has_blocks(c, 1, room):
+        if c.wanted == 1 and c.computed >= c.num_prompt_tokens:  # a decode: the hot path
+            ctx = c.computed + 1
+            cost = pred.decode_cost(self.shape, ctx) if pred is not None else 0.0
+            if budget is not None and self._predicted + cost > budget:
                 return 0
-            self.shape.add_decode(c.computed + 1)
-            n = 1
+            new_blocks = -(-ctx // lim.block_size) - c.held_blocks
+            if new_blocks > 0 and not self._has_blocks(c, 1, room):
+                return 0
+            shape = self.shape
+            shape.num_decodes += 1
+            shape.decode_context += ctx
+            shape.decode_context_sq += ctx * ctx
+            # the model is linear in the shape: a decode adds exactly its cost (no re-predict)
+            self._predicted += cost
+            if new_blocks > 0:
+                self.blocks -= new_blocks
+            self.tokens -= 1
+            self.slots -= 1
+            self.allocations.append((c, 1))
+            return 1
         else:
             n = min(c.wanted, self.tokens)
             if budget is not None:

@@ -101,10 +101,11 @@ class HostCosts:
         return s
 
 
-# Fitted to bench/scheduler_overhead.py on the 2-core dev VM (docs/benchmarks.md): stock
-# schedule()+update() ~0.4 ms + 10 us per running request; HyGen with an offline backlog
-# adds ~0.2 ms + 1.5 us per request. A GPU server's CPU is faster: an upper bound.
-MEASURED_HOST_COSTS = HostCosts(4e-4, 1e-5, 2e-4, 1.5e-6)
+# Fitted to bench/scheduler_overhead.py on the 2-core dev VM (docs/benchmarks.md,
+# 2026-11-30, with all N requests really running): stock schedule()+update() ~0.2 ms +
+# 35 us per running request; HyGen with an offline backlog adds ~0.1 ms + 6.3 us per
+# request. A GPU server's CPU is faster: an upper bound.
+MEASURED_HOST_COSTS = HostCosts(2e-4, 3.5e-5, 1e-4, 6.3e-6)
 
 
 @dataclass(slots=True)

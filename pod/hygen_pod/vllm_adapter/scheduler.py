@@ -33,6 +33,7 @@ from __future__ import annotations
 
 import itertools
 import logging
+import operator
 import time
 from collections import deque
 from typing import Any
@@ -62,6 +63,9 @@ logger = logging.getLogger("hygen.scheduler")
 # requests stay visible (as preemption victims) without being scheduled.
 _NEVER = 1 << 62
 _IDLE_SLEEP_S = 0.002
+
+
+_request_id = operator.attrgetter("request_id")
 
 
 def _async_scheduling(args: tuple[Any, ...], kwargs: dict[str, Any]) -> bool:
@@ -182,9 +186,9 @@ class HyGenScheduler(Scheduler):
             # The base method sizes its long-prefill cap from these (at its start) and
             # its prefill-throttling state (at its end): show it the live online view,
             # so phase 1 matches stock vLLM serving online work alone.
-            off = self.offline_ids
-            running = sum(1 for r in self.running if r.request_id not in off)
-            waiting = sum(1 for r in self.waiting if r.request_id not in off)
+            off = self.offline_ids.__contains__
+            running = len(self.running) - sum(map(off, map(_request_id, self.running)))
+            waiting = len(self.waiting) - sum(map(off, map(_request_id, self.waiting)))
             return running, waiting + len(self.kv_holding_waiting)
         running, waiting = super().get_request_counts()
         if self._inside_base:
@@ -251,6 +255,7 @@ class HyGenScheduler(Scheduler):
             (offline_run if r.request_id in offline_ids else online_run).append(r)
         online_waiting = len(self.waiting) + len(self.kv_holding_waiting)
         cap = self._long_prefill_cap(len(online_run) + online_waiting)
+        wanted = self._running_wants(self.running, cap)
         stock_tokens = self.max_num_scheduled_tokens
         partial_ok = bool(self.scheduler_config.enable_chunked_prefill)
 
@@ -270,22 +275,36 @@ class HyGenScheduler(Scheduler):
         online = BatchShape()
         tokens_left = stock_tokens
         kv_need = 0
+        # Hot loop (every online request, every step): the decode case is inlined, and a
+        # request's KV blocks are looked up only when it may need a new one.
+        held, lookahead = self._held_blocks, self.num_lookahead_tokens
+        nd = ctx = ctx2 = 0
         for r in online_run:
-            n = min(self._running_wants(r, cap), tokens_left)
+            n = min(wanted[r], tokens_left)
             if n <= 0:
                 continue
-            if chunk.active and r not in decoding:
-                got = chunk.grant(n, partial_ok)
-                if got <= 0:
-                    hidden_online.append(r)
-                    continue
-                if got < n:
-                    cut = r
-                n = got
-            online.add(n, r.num_computed_tokens, r.num_prompt_tokens)
-            need = cdiv(r.num_computed_tokens + n + self.num_lookahead_tokens, bs)
-            kv_need += max(0, need - self._held_blocks(r))
+            comp = r.num_computed_tokens
+            if n == 1 and comp >= r.num_prompt_tokens and (not chunk.active or r in decoding):
+                nd += 1
+                ctx += comp + 1
+                ctx2 += (comp + 1) * (comp + 1)
+            else:
+                if chunk.active and r not in decoding:
+                    got = chunk.grant(n, partial_ok)
+                    if got <= 0:
+                        hidden_online.append(r)
+                        continue
+                    if got < n:
+                        cut = r
+                    n = got
+                online.add(n, comp, r.num_prompt_tokens)
+            need = -(-(comp + n + lookahead) // bs)
+            if need > -(-comp // bs):  # a running request holds blocks for `comp` tokens
+                kv_need += max(0, need - held(r))
             tokens_left -= n
+        online.num_decodes += nd
+        online.decode_context += ctx
+        online.decode_context_sq += ctx2
         slots_left = (
             self.max_num_active_reqs - len(online_run) - self.num_waiting_for_streaming_input
         )
@@ -378,7 +397,7 @@ class HyGenScheduler(Scheduler):
 
             got = fill_offline(
                 admitter,
-                self._running_candidates(offline_run, cap),
+                self._running_candidates(offline_run, wanted),
                 evict,
                 self.offline_queue,
                 lambda r: self._waiting_candidate(r, cap),
@@ -433,36 +452,49 @@ class HyGenScheduler(Scheduler):
         self.running.remove(victim)
         self._preempt_request(victim, now)
 
-    def _running_wants(self, r: Request, cap: int) -> int:
-        """Tokens a running request would compute this step (as the base method counts
-        them), capped by the long-prefill cap and the model length."""
-        if (
-            r.num_output_placeholders > 0
-            and r.num_computed_tokens + 2 - r.num_output_placeholders
-            >= r.num_prompt_tokens + r.max_tokens
-        ):
-            return 0  # async: its last token is in flight; the base skips it
-        n = r.num_tokens_with_spec + r.num_output_placeholders - r.num_computed_tokens
-        if cap:
-            n = min(n, cap)
-        return min(n, self.max_model_len - r.num_computed_tokens - 1)
+    def _running_wants(self, running: list[Request], cap: int) -> dict[Request, int]:
+        """Tokens each running request would compute this step (as the base method
+        counts them), capped by the long-prefill cap and the model length."""
+        out: dict[Request, int] = {}
+        max_len = self.max_model_len - 1
+        for r in running:
+            comp, ph = r.num_computed_tokens, r.num_output_placeholders
+            if ph > 0 and comp + 2 - ph >= r.num_prompt_tokens + r.max_tokens:
+                out[r] = 0  # async: its last token is in flight; the base skips it
+                continue
+            n = r.num_tokens_with_spec + ph - comp
+            if cap and n > cap:
+                n = cap
+            out[r] = n if n < max_len - comp else max_len - comp
+        return out
 
-    def _running_candidates(self, offline_run: list[Request], cap: int) -> list[OfflineCandidate]:
-        """Running offline requests that have work, decodes first (cheap, and they free
-        KV sooner), then prefill chunks."""
+    def _running_candidates(
+        self, offline_run: list[Request], wanted_of: dict[Request, int]
+    ) -> list[OfflineCandidate]:
+        """Running offline requests that have work (phase 2 orders them).
+
+        A request holds blocks for at least its computed tokens; when that already covers
+        what it wants, that lower bound stands in for its block count (every admission
+        decision is the same for any count that covers the want), so the block list is
+        read only for requests that may need a new block."""
+        bs, lookahead, held = self.block_size, self.num_lookahead_tokens, self._held_blocks
         cands = []
         for r in offline_run:
-            wanted = self._running_wants(r, cap)
+            wanted = wanted_of[r]
             if wanted > 0:
+                comp = r.num_computed_tokens
+                have = -(-comp // bs)
+                if -(-(comp + wanted + lookahead) // bs) > have:
+                    have = held(r)
                 cands.append(
                     OfflineCandidate(
-                        ref=r,
-                        computed=r.num_computed_tokens,
-                        wanted=wanted,
-                        num_prompt_tokens=r.num_prompt_tokens,
-                        held_blocks=self._held_blocks(r),
-                        running=True,
-                        age=(r.arrival_time, r.request_id),
+                        r,
+                        comp,
+                        wanted,
+                        r.num_prompt_tokens,
+                        have,
+                        True,
+                        (r.arrival_time, r.request_id),
                     )
                 )
         return cands
@@ -495,16 +527,25 @@ class HyGenScheduler(Scheduler):
         shape = BatchShape()
         rec = StepRecord(step=self._step, mode=self.control.mode)
         requests, offline_ids, add = self.requests, self.offline_ids, shape.add
-        off_tokens = off_reqs = on_tokens = on_reqs = 0
+        off_tokens = off_reqs = on_tokens = on_reqs = nd = ctx = ctx2 = 0
         for rid, n in out.num_scheduled_tokens.items():
             r = requests[rid]
-            add(n, r.num_computed_tokens - n, r.num_prompt_tokens)
+            comp = r.num_computed_tokens - n
+            if n == 1 and comp >= r.num_prompt_tokens:  # a decode (BatchShape.add, inlined)
+                nd += 1
+                ctx += comp + 1
+                ctx2 += (comp + 1) * (comp + 1)
+            else:
+                add(n, comp, r.num_prompt_tokens)
             if rid in offline_ids:
                 off_tokens += n
                 off_reqs += 1
             else:
                 on_tokens += n
                 on_reqs += 1
+        shape.num_decodes += nd
+        shape.decode_context += ctx
+        shape.decode_context_sq += ctx2
         rec.offline_tokens, rec.offline_reqs = off_tokens, off_reqs
         rec.online_tokens, rec.online_reqs = on_tokens, on_reqs
         rec.shape = shape.as_dict()
