@@ -5,7 +5,7 @@ trace (with an arXiv offline backlog), then replays a different slice under
 online-only, offline-without-budget, HyGen* and HyGen, and prints ratios. CPU
 timings are noisy; read the ratios, not the milliseconds.
 
-    python bench/colocation_cpu.py [--tolerance 0.5] [--target p99_tbt]
+    python bench/colocation_cpu.py [--target p99_tbt] [--online-prefill-caps 64 32]
 """
 
 from __future__ import annotations
@@ -33,7 +33,9 @@ def main() -> int:
     ap.add_argument("--tolerance", type=float, default=0.5)
     ap.add_argument("--online", type=int, default=32)
     ap.add_argument("--online-qps", type=float, default=3.0)
-    ap.add_argument("--offline", type=int, default=64)
+    ap.add_argument(
+        "--offline", type=int, default=1000, help="offline backlog (not drained within the window)"
+    )
     ap.add_argument("--iters", type=int, default=4)
     ap.add_argument(
         "--online-prefill-caps",
