@@ -64,3 +64,14 @@ def test_the_stock_baselines_ignore_the_cap() -> None:
     a = sim.run(wl, "naive", window_s=30, online_prefill_cap=64)
     b = sim.run(wl, "naive", window_s=30)
     assert a.online == b.online and a.offline_tokens == b.offline_tokens
+
+
+def test_peek_says_what_grant_would_give_without_taking_it() -> None:
+    c = OnlinePrefillCap(100, has_decodes=True)
+    assert c.peek(60) == 60 and c.left == 100 and not c.stopped
+    assert c.grant(60) == 60
+    assert c.peek(60) == 40 and c.peek(60, partial_ok=False) == 0
+    assert c.left == 40 and not c.stopped and not c.cut
+    assert c.grant(60) == 40 and c.cut and c.stopped
+    assert c.peek(1) == 0
+    assert OnlinePrefillCap(None, has_decodes=True).peek(5000) == 5000

@@ -30,6 +30,16 @@ class OnlinePrefillCap:
     def active(self) -> bool:
         return self.left is not None
 
+    def peek(self, n: int, partial_ok: bool = True) -> int:
+        """What `grant` would give now, without taking it (to check KV first)."""
+        if self.left is None:
+            return n
+        if self.stopped or n <= 0:
+            return 0
+        if n <= self.left:
+            return n
+        return self.left if partial_ok else 0
+
     def grant(self, n: int, partial_ok: bool = True) -> int:
         """Tokens a prefill that would otherwise get ``n`` takes now (0: not this step)."""
         if self.left is None:

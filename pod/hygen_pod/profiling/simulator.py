@@ -323,14 +323,17 @@ class _Run:
             if len(self.running) >= e.max_seqs and not self.evict_offline():
                 break
             computed = self.cached_tokens(r)
-            n = cap.grant(min(r.num_tokens - computed, tokens))
+            want = min(r.num_tokens - computed, tokens)
+            n = cap.peek(want)
             if n <= 0:
+                cap.grant(want)  # records that online prefills stop here
                 break
             need = self.start_need(r, computed, n)
             while need > self.free() and self.evict_offline():
                 pass
             if need > self.free():
                 break
+            cap.grant(want)
             heapq.heappop(self.waiting)
             r.computed = computed
             shape.add(n, r.computed, r.spec.prompt)

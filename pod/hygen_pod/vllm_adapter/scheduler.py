@@ -330,15 +330,12 @@ class HyGenScheduler(Scheduler):
             n = min(n, tokens_left)
             if n <= 0:
                 continue
-            if chunk.active:
-                got = chunk.grant(n, partial_ok)
-                if got <= 0:
-                    hidden_wait.append((queue, r))
-                    continue
-                if got < n:
-                    cut = r
-                n = got
-            blocks = cdiv(cached + n, bs)  # conservative: its cached blocks count as new
+            got = chunk.peek(n, partial_ok)
+            if got <= 0:
+                chunk.grant(n, partial_ok)  # records that online prefills stop here
+                hidden_wait.append((queue, r))
+                continue
+            blocks = cdiv(cached + got, bs)  # conservative: its cached blocks count as new
             # The base admits a new request only if its KV fits, and with vLLM's
             # scheduler_reserve_full_isl (the default) only if its whole prompt fits: free
             # that much (below), and stop where the base would stop even with every
@@ -351,6 +348,9 @@ class HyGenScheduler(Scheduler):
                 reclaimable = free_now + sum(self._held_blocks(o) for o in offline_run)
             if kv_need + fits > reclaimable:
                 break
+            if chunk.grant(n, partial_ok) < n:
+                cut = r
+            n = got
             online.add(n, cached, r.num_prompt_tokens)
             kv_need += blocks
             tokens_left -= n
