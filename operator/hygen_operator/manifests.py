@@ -109,6 +109,8 @@ def profile_command(spec: ServingSLOSpec, h: str, settings: OperatorSettings) ->
             if p.online_prefill_caps
             else []
         ),
+        "--reference",
+        "chosen-chunking" if p.tolerance_reference == "chosenChunking" else "vllm-chunking",
         "--spec-hash",
         h,
         "--reuse",

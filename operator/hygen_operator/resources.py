@@ -86,6 +86,12 @@ class Profiling(Model):
         description="online prefill caps (tokens) to search jointly with the budget; vLLM's "
         "own chunking is always tried too. E.g. [512, 256] for a P99 TBT target",
     )
+    tolerance_reference: Literal["vllmChunking", "chosenChunking"] = Field(
+        "vllmChunking",
+        description="what interferenceTolerance is measured against: online only under "
+        "vLLM's chunking, or under each searched online prefill cap (a cap whose online-only "
+        "latency is itself outside the tolerance is then not used)",
+    )
     oracle: Literal["a100", "h100", "h200"] | None = Field(
         None,
         description="simulate this GPU from measured kernel tables instead of measuring the "

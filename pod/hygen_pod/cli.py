@@ -123,6 +123,7 @@ def _cmd_profile(args: argparse.Namespace) -> int:
         iters=args.iters,
         confidence=args.confidence,
         online_prefill_caps=[None, *args.online_prefill_caps],
+        reference=args.reference.replace("-", "_"),
     )
     if args.oracle:
         from hygen_pod.profiling.profiler import SimRunner
@@ -331,6 +332,14 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="TOKENS",
         help="online prefill caps to search jointly with the budget and QPS (vLLM's own "
         "chunking is always tried too); e.g. 512 256 for P99 TBT targets",
+    )
+    pr.add_argument(
+        "--reference",
+        choices=["vllm-chunking", "chosen-chunking"],
+        default="vllm-chunking",
+        help="what the tolerance is measured against: online only under vLLM's chunking, "
+        "or under the cap tried (a cap whose online-only run is itself outside the "
+        "tolerance of vLLM's chunking is then refused)",
     )
     pr.add_argument("--seed", type=int, default=0)
     pr.add_argument("--out", required=True, help="profile JSON to write")

@@ -125,3 +125,19 @@ def test_online_prefill_caps_reach_the_profiler_and_change_the_profile_hash():
     assert manifests.spec_hash(capped) != manifests.spec_hash(spec())  # a new search
     with pytest.raises(ValueError, match=r"onlinePrefillCaps|online_prefill_caps"):
         spec(profiling={"onlinePrefillCaps": [0]})
+
+
+def test_the_tolerance_reference_reaches_the_profiler_and_changes_the_profile_hash():
+    def init_cmd(s: ServingSLOSpec) -> list[str]:
+        return manifests.deployment("llama", s, S)["spec"]["template"]["spec"]["initContainers"][0][
+            "command"
+        ]
+
+    plain = init_cmd(spec())
+    assert plain[plain.index("--reference") + 1] == "vllm-chunking"
+    chosen = spec(profiling={"toleranceReference": "chosenChunking"})
+    i = init_cmd(chosen)
+    assert i[i.index("--reference") + 1] == "chosen-chunking"
+    assert manifests.spec_hash(chosen) != manifests.spec_hash(spec())  # a new search
+    with pytest.raises(ValueError, match=r"toleranceReference|tolerance_reference"):
+        spec(profiling={"toleranceReference": "stock"})

@@ -100,3 +100,29 @@ def test_joint_search_over_online_prefill_caps_is_deterministic_and_keeps_the_be
     with pytest.raises(ValueError, match="caps"):
         profile(SimRunner("h100", _workload(), 20), ProfilerSettings(["p99_tbt"], 0.1,
                 online_prefill_caps=(0,)))  # fmt: skip
+
+
+def test_chosen_chunking_reference_measures_each_cap_against_itself_and_refuses_a_costly_cap():
+    """With reference chosen_chunking a setting under cap C is measured against online only
+    under C, and a cap that alone costs online users more than the tolerance (a 16-token
+    cap stretches every prompt over many steps: mean TTFT) is never used."""
+    caps = (None, 512, 16)
+    targets = ["p99_tbt", "mean_ttft"]
+
+    def run(reference: str) -> ProfileDocument:
+        cfg = ProfilerSettings(targets, 0.2, iters=4, online_prefill_caps=caps,
+                               reference=reference)  # type: ignore[arg-type]  # fmt: skip
+        return profile(SimRunner("h100", _workload(), window_s=20), cfg)
+
+    doc = run("chosen_chunking")
+    assert doc.reference == "chosen_chunking"
+    assert not any(ok for _, ok in doc.probes["budget cap=16"])  # refused outright
+    assert doc.online_prefill_cap != 16 and doc.budget_ms > 0
+    if doc.online_prefill_cap is not None:
+        ref = doc.online_only_with_cap
+        assert ref is not None
+        for m in targets:  # the cap alone stays within tolerance of vLLM's chunking
+            assert getattr(ref, f"{m}_ms") <= 1.2 * getattr(doc.online_only, f"{m}_ms")
+    assert run("vllm_chunking").reference == "vllm_chunking"
+    with pytest.raises(ValueError, match="reference"):
+        run("stock")

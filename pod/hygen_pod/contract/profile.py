@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -12,6 +12,9 @@ from hygen_pod.contract.metrics import Metric
 from hygen_pod.contract.predictor_document import PredictorDocument
 
 PROFILE_SCHEMA_VERSION = 1
+
+# what a profile's tolerance is measured against (profiling/profiler.py)
+Reference = Literal["vllm_chunking", "chosen_chunking"]
 
 
 class MetricValues(BaseModel):
@@ -47,9 +50,14 @@ class ProfileDocument(BaseModel):
     qps_online_prefill_cap: int | None = Field(
         None, ge=1, description="HyGen*: online prefill cap chosen with the QPS (null: vLLM's)"
     )
-    online_only: MetricValues = Field(description="the reference: online only, vLLM's chunking")
+    reference: Reference = Field(
+        "vllm_chunking",
+        description="what the tolerance was measured against: online only under vLLM's "
+        "chunking, or under the cap chosen with each setting (online_only_with_cap)",
+    )
+    online_only: MetricValues = Field(description="online only, vLLM's chunking")
     online_only_with_cap: MetricValues | None = Field(
-        None, description="online only under the budget's online prefill cap, for comparison"
+        None, description="online only under the budget's online prefill cap"
     )
     with_budget: MetricValues
     with_qps: MetricValues
