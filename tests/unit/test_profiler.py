@@ -126,3 +126,24 @@ def test_chosen_chunking_reference_measures_each_cap_against_itself_and_refuses_
     assert run("vllm_chunking").reference == "vllm_chunking"
     with pytest.raises(ValueError, match="reference"):
         run("stock")
+
+
+def test_the_chosen_reference_is_the_capped_run_not_vllms_chunking() -> None:
+    """Where the cap alone lowers online-only P99 TBT a lot, measuring against it is
+    stricter: the setting chosen under chosen_chunking stays within the tolerance of
+    online only *under the cap*, which the vllm_chunking search's setting exceeds."""
+
+    def run(reference: str) -> ProfileDocument:
+        cfg = ProfilerSettings(["p99_tbt"], 0.1, iters=5, online_prefill_caps=(256,),
+                               reference=reference, confidence=0)  # type: ignore[arg-type]  # fmt: skip
+        return profile(SimRunner("h100", _workload(), window_s=20), cfg)
+
+    chosen, stock = run("chosen_chunking"), run("vllm_chunking")
+    assert chosen.online_prefill_cap == stock.online_prefill_cap == 256
+    capped = chosen.online_only_with_cap
+    assert capped is not None and capped == stock.online_only_with_cap
+    # preconditions: the cap alone helps, and the stock-referenced setting uses that room
+    assert capped.p99_tbt_ms * 1.1 < stock.online_only.p99_tbt_ms
+    assert stock.with_budget.p99_tbt_ms > 1.1 * capped.p99_tbt_ms
+    assert chosen.with_budget.p99_tbt_ms <= 1.1 * capped.p99_tbt_ms
+    assert 0 < chosen.budget_ms < stock.budget_ms
