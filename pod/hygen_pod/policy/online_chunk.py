@@ -42,17 +42,12 @@ class OnlinePrefillCap:
 
     def grant(self, n: int, partial_ok: bool = True) -> int:
         """Tokens a prefill that would otherwise get ``n`` takes now (0: not this step)."""
-        if self.left is None:
-            return n
-        if self.stopped or n <= 0:
-            return 0
-        if n <= self.left:
-            self.left -= n
-            self.stopped = self.left == 0
-            return n
-        self.stopped = True
-        if not partial_ok:
-            return 0
-        got, self.left = self.left, 0
-        self.cut = True
+        got = self.peek(n, partial_ok)
+        if self.left is None or self.stopped or n <= 0:
+            return got
+        if got < n:  # cut short, or refused whole: no further online prefill this step
+            self.stopped = True
+            self.cut = got > 0
+        self.left -= got
+        self.stopped = self.stopped or self.left == 0
         return got
