@@ -156,10 +156,7 @@ class Admitter:
             new_blocks = -(-ctx // lim.block_size) - c.held_blocks
             if new_blocks > 0 and not self._has_blocks(c, 1, room):
                 return 0
-            shape = self.shape
-            shape.num_decodes += 1
-            shape.decode_context += ctx
-            shape.decode_context_sq += ctx * ctx
+            self.shape.add_decode(ctx)
             # the model is linear in the shape: a decode adds exactly its cost (no re-predict)
             self._predicted += cost
             if new_blocks > 0:

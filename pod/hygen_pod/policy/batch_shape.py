@@ -37,6 +37,13 @@ class BatchShape:
         self.decode_context += context
         self.decode_context_sq += context * context
 
+    def add_decodes(self, count: int, context: int, context_sq: int) -> None:
+        """Add ``count`` decodes at once, given the sums of their contexts and squares (a
+        hot loop sums them inline rather than calling `add_decode` per request)."""
+        self.num_decodes += count
+        self.decode_context += context
+        self.decode_context_sq += context_sq
+
     def add(self, num_tokens: int, computed: int, num_prompt_tokens: int) -> None:
         """Add a vLLM-style scheduled item: ``num_tokens`` new tokens after ``computed``.
 

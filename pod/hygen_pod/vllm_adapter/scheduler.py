@@ -235,6 +235,24 @@ class HyGenScheduler(Scheduler):
         blocks = self.kv_cache_manager.coordinator.get_blocks(request.request_id)
         return len(blocks[0]) if blocks else 0
 
+    def _held_covering(self, request: Request, need: int) -> int:
+        """Its KV block count, read only when it may be short of ``need`` blocks.
+
+        A running request holds blocks for at least its computed tokens. When that lower
+        bound already covers ``need``, it stands in for the count: every KV decision
+        (blocks to add, blocks short, tokens that fit) is the same for any count that
+        covers the need, and most decodes are mid-block."""
+        have = cdiv(request.num_computed_tokens, self.block_size)
+        return have if need <= have else self._held_blocks(request)
+
+    def _start_tokens(self, request: Request) -> int:
+        """Tokens whose KV must be free for the base method to start ``request``: with
+        vLLM's scheduler_reserve_full_isl (the default) its whole sequence, else 0 (only
+        the step's chunk)."""
+        if self.scheduler_reserve_full_isl:
+            return min(request.num_tokens, self.max_model_len)
+        return 0
+
     def _cached_tokens(self, request: Request) -> int:
         if request.num_computed_tokens:
             return request.num_computed_tokens
@@ -277,7 +295,7 @@ class HyGenScheduler(Scheduler):
         kv_need = 0
         # Hot loop (every online request, every step): the decode case is inlined, and a
         # request's KV blocks are looked up only when it may need a new one.
-        held, lookahead = self._held_blocks, self.num_lookahead_tokens
+        held, lookahead = self._held_covering, self.num_lookahead_tokens
         nd = ctx = ctx2 = 0
         for r in online_run:
             n = min(wanted[r], tokens_left)
@@ -298,13 +316,10 @@ class HyGenScheduler(Scheduler):
                         cut = r
                     n = got
                 online.add(n, comp, r.num_prompt_tokens)
-            need = -(-(comp + n + lookahead) // bs)
-            if need > -(-comp // bs):  # a running request holds blocks for `comp` tokens
-                kv_need += max(0, need - held(r))
+            need = cdiv(comp + n + lookahead, bs)
+            kv_need += max(0, need - held(r, need))
             tokens_left -= n
-        online.num_decodes += nd
-        online.decode_context += ctx
-        online.decode_context_sq += ctx2
+        online.add_decodes(nd, ctx, ctx2)
         slots_left = (
             self.max_num_active_reqs - len(online_run) - self.num_waiting_for_streaming_input
         )
@@ -340,10 +355,8 @@ class HyGenScheduler(Scheduler):
             # scheduler_reserve_full_isl (the default) only if its whole prompt fits: free
             # that much (below), and stop where the base would stop even with every
             # offline block freed, or a long prompt would hold the step's tokens forever.
-            fits = blocks - cached // bs
-            if self.scheduler_reserve_full_isl:
-                full = cdiv(min(r.num_tokens, self.max_model_len), bs)
-                blocks, fits = max(blocks, full), max(fits, full - cached // bs)
+            full = cdiv(self._start_tokens(r), bs)
+            blocks, fits = max(blocks, full), max(blocks, full) - cached // bs
             if reclaimable is None:
                 reclaimable = free_now + sum(self._held_blocks(o) for o in offline_run)
             if kv_need + fits > reclaimable:
@@ -471,28 +484,21 @@ class HyGenScheduler(Scheduler):
     def _running_candidates(
         self, offline_run: list[Request], wanted_of: dict[Request, int]
     ) -> list[OfflineCandidate]:
-        """Running offline requests that have work (phase 2 orders them).
-
-        A request holds blocks for at least its computed tokens; when that already covers
-        what it wants, that lower bound stands in for its block count (every admission
-        decision is the same for any count that covers the want), so the block list is
-        read only for requests that may need a new block."""
-        bs, lookahead, held = self.block_size, self.num_lookahead_tokens, self._held_blocks
+        """Running offline requests that have work (phase 2 orders them), with a block
+        count that covers what each wants (`_held_covering`)."""
+        bs, lookahead, held = self.block_size, self.num_lookahead_tokens, self._held_covering
         cands = []
         for r in offline_run:
             wanted = wanted_of[r]
             if wanted > 0:
                 comp = r.num_computed_tokens
-                have = -(-comp // bs)
-                if -(-(comp + wanted + lookahead) // bs) > have:
-                    have = held(r)
                 cands.append(
                     OfflineCandidate(
                         r,
                         comp,
                         wanted,
                         r.num_prompt_tokens,
-                        have,
+                        held(r, cdiv(comp + wanted + lookahead, bs)),
                         True,
                         (r.arrival_time, r.request_id),
                     )
@@ -509,10 +515,7 @@ class HyGenScheduler(Scheduler):
             num_prompt_tokens=r.num_prompt_tokens,
             held_blocks=0,  # conservative: count its cached blocks as new
             running=False,
-            # the base method starts it only if its whole sequence fits (vLLM's default)
-            start_tokens=min(r.num_tokens, self.max_model_len)
-            if self.scheduler_reserve_full_isl
-            else 0,
+            start_tokens=self._start_tokens(r),
         )
 
     def _budget_s(self) -> float | None:
@@ -543,9 +546,7 @@ class HyGenScheduler(Scheduler):
             else:
                 on_tokens += n
                 on_reqs += 1
-        shape.num_decodes += nd
-        shape.decode_context += ctx
-        shape.decode_context_sq += ctx2
+        shape.add_decodes(nd, ctx, ctx2)
         rec.offline_tokens, rec.offline_reqs = off_tokens, off_reqs
         rec.online_tokens, rec.online_reqs = on_tokens, on_reqs
         rec.shape = shape.as_dict()
