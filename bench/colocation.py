@@ -282,16 +282,6 @@ def _trace(path: str | None, name: str, data: str | None) -> list[TraceRequest]:
 class Load:
     """One GPU at one online load: the simulator, both slices and the fixed baselines."""
 
-    def capped(self, i: int, cap: int) -> SimResult:
-        """Online only under ``cap`` on profiling slice ``i`` (memoized)."""
-        key = (i, cap)
-        if key not in self.capped_runs:
-            p = self.profs[i][0]
-            self.capped_runs[key] = self.sim.run(
-                p, "online_only", window_s=self.window_s, online_prefill_cap=cap
-            )
-        return self.capped_runs[key]
-
     sim: Simulator  # profiling: noise-free
     esim: Simulator  # evaluation: with --jitter-cv
     gpu: str
@@ -303,8 +293,27 @@ class Load:
     cap: SimResult
     capacity: float
     mean_offline_tokens: float
-    window_s: float = 0.0
-    capped_runs: dict[tuple[int, int], SimResult] = field(default_factory=dict)
+    window_s: float
+    # online only under a cap: per profiling slice, and on the evaluation slice
+    capped_runs: dict[int, list[SimResult]] = field(default_factory=dict)
+    capped_e: dict[int, SimResult] = field(default_factory=dict)
+
+    def capped(self, cap: int) -> list[SimResult]:
+        """Online only under ``cap`` on each profiling slice (memoized)."""
+        if cap not in self.capped_runs:
+            self.capped_runs[cap] = [
+                self.sim.run(p, "online_only", window_s=self.window_s, online_prefill_cap=cap)
+                for p, _ in self.profs
+            ]
+        return self.capped_runs[cap]
+
+    def capped_eval(self, cap: int) -> SimResult:
+        """Online only under ``cap`` on the evaluation slice (memoized)."""
+        if cap not in self.capped_e:
+            self.capped_e[cap] = self.esim.run(
+                self.evalw, "online_only", window_s=self.window_s, online_prefill_cap=cap
+            )
+        return self.capped_e[cap]
 
 
 def run_one(load: Load, targets: list[str], tol: float, args, rows: list[dict]) -> None:
@@ -316,18 +325,20 @@ def run_one(load: Load, targets: list[str], tol: float, args, rows: list[dict]) 
 
     offline_done: dict[tuple[str, int | None, float], float] = {}
     chosen = args.reference == "chosen-chunking"
+    cap_fine: dict[int, bool] = {}
 
     def refs(cap: int | None) -> list[SimResult] | None:
         """Each profiling slice's reference for a setting with this cap (the profiler's
         rule, profiling/profiler.py); None: the cap alone is outside the tolerance."""
         if not chosen or cap is None:
             return [base for _, base in load.profs]
-        alone = [load.capped(i, cap) for i in range(len(load.profs))]
-        fine = all(
-            robust_within(a.timings, base.timings, targets, tol, args.confidence)
-            for a, (_, base) in zip(alone, load.profs, strict=True)
-        )
-        return alone if fine else None
+        alone = load.capped(cap)
+        if cap not in cap_fine:
+            cap_fine[cap] = all(
+                robust_within(a.timings, base.timings, targets, tol, args.confidence)
+                for a, (_, base) in zip(alone, load.profs, strict=True)
+            )
+        return alone if cap_fine[cap] else None
 
     def ok(policy: str, cap: int | None, key: str, value: float) -> bool:
         # Every profiling slice must stay within tolerance of its own reference run.
@@ -374,8 +385,7 @@ def run_one(load: Load, targets: list[str], tol: float, args, rows: list[dict]) 
         ("online-only", base_e, ""),
     ]
     if b_cap is not None:  # what the chosen chunking alone does to online users
-        capped = esim.run(evalw, "online_only", window_s=w, online_prefill_cap=b_cap)
-        runs.append(("online-only+chunk", capped, f"chunk={b_cap}"))
+        runs.append(("online-only+chunk", load.capped_eval(b_cap), f"chunk={b_cap}"))
     runs += [
         ("offline-only", load.cap, ""),
         ("naive (priority)", load.naive, ""),
@@ -389,9 +399,7 @@ def run_one(load: Load, targets: list[str], tol: float, args, rows: list[dict]) 
 
     def reference_e(name: str) -> SimResult:
         cap = row_cap.get(name) if chosen else None
-        if cap is None:
-            return base_e
-        return esim.run(evalw, "online_only", window_s=w, online_prefill_cap=cap)
+        return base_e if cap is None else load.capped_eval(cap)
 
     for name, r, setting in runs:
         ref_e = reference_e(name)

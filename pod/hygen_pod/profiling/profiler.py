@@ -123,7 +123,16 @@ def profile(
     base = runner.run(OfflineControl(mode="budget", budget_ms=0), with_offline=False)
     progress("online-only baseline measured")
     outcomes: dict[tuple[str, int | None, float], RunOutcome] = {}
-    capped_refs: dict[int, RunOutcome | None] = {}
+    capped_runs: dict[int, RunOutcome] = {}  # online only under a cap
+    cap_fine: dict[int, bool] = {}  # that run is within tolerance of vLLM's chunking
+
+    def online_only_capped(cap: int) -> RunOutcome:
+        if cap not in capped_runs:
+            capped_runs[cap] = runner.run(
+                OfflineControl(mode="budget", budget_ms=0, online_prefill_cap=cap),
+                with_offline=False,
+            )
+        return capped_runs[cap]
 
     def holds(out: RunOutcome, ref: RunOutcome) -> bool:
         if out.timings:
@@ -135,18 +144,14 @@ def profile(
         """What a setting with this cap is measured against (None: the cap is refused)."""
         if cfg.reference == "vllm_chunking" or cap is None:
             return base
-        if cap not in capped_refs:
-            alone = runner.run(
-                OfflineControl(mode="budget", budget_ms=0, online_prefill_cap=cap),
-                with_offline=False,
-            )
-            ok = holds(alone, base)
+        alone = online_only_capped(cap)
+        if cap not in cap_fine:
+            cap_fine[cap] = holds(alone, base)
             progress(
-                f"online only, online prefill cap {cap}: p99 TBT "
-                f"{alone.online.p99_tbt * 1e3:.1f} ms, {'the reference' if ok else 'refused'}"
+                f"online only, online prefill cap {cap}: p99 TBT {alone.online.p99_tbt * 1e3:.1f}"
+                f" ms, {'the reference' if cap_fine[cap] else 'refused'}"
             )
-            capped_refs[cap] = alone if ok else None
-        return capped_refs[cap]
+        return alone if cap_fine[cap] else None
 
     def passes(mode: str, cap: int | None, value: float) -> bool:
         ref = reference(cap)
@@ -193,14 +198,7 @@ def profile(
     probes["budget_ms"], probes["qps"] = b.probes, q.probes
     capped_base = None
     if b_cap is not None:  # what the chosen chunking alone does to online-only serving
-        known = capped_refs.get(b_cap)
-        capped_base = (
-            known
-            or runner.run(
-                OfflineControl(mode="budget", budget_ms=0, online_prefill_cap=b_cap),
-                with_offline=False,
-            )
-        ).online.values_ms()
+        capped_base = online_only_capped(b_cap).online.values_ms()
     return ProfileDocument(
         model=runner.model,
         hardware=runner.hardware,
