@@ -1,6 +1,9 @@
-"""The cluster Batch API's files, on the ServingSLO's object store.
+"""The cluster Batch API's files, on the ServingSLO's object store or the operator's volume.
 
-Each uploaded file is two objects under ``PREFIX/files/``: ``<id>.jsonl`` (the content,
+PREFIX is the storage's prefix on an object store, and ``<ServingSLO>`` in the namespace's
+folder of the operator's Batch API volume (``--batch-api-dir``), where the same calls read
+and write files (`object_store.open_local`). Each uploaded file is two objects under
+``PREFIX/files/``: ``<id>.jsonl`` (the content,
 streamed up as a multipart upload) and ``<id>.json`` (owner, name, size, time), written
 after the content, so a crash mid-upload leaves no file anyone can see. A batch's results
 are the output object of its BatchJob (``PREFIX/outputs/<batch id>.jsonl``); the OpenAI
@@ -13,8 +16,10 @@ import base64
 import json
 import secrets
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
 
 from hygen_operator import object_store
 from hygen_operator.batch_io import result_ok
@@ -41,9 +46,10 @@ class FileStore:
 
     bucket: Bucket
     api: BatchApi
+    prefix: str
 
     def _key(self, *parts: str) -> str:
-        return "/".join(p for p in (self.api.prefix, *parts) if p)
+        return "/".join(p for p in (self.prefix, *parts) if p)
 
     def content_key(self, file_id: str) -> str:
         return self._key("files", f"{file_id}.jsonl")
@@ -51,8 +57,11 @@ class FileStore:
     def output_key(self, batch_id: str) -> str:
         return self._key("outputs", f"{batch_id}.jsonl")
 
-    def url(self, key: str) -> str:
-        return f"s3://{self.api.bucket}/{key}"
+    def ref(self, key: str) -> dict[str, Any]:
+        """A BatchJob's input or output field for the object ``key``."""
+        if self.api.storage is None:
+            return {"operatorVolume": {"path": key}}
+        return {"s3": {"url": f"s3://{self.api.bucket}/{key}"}}
 
     async def add(
         self,
@@ -134,8 +143,23 @@ class FileStore:
                 yield raw + b"\n"
 
 
-async def file_store(kube: Kube, ns: str, api: BatchApi) -> FileStore:
-    """The store of a ServingSLO's Batch API, with the keys read from its Secret."""
+class NoVolume(Exception):
+    """The ServingSLO keeps its batch files on the operator's volume, and it has none."""
+
+
+async def file_store(
+    kube: Kube, ns: str, slo: str, api: BatchApi, volume: Callable[[str], Path | None]
+) -> FileStore:
+    """The store of a ServingSLO's Batch API: its object store, with the keys read from its
+    Secret, or (no storage) its folder of the operator's volume, ``volume(ns)``."""
+    if api.object_store is None:
+        root = volume(ns)
+        if root is None:
+            raise NoVolume(
+                "spec.batchApi.storage: unset, and this operator has no Batch API volume "
+                "(hygen-operator run --batch-api-dir; the chart's operator.batchApiVolume)"
+            )
+        return FileStore(object_store.open_local(root), api, slo)
     secret = api.object_store.credentials_secret
     data = ((await kube.get(SECRET, ns, secret)) or {}).get("data") or {}
     env = {
@@ -143,4 +167,4 @@ async def file_store(kube: Kube, ns: str, api: BatchApi) -> FileStore:
     }
     env.setdefault(ACCESS_KEY_ENV, "")
     env.setdefault(SECRET_KEY_ENV, "")
-    return FileStore(object_store.open_bucket(api.object_store, api.bucket, env), api)
+    return FileStore(object_store.open_bucket(api.object_store, api.bucket, env), api, api.prefix)

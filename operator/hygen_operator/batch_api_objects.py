@@ -48,9 +48,14 @@ def batch_job(
     owner: str,
     req: BatchCreate,
     api: BatchApi,
-    input_url: str,
-    output_url: str,
+    input_ref: dict[str, Any],
+    output_ref: dict[str, Any],
 ) -> dict[str, Any]:
+    """The BatchJob of a new batch; ``input_ref``/``output_ref`` are its input and output
+    fields (``s3`` on an object store, ``operatorVolume`` on the operator's volume)."""
+    store = {} if api.object_store is None else {
+        "objectStore": api.object_store.model_dump(by_alias=True, exclude_none=True)
+    }  # fmt: skip
     return {
         "apiVersion": f"{GROUP}/{VERSION}",
         "kind": "BatchJob",
@@ -68,9 +73,9 @@ def batch_job(
         "spec": {
             "servingSlo": slo,
             "endpoint": req.endpoint,
-            "input": {"s3": {"url": input_url}},
-            "output": {"s3": {"url": output_url}},
-            "objectStore": api.object_store.model_dump(by_alias=True, exclude_none=True),
+            "input": input_ref,
+            "output": output_ref,
+            **store,
             "completionWindow": req.completion_window,
             "parallelism": api.parallelism,
         },

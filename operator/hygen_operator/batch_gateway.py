@@ -4,24 +4,31 @@ Served by the operator (``--batch-api-port``) under ``/ns/<namespace>/slo/<name>
 ServingSLO's pods forward ``/v1/files*`` and ``/v1/batches*`` here (`batch_forward` in the
 pod), so clients use the Service's URL and API key as for online traffic. Why the operator:
 it already holds the API rights to create BatchJobs and read the ServingSLO's Secret, and
-with files on object storage and each batch recorded as a BatchJob, it keeps no state of
-its own: a restart, or another replica, answers the same. Only callers holding the control
-token (the pods) are served; the owner they send is the caller's API key id, and every
-file and batch is visible to its owner only (404 for anyone else).
+with files on object storage (or its own volume) and each batch recorded as a BatchJob, it
+keeps no state in memory: a restart, or another replica, answers the same. Only callers
+holding the control token (the pods) are served; the owner they send is the caller's API
+key id, and every file and batch is visible to its owner only (404 for anyone else).
 """
 
 from __future__ import annotations
 
 import hmac
 import logging
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
+from pathlib import Path
 from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Depends, FastAPI, File, Form, Header, Query, Request, UploadFile
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response, StreamingResponse
 
-from hygen_operator.batch_api_files import FileNotThere, FileStore, TooLarge, file_store
+from hygen_operator.batch_api_files import (
+    FileNotThere,
+    FileStore,
+    NoVolume,
+    TooLarge,
+    file_store,
+)
 from hygen_operator.batch_api_objects import (
     API_LABEL,
     batch_job,
@@ -73,8 +80,11 @@ def _caller(
 Owner = Annotated[str, Depends(_caller)]
 
 
-def gateway_app(kube: Kube, token: str) -> FastAPI:
-    """The gateway's routes; ``token`` is the control token the pods present."""
+def gateway_app(
+    kube: Kube, token: str, volume: Callable[[str], Path | None] = lambda ns: None
+) -> FastAPI:
+    """The gateway's routes; ``token`` is the control token the pods present, ``volume(ns)``
+    the namespace's folder of the operator's Batch API volume (None: it has none)."""
     app = FastAPI(title="HyGen cluster Batch API", docs_url=None, redoc_url=None)
     app.state.token = token
     r = APIRouter(prefix="/ns/{ns}/slo/{slo}")
@@ -88,11 +98,13 @@ def gateway_app(kube: Kube, token: str) -> FastAPI:
         if spec.batch_api is None:
             raise GatewayError(404, f"ServingSLO {ns}/{slo} has no batchApi", "not_found_error")
         try:
-            return await file_store(kube, ns, spec.batch_api)
+            return await file_store(kube, ns, slo, spec.batch_api, volume)
         except StoreConfigError as e:
             raise GatewayError(
                 503, str(e).replace("spec.", "spec.batchApi."), "server_error"
             ) from e
+        except NoVolume as e:
+            raise GatewayError(503, str(e), "server_error") from e
 
     async def my_job(ns: str, slo: str, batch_id: str, owner: str) -> dict[str, Any]:
         job = await kube.get(bj, ns, job_name(batch_id)) if batch_id.startswith("batch_") else None
@@ -170,7 +182,7 @@ def gateway_app(kube: Kube, token: str) -> FastAPI:
         bid = new_batch_id()
         job = batch_job(
             bid, ns, slo, owner, body, fs.api,
-            fs.url(fs.content_key(f.id)), fs.url(fs.output_key(bid)),
+            fs.ref(fs.content_key(f.id)), fs.ref(fs.output_key(bid)),
         )  # fmt: skip
         created, _ = await kube.ensure(bj, ns, job)
         return batch_object(created)

@@ -1,10 +1,11 @@
 """Where a BatchJob's lines come from and where its results go.
 
-Input: inline lines, a ConfigMap key, a file on a volume, or an object on S3-compatible
-storage, always read as a stream of chunks (a volume file or an object can be far larger
-than memory). Output: ConfigMaps with one key per line (``line-000017``), an OpenAI batch
-output JSONL file on a volume, or one on the object store (`s3_sink`). Every sink is keyed
-by input line number and reports which lines it already holds, which is what lets a
+Input: inline lines, a ConfigMap key, a file on a volume, an object on S3-compatible
+storage, or a file on the operator's Batch API volume, always read as a stream of chunks
+(a volume file or an object can be far larger than memory). Output: ConfigMaps with one
+key per line (``line-000017``), an OpenAI batch output JSONL file on a volume, or one on
+the object store or the operator's volume (`s3_sink`, in parts on either). Every sink is
+keyed by input line number and reports which lines it already holds, which is what lets a
 restarted dispatcher skip finished lines and never record one twice.
 
 The API server refuses a ConfigMap whose data exceeds 1 MiB, so ConfigMap output is split
@@ -53,8 +54,18 @@ def volume_file(root: Path | None, ref: VolumeRef, field: str) -> Path:
     return root / ref.claim_name / ref.path
 
 
+def operator_bucket(own: Path | None, field: str) -> object_store.Bucket:
+    """The namespace's folder of the operator's Batch API volume, as a bucket."""
+    if own is None:
+        raise InputError(
+            f"{field}: this operator has no Batch API volume (hygen-operator run "
+            "--batch-api-dir; the chart's operator.batchApiVolume)"
+        )
+    return object_store.open_local(own)
+
+
 async def input_chunks(
-    spec: BatchJobSpec, kube: Kube, ns: str, root: Path | None
+    spec: BatchJobSpec, kube: Kube, ns: str, root: Path | None, own: Path | None = None
 ) -> AsyncIterator[bytes]:
     """The job's input JSONL as a stream of chunks (a ConfigMap or inline input is small by
     the API server's limits and comes whole; a volume file and an object are streamed)."""
@@ -79,6 +90,14 @@ async def input_chunks(
             raise InputError(str(e)) from e
         except FileNotFoundError as e:
             raise MissingInput(f"spec.input.s3.url: no object {src.s3.url}") from e
+    elif src.operator_volume is not None:
+        field = "spec.input.operatorVolume.path"
+        bucket = operator_bucket(own, field)
+        try:
+            async for chunk in object_store.read_chunks(bucket, src.operator_volume.path, field):
+                yield chunk
+        except FileNotFoundError as e:
+            raise MissingInput(f"{field}: no file {src.operator_volume.path!r}") from e
     else:
         yield await _config_map_input(spec, kube, ns)
 
@@ -97,10 +116,19 @@ async def _config_map_input(spec: BatchJobSpec, kube: Kube, ns: str) -> bytes:
     return text.encode()
 
 
-async def check_input(spec: BatchJobSpec, kube: Kube, ns: str, root: Path | None) -> None:
-    """Raise MissingInput while the input is not there yet, InputError if it never can be."""
+async def check_input(
+    spec: BatchJobSpec, kube: Kube, ns: str, root: Path | None, own: Path | None = None
+) -> None:
+    """Raise MissingInput while the input is not there yet, InputError if it never can be.
+    ``own`` is this namespace's folder of the operator's Batch API volume, if it has one."""
     if spec.input.config_map is not None:
         await _config_map_input(spec, kube, ns)
+    elif spec.uses_operator_volume:
+        field = "spec.input.operatorVolume.path"
+        bucket = operator_bucket(own, field)
+        ref = spec.input.operator_volume
+        if ref is not None and not await object_store.exists(bucket, ref.path, field):
+            raise MissingInput(f"{field}: no file {ref.path!r}")
     elif spec.input.s3 is not None and root is not None:  # the dispatcher Job holds the keys
         ref = spec.input.s3
         try:
@@ -266,7 +294,12 @@ def line_of(line: bytes | str, prefix: str) -> int | None:
 
 
 def make_sink(
-    spec: BatchJobSpec, kube: Kube, ns: str, job_uid: str, root: Path | None
+    spec: BatchJobSpec,
+    kube: Kube,
+    ns: str,
+    job_uid: str,
+    root: Path | None,
+    own: Path | None = None,
 ) -> ResultSink:
     out = spec.output
     if out.volume is not None:
@@ -275,5 +308,10 @@ def make_sink(
         from hygen_operator.s3_sink import S3Sink
 
         return S3Sink(object_store.bucket_of(spec.object_store, out.s3), out.s3.key, job_uid)
+    if out.operator_volume is not None:
+        from hygen_operator.s3_sink import S3Sink
+
+        field = "spec.output.operatorVolume.path"
+        return S3Sink(operator_bucket(own, field), out.operator_volume.path, job_uid, field)
     assert out.config_map is not None
     return ConfigMapSink(kube, ns, out.config_map.name)

@@ -63,6 +63,7 @@ async def run_job(
     """
     meta = body["metadata"]
     name, ns, uid, gen = meta["name"], meta["namespace"], meta["uid"], meta.get("generation")
+    own = ctx.settings.batch_api_volume(ns)
     status = dict(body.get("status") or {})
     if status.get("phase") in TERMINAL:
         return
@@ -115,7 +116,7 @@ async def run_job(
     # error: the job stays Pending, naming it, re-checked with backoff.
     async def missing() -> tuple[str, str] | None:
         try:
-            await check_input(spec, ctx.kube, ns, volume_root)
+            await check_input(spec, ctx.kube, ns, volume_root, own)
         except MissingInput as e:
             return "InputNotFound", str(e)
         if spec.object_store is not None and volume_root is None:
@@ -200,10 +201,10 @@ async def run_job(
         return await ready_pods(ctx.kube, ns, spec.serving_slo)
 
     def read() -> Any:
-        return input_chunks(spec, ctx.kube, ns, volume_root)
+        return input_chunks(spec, ctx.kube, ns, volume_root, own)
 
     try:
-        sink = make_sink(spec, ctx.kube, ns, uid, volume_root)
+        sink = make_sink(spec, ctx.kube, ns, uid, volume_root, own)
         d = Dispatcher(
             ctx.pods,
             uid,

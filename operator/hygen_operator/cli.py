@@ -59,6 +59,7 @@ def _cmd_run(args: argparse.Namespace) -> int:
         peering=args.peering,
         batch_api_port=args.batch_api_port,
         batch_api_url=args.batch_api_url,
+        batch_api_dir=args.batch_api_dir,
     )
     if settings is None:
         return 2
@@ -149,6 +150,9 @@ def build_parser() -> argparse.ArgumentParser:
         ("--batch-api-port", "serve the cluster-wide Files/Batch API of ServingSLOs with "
          "batchApi on this port", None),
         ("--batch-api-url", "the URL pods reach that port at (the operator's Service)", None),
+        ("--batch-api-dir", "the Batch API volume: files and outputs of ServingSLOs whose "
+         "batchApi names no storage, under <namespace>/<ServingSLO>/ (the chart mounts a "
+         "PersistentVolumeClaim here)", None),
     ]  # fmt: skip
     for flag, help, default in opts:
         floats = ("--status-interval", "--retune-interval")

@@ -6,18 +6,22 @@ dependency tree; aiobotocore pins botocore and aiohttp versions against the rest
 operator, and boto3 is blocking. Every error the store returns is translated here into one
 that names the field a user has to fix (``spec.objectStore.credentialsSecret``,
 ``spec.input.s3.url``), or left as an OSError when it is transient (a crash-restart retries).
+The same calls serve a folder of the operator's Batch API volume (obstore's LocalStore), so
+the cluster Batch API and the output parts work alike on either.
 """
 
 from __future__ import annotations
 
+import asyncio
 import os
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from datetime import timedelta
+from pathlib import Path
 from typing import Any
 
 import obstore
-from obstore.store import S3Store
+from obstore.store import LocalStore, S3Store
 
 from hygen_operator.resources import ObjectStore, S3Ref
 
@@ -33,15 +37,19 @@ class StoreConfigError(Exception):
 
 @dataclass(frozen=True)
 class Bucket:
-    """One bucket of the job's store, with the fields to blame for its errors."""
+    """One bucket of the job's store, with the fields to blame for its errors; or a folder
+    of the operator's Batch API volume (``root`` set), through the same calls."""
 
-    store: S3Store
+    store: S3Store | LocalStore
     bucket: str
     endpoint: str
     secret: str
+    root: Path | None = None
 
     def blame(self, e: Exception, field: str, key: str) -> Exception:
         """``e`` as a StoreConfigError naming the field, or unchanged when transient."""
+        if self.root is not None:  # a local disk has no credentials or buckets to blame
+            return e
         text = str(e)
         if "NoSuchBucket" in text:
             return StoreConfigError(
@@ -89,6 +97,25 @@ def open_bucket(cfg: ObjectStore, bucket: str, env: dict[str, str] | None = None
     return Bucket(store, bucket, endpoint, cfg.credentials_secret)
 
 
+def open_local(root: Path) -> Bucket:
+    """A folder of the operator's Batch API volume, used like a bucket: objects are files,
+    each written whole (staged, then renamed) and fsynced before the call returns."""
+    root.mkdir(parents=True, exist_ok=True)
+    store = LocalStore(prefix=root, mkdir=True)
+    return Bucket(store, root.name, f"the operator's volume ({root})", "", root)
+
+
+def _fsync(root: Path, key: str) -> None:
+    """Make a written file and its folder entry durable (a rename alone is not)."""
+    path = root / key
+    for p, flags in ((path, os.O_RDONLY), (path.parent, os.O_RDONLY | os.O_DIRECTORY)):
+        fd = os.open(p, flags)
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+
+
 async def exists(b: Bucket, key: str, field: str) -> bool:
     """Whether the object is there. A HEAD of a missing bucket says only 404, so a 404
     is checked with a LIST, whose error body names NoSuchBucket."""
@@ -129,13 +156,23 @@ async def put(b: Bucket, key: str, data: bytes | AsyncIterator[bytes], field: st
         await obstore.put_async(b.store, key, data)
     except Exception as e:
         raise b.blame(e, field, key) from e
+    if b.root is not None:
+        await asyncio.to_thread(_fsync, b.root, key)
 
 
 async def delete(b: Bucket, keys: list[str], field: str) -> None:
+    """Delete the objects in order; one already gone is no error."""
     if not keys:
         return
     try:
-        await obstore.delete_async(b.store, keys)
+        if b.root is None:  # S3 deletes in one request and ignores missing keys
+            await obstore.delete_async(b.store, keys)
+            return
+        for k in keys:  # a local store stops at the first missing one
+            try:
+                await obstore.delete_async(b.store, k)
+            except FileNotFoundError:
+                continue
     except FileNotFoundError:
         pass
     except Exception as e:

@@ -61,7 +61,7 @@ def build_registry(
     async def serve_gateway(kube: Kube) -> None:
         from hygen_operator.batch_gateway import gateway_app
 
-        app = gateway_app(kube, settings.control_token)
+        app = gateway_app(kube, settings.control_token, settings.batch_api_volume)
         config = uvicorn.Config(
             app, host="0.0.0.0", port=settings.batch_api_port or 0, log_level="warning",
             lifespan="off",

@@ -136,8 +136,8 @@ class ServingSLOSpec(Model):
         None,
         description="one OpenAI Files/Batch API for the whole ServingSLO: every pod forwards "
         "/v1/files and /v1/batches to the operator, which keeps files on this object store "
-        "and runs each batch as a BatchJob over all ready pods. Unset: each pod keeps its own "
-        "(a batch is then known to the pod that took it only)",
+        "(or on its own volume) and runs each batch as a BatchJob over all ready pods. Unset: "
+        "each pod keeps its own (a batch is then known to the pod that took it only)",
     )
 
 
@@ -212,6 +212,23 @@ class VolumeRef(Model):
         return self
 
 
+class OperatorFileRef(Model):
+    """A file on the operator's Batch API volume (``--batch-api-dir``), in this namespace's
+    folder: where the cluster Batch API keeps files when it has no object store."""
+
+    path: str = Field(
+        min_length=1,
+        pattern=r"^[^/].*$",
+        description="file path inside the namespace's folder of the operator's volume",
+    )
+
+    @model_validator(mode="after")
+    def _inside(self) -> OperatorFileRef:
+        if ".." in self.path.split("/"):
+            raise ValueError("path must stay inside the namespace's folder (no '..')")
+        return self
+
+
 S3_URL = r"^s3://[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]/[^\s]+$"
 
 
@@ -245,41 +262,58 @@ class ObjectStore(Model):
 
 
 class BatchApi(Model):
-    """Where the ServingSLO's Batch API keeps uploaded files and batch outputs."""
+    """Where the ServingSLO's Batch API keeps uploaded files and batch outputs: an object
+    store, or (``storage`` unset) the operator's own volume (``--batch-api-dir``)."""
 
-    storage: str = Field(
+    storage: str | None = Field(
+        None,
         pattern=r"^s3://[a-z0-9][a-z0-9.-]{1,61}[a-z0-9](/[^\s]*)?$",
-        description="s3://bucket/prefix: files under PREFIX/files/, outputs under PREFIX/outputs/",
+        description="s3://bucket/prefix: files under PREFIX/files/, outputs under "
+        "PREFIX/outputs/. Unset: on the operator's volume (the chart's "
+        "operator.batchApiVolume), under <namespace>/<ServingSLO>/",
     )
-    object_store: ObjectStore
+    object_store: ObjectStore | None = Field(None, description="the store of an s3:// storage")
     parallelism: int = Field(64, ge=1, le=100_000, description="each batch's BatchJob parallelism")
+
+    @model_validator(mode="after")
+    def _store_given(self) -> BatchApi:
+        if self.storage is not None and self.object_store is None:
+            raise ValueError("objectStore: required when storage is s3://")
+        if self.storage is None and self.object_store is not None:
+            raise ValueError("storage: objectStore is set but storage is not (s3://bucket/prefix)")
+        return self
 
     @property
     def bucket(self) -> str:
+        assert self.storage is not None
         return self.storage[len("s3://") :].split("/", 1)[0]
 
     @property
     def prefix(self) -> str:
+        if self.storage is None:
+            return ""
         rest = self.storage[len("s3://") :].split("/", 1)
         return rest[1].strip("/") if len(rest) > 1 else ""
 
 
 class BatchInput(Model):
-    """OpenAI batch JSONL: exactly one of configMap, volume, s3, inline."""
+    """OpenAI batch JSONL: exactly one of configMap, volume, s3, operatorVolume, inline."""
 
     model_config = ConfigDict(json_schema_extra={"minProperties": 1, "maxProperties": 1})
 
     config_map: ConfigMapRef | None = None
     volume: VolumeRef | None = None
     s3: S3Ref | None = None
+    operator_volume: OperatorFileRef | None = None
     inline: list[dict[str, Any]] | None = Field(None, description="batch lines as objects")
 
     @model_validator(mode="after")
     def _exactly_one(self) -> BatchInput:
-        names = ("config_map", "volume", "s3", "inline")
+        names = ("config_map", "volume", "s3", "operator_volume", "inline")
         if sum(getattr(self, n) is not None for n in names) != 1:
             raise ValueError(
-                "set exactly one of input.configMap, input.volume, input.s3, input.inline"
+                "set exactly one of input.configMap, input.volume, input.s3, "
+                "input.operatorVolume, input.inline"
             )
         return self
 
@@ -290,18 +324,24 @@ class OutputConfigMap(Model):
 
 class BatchOutput(Model):
     """Where results go: a ConfigMap with one key per input line (``line-000017``), or an
-    OpenAI batch output JSONL file on a volume or on the object store."""
+    OpenAI batch output JSONL file on a volume, on the object store, or on the operator's
+    Batch API volume."""
 
     model_config = ConfigDict(json_schema_extra={"minProperties": 1, "maxProperties": 1})
 
     config_map: OutputConfigMap | None = None
     volume: VolumeRef | None = None
     s3: S3Ref | None = None
+    operator_volume: OperatorFileRef | None = None
 
     @model_validator(mode="after")
     def _exactly_one(self) -> BatchOutput:
-        if sum(getattr(self, n) is not None for n in ("config_map", "volume", "s3")) != 1:
-            raise ValueError("set exactly one of output.configMap, output.volume, output.s3")
+        names = ("config_map", "volume", "s3", "operator_volume")
+        if sum(getattr(self, n) is not None for n in names) != 1:
+            raise ValueError(
+                "set exactly one of output.configMap, output.volume, output.s3, "
+                "output.operatorVolume"
+            )
         return self
 
 
@@ -323,7 +363,17 @@ class BatchJobSpec(Model):
     def _store_given(self) -> BatchJobSpec:
         if self.uses_s3 and self.object_store is None:
             raise ValueError("objectStore: required when input or output is s3")
+        if self.uses_operator_volume and self.in_dispatcher_job:
+            raise ValueError(
+                "input/output: operatorVolume is read and written by the operator itself and "
+                "cannot be combined with volume or s3 (run by a dispatcher Job)"
+            )
         return self
+
+    @property
+    def uses_operator_volume(self) -> bool:
+        """Input or output on the operator's Batch API volume: the operator dispatches it."""
+        return self.input.operator_volume is not None or self.output.operator_volume is not None
 
     @property
     def uses_s3(self) -> bool:

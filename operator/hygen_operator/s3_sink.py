@@ -1,4 +1,5 @@
-"""A BatchJob's output JSONL on S3-compatible storage, written durably in parts.
+"""A BatchJob's output JSONL on S3-compatible storage (or the operator's Batch API volume,
+through the same calls), written durably in parts.
 
 S3 has no append, so each flush of results is one immutable part object under
 ``KEY.hygen/<job uid>/part-NNNNNNNN.jsonl``: a crash loses nothing acknowledged (a result is
@@ -26,8 +27,8 @@ UPLOAD_CHUNK = 8 << 20  # bytes handed to the multipart upload at a time
 class S3Sink:
     """Output on the object store: parts while running, one object when finished."""
 
-    def __init__(self, bucket: Bucket, key: str, job_uid: str) -> None:
-        self.bucket, self.key = bucket, key
+    def __init__(self, bucket: Bucket, key: str, job_uid: str, field: str = FIELD) -> None:
+        self.bucket, self.key, self.field = bucket, key, field
         self.prefix = f"{job_uid}-"  # output line ids: <job uid>-<line>
         self.parts_dir = f"{key}.hygen/{job_uid}"
         self.marker = f"{self.parts_dir}/_composed"
@@ -38,17 +39,17 @@ class S3Sink:
         return f"{self.parts_dir}/part-{seq:08d}.jsonl"
 
     async def _parts(self) -> list[str]:
-        keys = await object_store.list_keys(self.bucket, self.parts_dir, FIELD)
+        keys = await object_store.list_keys(self.bucket, self.parts_dir, self.field)
         return [k for k in keys if k.rsplit("/", 1)[-1].startswith("part-")]
 
     async def _lines(self, key: str) -> AsyncIterator[bytes]:
-        chunks = object_store.read_chunks(self.bucket, key, FIELD)
+        chunks = object_store.read_chunks(self.bucket, key, self.field)
         async for _, raw in split_lines(chunks):
             if raw.strip():
                 yield raw
 
     async def written(self) -> dict[int, bool]:
-        keys = await object_store.list_keys(self.bucket, self.parts_dir, FIELD)
+        keys = await object_store.list_keys(self.bucket, self.parts_dir, self.field)
         self._composed = self.marker in keys
         sources = [self.key] if self._composed else [k for k in keys if "/part-" in k]
         out: dict[int, bool] = {}
@@ -67,18 +68,18 @@ class S3Sink:
         if self._composed:
             raise RuntimeError(f"{self.key}: output already composed; no more results")
         data = "".join(v + "\n" for _, v in sorted(results.items())).encode()
-        await object_store.put(self.bucket, self._part(self._next), data, FIELD)
+        await object_store.put(self.bucket, self._part(self._next), data, self.field)
         self._next += 1
 
     async def finish(self) -> None:
         if not self._composed:
-            await object_store.put(self.bucket, self.key, self._compose(), FIELD)
-            await object_store.put(self.bucket, self.marker, b"", FIELD)
+            await object_store.put(self.bucket, self.key, self._compose(), self.field)
+            await object_store.put(self.bucket, self.marker, b"", self.field)
             self._composed = True
-        await object_store.delete(self.bucket, await self._parts(), FIELD)
+        await object_store.delete(self.bucket, await self._parts(), self.field)
 
     async def cleanup(self) -> None:
-        await object_store.delete(self.bucket, [self.marker], FIELD)
+        await object_store.delete(self.bucket, [self.marker], self.field)
 
     async def _compose(self) -> AsyncIterator[bytes]:
         """Every part's lines, one copy per input line, in upload-sized chunks."""

@@ -45,10 +45,19 @@ class OperatorSettings(BaseModel):
         description="how pods reach that port (the operator's Service), e.g. "
         "http://hygen-operator.hygen-system:8090",
     )
+    batch_api_dir: str | None = Field(
+        None,
+        description="the Batch API volume: files and outputs of ServingSLOs whose batchApi "
+        "has no storage, under <namespace>/<ServingSLO>/ (the chart mounts a PVC here)",
+    )
     kubeconfig: str | None = None
     peering: str | None = Field(
         None, description="kopf peering name: replicas elect one active operator; None = alone"
     )
+
+    def batch_api_volume(self, ns: str) -> Path | None:
+        """A namespace's folder of the Batch API volume (None: the operator has none)."""
+        return Path(self.batch_api_dir) / ns if self.batch_api_dir else None
 
 
 def read_token(token_file: str | None) -> str:

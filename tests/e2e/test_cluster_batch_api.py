@@ -1,13 +1,14 @@
 """One OpenAI Batch API per ServingSLO: the official `openai` client through a Service
 (round robin over 2 pods) creates, retrieves, lists, cancels and downloads batches that run
-as BatchJobs over both pods, with files and outputs on a real S3 API (moto), through a
-kill -9 of a pod and of the operator."""
+as BatchJobs over both pods, with files and outputs on a real S3 API (moto) or on the
+operator's own volume, through a kill -9 of a pod and of the operator."""
 
 from __future__ import annotations
 
 import io
 import json
 import time
+from pathlib import Path
 
 import httpx
 import pytest
@@ -28,19 +29,25 @@ from tests.helpers.service_proxy import ServiceProxy
 KEY, OTHER = "key-of-alice", "key-of-bob"
 
 
-def with_batch_api(c: Cluster, s3: S3Server) -> str:
-    """Restart the operator serving the Batch API; a ServingSLO of 2 pods using it."""
+def with_batch_api(c: Cluster, s3: S3Server | None, volume: Path | None = None) -> str:
+    """Restart the operator serving the Batch API; a ServingSLO of 2 pods using it, with
+    files on ``s3`` (returns the bucket) or, without it, on the operator's ``volume``."""
     from tests.helpers.kube.kubelet import free_port
 
     port = free_port()
     c.operator.stop()
     c.operator.cmd += ["--batch-api-port", str(port), "--batch-api-url", f"http://127.0.0.1:{port}"]
+    if volume is not None:
+        c.operator.cmd += ["--batch-api-dir", str(volume)]
     c.operator.start()
-    bucket = s3.bucket()
-    secret(c.api, "s3-keys", {"accessKeyId": s3.access_key, "secretAccessKey": s3.secret_key})
     secret(c.api, "api-keys", {"api-keys": f"{KEY}\n{OTHER}\n"})
-    api = {"storage": f"s3://{bucket}/batch-api", "parallelism": 4,
-           "objectStore": {"endpoint": s3.endpoint, "credentialsSecret": "s3-keys"}}  # fmt: skip
+    api: dict = {"parallelism": 4}
+    bucket = ""
+    if s3 is not None:
+        bucket = s3.bucket()
+        secret(c.api, "s3-keys", {"accessKeyId": s3.access_key, "secretAccessKey": s3.secret_key})
+        store = {"endpoint": s3.endpoint, "credentialsSecret": "s3-keys"}
+        api |= {"storage": f"s3://{bucket}/batch-api", "objectStore": store}
     c.api.create(serving_slo(batchApi=api, apiKeys={"name": "api-keys"}), "servingslos")
     ready(c)
     return bucket
@@ -74,10 +81,14 @@ def pod_offline_held(c: Cluster, port: int) -> int:
     return m["offline_queued"] + m["offline_inflight"]
 
 
-def test_one_batch_api_over_two_pods_survives_pod_and_operator_kill9(cluster: Cluster, s3):
+@pytest.mark.parametrize("storage", ["s3", "operator-volume"])
+def test_one_batch_api_over_two_pods_survives_pod_and_operator_kill9(
+    cluster: Cluster, storage: str, request: pytest.FixtureRequest, tmp_path: Path
+):
     c = cluster
     c.kubelet.env["FAKE_ENGINE_DELAY_S"] = "0.2"  # 300 lines, 8 at a time: over 7 s
-    with_batch_api(c, s3)
+    on_s3 = storage == "s3"
+    with_batch_api(c, request.getfixturevalue("s3") if on_s3 else None, tmp_path / "vol")
     proxy = ServiceProxy(lambda: [r.port for r in c.kubelet.running("chat") if r.ready])
     try:
         cl, n = client(proxy), 300
@@ -112,6 +123,13 @@ def test_one_batch_api_over_two_pods_survives_pod_and_operator_kill9(cluster: Cl
         assert sorted(r["custom_id"] for r in out) == sorted(f"req-{i}" for i in range(n))
         assert all(r["response"]["status_code"] == 200 for r in out)
         assert pods[0].restarts >= 1
+        if not on_s3:  # the batch's file and output are on the volume, the parts are gone
+            job = c.api.list("batchjobs", NS, "hygen.io")[0]
+            assert job["spec"]["input"] == {"operatorVolume": {"path": f"chat/files/{fid}.jsonl"}}
+            files = sorted(str(p.relative_to(tmp_path / "vol")) for p in
+                           (tmp_path / "vol").rglob("*") if p.is_file())  # fmt: skip
+            assert files == [f"{NS}/chat/files/{fid}.json", f"{NS}/chat/files/{fid}.jsonl",
+                             f"{NS}/chat/outputs/{b.id}.jsonl"], files  # fmt: skip
     finally:
         proxy.close()
 

@@ -254,7 +254,8 @@ def test_an_upload_past_the_limit_is_refused_and_leaves_no_file(s3, monkeypatch)
     api = BatchApi.model_validate({"storage": f"s3://{b}/api",
                                    "objectStore": {"endpoint": s3.endpoint,
                                                    "credentialsSecret": "keys"}})  # fmt: skip
-    fs = FileStore(object_store.open_bucket(api.object_store, b), api)
+    assert api.object_store is not None
+    fs = FileStore(object_store.open_bucket(api.object_store, b), api, api.prefix)
 
     async def chunks(n: int):
         for _ in range(n):

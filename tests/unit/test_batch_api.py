@@ -30,8 +30,9 @@ API = BatchApi.model_validate(
 def job(status: dict | None = None, cancel: bool = False) -> dict:
     bid = "batch_0123456789abcdef01234567"
     req = BatchCreate(input_file_id="file-1", endpoint="/v1/completions", metadata={"a": "b"})
-    j = batch_job(bid, "ns", "chat", "key_x", req, API, "s3://bkt/api/files/file-1.jsonl",
-                  "s3://bkt/api/outputs/x.jsonl")  # fmt: skip
+    j = batch_job(bid, "ns", "chat", "key_x", req, API,
+                  {"s3": {"url": "s3://bkt/api/files/file-1.jsonl"}},
+                  {"s3": {"url": "s3://bkt/api/outputs/x.jsonl"}})  # fmt: skip
     j["spec"]["cancel"] = cancel
     j["status"] = status or {}
     return j

@@ -105,6 +105,30 @@ def test_values_shape_the_objects():
         assert series in exprs
 
 
+def test_the_batch_api_volume_is_a_kept_claim_mounted_where_the_operator_writes():
+    def parts(values: dict[str, Any]) -> tuple[list[str], list[dict], list[dict]]:
+        docs = render(values)
+        pod = _deployment(docs)["spec"]["template"]["spec"]
+        claims = [v["persistentVolumeClaim"]["claimName"] for v in pod["volumes"]
+                  if "persistentVolumeClaim" in v]  # fmt: skip
+        mounts = [m for m in pod["containers"][0]["volumeMounts"] if m["name"] == "batch-api"]
+        pvcs = [d for d in docs if d["kind"] == "PersistentVolumeClaim"]
+        return pod["containers"][0]["command"] + claims, mounts, pvcs
+
+    cmd, mounts, pvcs = parts({})
+    assert "--batch-api-dir=/var/lib/hygen/batch-api" in cmd and "hygen-batch-api" in cmd
+    assert mounts == [{"name": "batch-api", "mountPath": "/var/lib/hygen/batch-api"}]
+    assert pvcs[0]["spec"]["accessModes"] == ["ReadWriteOnce"]
+    assert pvcs[0]["metadata"]["annotations"]["helm.sh/resource-policy"] == "keep"
+    assert parts({"replicaCount": 2})[2][0]["spec"]["accessModes"] == ["ReadWriteMany"]
+    cmd, mounts, pvcs = parts({"operator": {"batchApiVolume": {"existingClaim": "mine"}}})
+    assert "mine" in cmd and mounts and not pvcs
+    for off in ({"operator": {"batchApiVolume": {"enabled": False}}},
+                {"operator": {"batchApiPort": 0}}):  # fmt: skip
+        cmd, mounts, pvcs = parts(off)
+        assert not [a for a in cmd if a.startswith("--batch-api-dir")] and not mounts and not pvcs
+
+
 def test_operator_runs_unprivileged_with_a_read_only_root():
     pod = _deployment(render({}))["spec"]["template"]["spec"]
     c = pod["containers"][0]
@@ -130,6 +154,7 @@ def test_rbac_grants_no_wildcards_and_no_delete():
         ({"monitoring": {"podMonitor": {"interval": "often"}}}, "/monitoring/podMonitor/interval"),
         ({"operator": {"statusIntervalSeconds": 0}}, "/operator/statusIntervalSeconds"),
         ({"imageTag": "v1"}, "imageTag"),
+        ({"operator": {"batchApiVolume": {"size": "lots"}}}, "/operator/batchApiVolume/size"),
     ],
 )
 def test_bad_values_are_rejected_naming_the_value(values: dict[str, Any], named: str):

@@ -44,3 +44,7 @@ app.kubernetes.io/instance: {{ .Release.Name }}
 {{- define "hygen.namespaced" -}}
 {{- if .Values.watchNamespaces }}true{{ end -}}
 {{- end -}}
+
+{{- define "hygen.batchApiClaim" -}}
+{{- .Values.operator.batchApiVolume.existingClaim | default (printf "%s-batch-api" (include "hygen.fullname" .)) -}}
+{{- end -}}
