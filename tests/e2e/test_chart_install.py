@@ -1,18 +1,21 @@
 """The rendered chart applied to the API emulator, and the operator started from the rendered
 Deployment's command, reconciles the example ServingSLO (model swapped for the fake engine's
 `tiny` and profiled on the H100 simulator: there are no Llama weights or GPUs here) and runs
-BatchJobs; every API call the operator and its dispatcher Job made is allowed by the chart's
-RBAC, and every permission the chart grants was used (or is listed with the path needing it)."""
+BatchJobs and an OpenAI batch on the chart's Batch API volume; every API call the operator
+and its dispatcher Job made is allowed by the chart's RBAC, and every permission the chart
+grants was used (or is listed with the path needing it)."""
 
 from __future__ import annotations
 
 import base64
+import io
 import json
 from pathlib import Path
 
 import helm_python as helm
 import httpx
 import yaml
+from openai import OpenAI
 
 from hygen_pod.dev.pod_process import free_port
 from tests.helpers.kube.cluster import (
@@ -42,7 +45,10 @@ KINDS = (
     "NetworkPolicy",
     "Service",
 )
-PLURALS = {k: k.lower() + "s" for k in KINDS} | {"NetworkPolicy": "networkpolicies"}
+PLURALS = {k: k.lower() + "s" for k in KINDS} | {
+    "NetworkPolicy": "networkpolicies",
+    "PersistentVolumeClaim": "persistentvolumeclaims",
+}
 API_KEY = "sk-example-key-for-the-chart-e2e"
 
 
@@ -102,16 +108,21 @@ def test_rendered_chart_and_its_operator_reconcile_the_example(tmp_path: Path):
         dep = next(d for d in docs if d["kind"] == "Deployment")
         cmd = dep["spec"]["template"]["spec"]["containers"][0]["command"]
         (tmp_path / "token").write_text(token)
+        gw = free_port()  # the Batch API's Service, its port and its volume, mapped here
         mapped = [a.replace("/etc/hygen/token/token", str(tmp_path / "token"))
                    .replace("--data-dir=/opt/hygen/data", f"--data-dir={DATA}")
                    .replace("0.0.0.0:8080", f"127.0.0.1:{free_port()}")
-                   .replace("--batch-api-port=8090", f"--batch-api-port={free_port()}")
+                   .replace("--batch-api-port=8090", f"--batch-api-port={gw}")
+                   .replace("http://hygen-batch-api.default.svc:8090", f"http://127.0.0.1:{gw}")
+                   .replace("=/var/lib/hygen/batch-api", f"={tmp_path / 'batch-api'}")
                   for a in cmd]  # fmt: skip
+        assert f"--batch-api-url=http://127.0.0.1:{gw}" in mapped, cmd
         mapped += ["--kubeconfig", str(api.kubeconfig), "--status-interval", "0.5"]
         example = yaml.safe_load((ROOT / "examples" / "servingslo-llama2-7b.yaml").read_text())
         example["metadata"]["namespace"] = "default"
         example["spec"]["model"] = "tiny"
         example["spec"]["profiling"]["oracle"] = "h100"
+        example["spec"]["batchApi"] = {"parallelism": 4}  # files on the chart's volume
         with Kubelet(api, tmp_path, "unused") as kubelet:
             op = OperatorProcess.from_command(mapped, tmp_path / "operator.log", token).start()
             c = Cluster(api, kubelet, op, tmp_path)
@@ -142,8 +153,20 @@ def test_rendered_chart_and_its_operator_reconcile_the_example(tmp_path: Path):
                 vol["spec"]["input"] = {"volume": {"claimName": "in", "path": "b.jsonl"}}
                 vol["spec"]["output"] = {"volume": {"claimName": "out", "path": "r.jsonl"}}
                 c.api.create(vol, "batchjobs")
-                for job in ("inline", "vol"):
+                # the OpenAI Batch API through a pod, on the chart's Batch API volume
+                oai = OpenAI(base_url=f"http://127.0.0.1:{port}/v1", api_key=API_KEY)
+                data = "".join(json.dumps(x) + "\n" for x in batch_lines(5)).encode()
+                fid = oai.files.create(file=("in.jsonl", io.BytesIO(data)), purpose="batch").id
+                b = oai.batches.create(input_file_id=fid, endpoint="/v1/completions",
+                                       completion_window="24h")  # fmt: skip
+                for job in ("inline", "vol", b.id.replace("_", "-")):
                     assert finished(c, job, 60)["phase"] == "Succeeded"
+                done = oai.batches.retrieve(b.id)
+                assert done.status == "completed" and done.output_file_id, done
+                assert len(oai.files.content(done.output_file_id).text.splitlines()) == 5
+                assert (
+                    tmp_path / "batch-api" / "default" / name / "files" / f"{fid}.jsonl"
+                ).exists()
                 c.api.delete("batchjobs", "default", "inline", "hygen.io")
                 c.wait(lambda: not c.obj("batchjobs", "inline"), 20, "inline job deleted")
             finally:
