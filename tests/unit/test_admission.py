@@ -135,3 +135,59 @@ def test_a_new_request_starts_only_if_its_whole_sequence_fits_when_reserved() ->
     running = OfflineCandidate("r", 256, 744, 1000, 16, True, start_tokens=1000)
     got = admit(None, BatchShape(), [running], limits(tokens=256, blocks=16)).allocations
     assert [n for _, n in got] == [256]
+
+
+@pytest.mark.parametrize("seed", range(100))
+def test_bulk_decode_admission_decides_exactly_as_one_offer_per_candidate(seed: int) -> None:
+    """`Admitter._offer_decodes` (the hot path) against `_offer` alone, on random running
+    candidates: decodes at and off block boundaries, prefills among them, budgets that
+    bind, caches short enough that older work evicts newer. Same admissions, evictions,
+    shape, prediction (to the bit) and remaining limits."""
+    import random
+
+    from hygen_pod.policy.admission import Admitter
+
+    rng = random.Random(seed)
+    pred = LatencyPredictor(
+        ["intercept", "prefill_tokens", "num_decodes", "decode_context", "decode_context_sq"],
+        [1e-3, 1e-2, 1e-4, 3e-7, 1e-11],
+    )
+    cands = []
+    for i in range(rng.randint(1, 60)):
+        prompt = rng.randint(1, 300)
+        if rng.random() < 0.8:  # a decode: held blocks cover it, or it needs one more
+            comp = prompt + rng.randint(0, 200)
+            held = -(-(comp + 1) // 16) - (1 if rng.random() < 0.3 else 0)
+            c = OfflineCandidate(f"r{i}", comp, 1, prompt, held, True, (float(i), f"r{i}"))
+        else:
+            comp = rng.randint(0, prompt - 1)
+            c = OfflineCandidate(
+                f"r{i}", comp, prompt - comp, prompt, -(-comp // 16), True, (float(i), f"r{i}")
+            )
+        cands.append(c)
+    online = BatchShape()
+    if rng.random() < 0.5:
+        online.add_prefill(rng.randint(1, 200))
+    lim = limits(
+        budget_ms=rng.choice([None, 1.5, 3.0, 8.0]),
+        tokens=rng.randint(1, 400),
+        blocks=rng.randint(0, 20),
+        slots=rng.randint(1, 70),
+        partial=rng.random() < 0.5,
+    )
+    freed = {c.ref: c.held_blocks for c in cands}
+    runs = []
+    for fast in (True, False):
+        evicted: list[str] = []
+
+        def evict(ref: str, evicted: list[str] = evicted) -> int:
+            evicted.append(ref)
+            return freed[ref]
+
+        a = Admitter(pred if lim.budget_s is not None else None, online, lim, fast_decodes=fast)
+        got = a.offer_running(sorted(cands, key=lambda c: not c.is_decode), evict)
+        runs.append((
+            [c.ref for c in got], [(c.ref, n) for c, n in a.allocations], evicted,
+            a.shape.as_dict(), a._predicted, a.blocks, a.tokens, a.slots, a.closed,
+        ))  # fmt: skip
+    assert runs[0] == runs[1]

@@ -68,11 +68,16 @@ class Admitter:
     the online work ``online``; ``offer`` returns the tokens granted (0 = not now)."""
 
     def __init__(
-        self, predictor: LatencyPredictor | None, online: BatchShape, limits: Limits
+        self,
+        predictor: LatencyPredictor | None,
+        online: BatchShape,
+        limits: Limits,
+        fast_decodes: bool = True,
     ) -> None:
         if limits.budget_s is not None and predictor is None:
             raise ValueError("a latency budget needs a predictor")
         self.predictor = predictor
+        self.fast_decodes = fast_decodes  # `_offer_decodes`; off = one `_offer` per candidate
         self.limits = limits
         self.shape = online.copy()
         self.tokens = limits.tokens
@@ -85,6 +90,24 @@ class Admitter:
         over = limits.budget_s is not None and self._predicted > limits.budget_s
         self.closed = over
         self.progress_step = False
+
+    @property
+    def predicted(self) -> float:
+        """Predicted seconds of the step as admitted so far."""
+        return self._predicted
+
+    def add_admitted_decodes(
+        self, count: int, context: int, context_sq: int, new_blocks: int, predicted: float
+    ) -> None:
+        """Record ``count`` decodes the caller admitted itself, with `_offer`'s decisions
+        (`HyGenScheduler._schedule_steady`: every running offline decode fits): their
+        context sums, the KV blocks they take and the step's prediction with them. They
+        are not in `allocations` (the caller keeps them)."""
+        self.shape.add_decodes(count, context, context_sq)
+        self._predicted = predicted
+        self.blocks -= new_blocks
+        self.tokens -= count
+        self.slots -= count
 
     @property
     def granted_tokens(self) -> int:
@@ -117,12 +140,77 @@ class Admitter:
                 freed += evict(v.ref)
             return freed
 
-        for c in cands:
-            if self.closed:
-                break
+        i, end = 0, len(cands)
+        while i < end and not self.closed:
+            if self.fast_decodes:
+                i = self._offer_decodes(cands, i, evicted, admitted)
+                if i >= end:
+                    break
+            c = cands[i]
+            i += 1
             if id(c) not in evicted and self._offer(c, self.limits.budget_s, room):
                 admitted.append(c)
         return admitted
+
+    def _offer_decodes(
+        self,
+        cands: Sequence[OfflineCandidate],
+        i: int,
+        evicted: set[int],
+        admitted: list[OfflineCandidate],
+    ) -> int:
+        """`_offer` for the run of decodes from ``cands[i]`` on, in one loop (the hot path:
+        every running offline decode, every step); returns the index of the first
+        candidate left to `_offer`: one that is not a decode, or that needs KV blocks freed.
+
+        The same decisions as `_offer`, in the same order and with the same float
+        arithmetic (`LatencyPredictor.decode_cost`); the shape gets the admitted decodes
+        at once. A test runs both (``fast_decodes`` off) on random candidates."""
+        lim, pred = self.limits, self.predictor
+        bs, budget = lim.block_size, lim.budget_s
+        predicted, blocks, tokens, slots = self._predicted, self.blocks, self.tokens, self.slots
+        empty = self.shape.empty
+        w_nd = w_sd = w_sd2 = w_icpt = 0.0
+        if pred is not None:
+            w_nd, w_sd, w_sd2, w_icpt = pred.decode_weights
+        allocs = self.allocations
+        nd = sum_ctx = sum_ctx2 = 0
+        end = len(cands)
+        while i < end:
+            c = cands[i]
+            computed = c.computed
+            if c.wanted != 1 or computed < c.num_prompt_tokens or slots <= 0 or tokens <= 0:
+                break
+            if evicted and id(c) in evicted:
+                i += 1
+                continue
+            ctx = computed + 1
+            cost = 0.0
+            if pred is not None:
+                cost = w_nd + w_sd * ctx + w_sd2 * ctx * ctx
+                if empty:
+                    cost += w_icpt
+            if budget is not None and predicted + cost > budget:
+                i += 1
+                continue
+            new_blocks = -(-ctx // bs) - c.held_blocks
+            if new_blocks > blocks:  # short of KV: `_offer` may free some
+                break
+            nd += 1
+            sum_ctx += ctx
+            sum_ctx2 += ctx * ctx
+            empty = False
+            predicted += cost
+            if new_blocks > 0:
+                blocks -= new_blocks
+            tokens -= 1
+            slots -= 1
+            allocs.append((c, 1))
+            admitted.append(c)
+            i += 1
+        self.shape.add_decodes(nd, sum_ctx, sum_ctx2)
+        self._predicted, self.blocks, self.tokens, self.slots = predicted, blocks, tokens, slots
+        return i
 
     def progress(self, c: OfflineCandidate, max_chunk: int) -> int:
         """Admit ``c`` with at most ``max_chunk`` tokens, ignoring the latency budget.

@@ -131,6 +131,12 @@ class LatencyPredictor:
             extra += self._w_icpt
         return extra
 
+    @property
+    def decode_weights(self) -> tuple[float, float, float, float]:
+        """(per decode, per context token, per context token squared, intercept): what
+        `decode_cost` computes with, for a caller that inlines it in a hot loop."""
+        return self._w_nd, self._w_sd, self._w_sd2, self._w_icpt
+
     def max_prefill_tokens(
         self, s: BatchShape, budget_s: float, computed: int = 0, new_request: bool = True
     ) -> int:
