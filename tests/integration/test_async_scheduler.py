@@ -16,6 +16,7 @@ from vllm.v1.core.sched.scheduler import Scheduler
 
 from hygen_pod.contract.control import OfflineControl
 from hygen_pod.policy.predictor import LatencyPredictor
+from hygen_pod.policy.rate import TokenBucket
 from hygen_pod.vllm_adapter.scheduler import HyGenAsyncScheduler, HyGenScheduler
 from tests.helpers.sched_harness import build, drive, expected_tokens, requests
 
@@ -99,3 +100,105 @@ def test_a_long_online_prompt_arriving_into_a_cache_full_of_offline_work_starts_
     recs = list(s.trace.records)
     assert sum(r.offline_preempted for r in recs) > 0  # the cache was full of offline work
     assert sum(r.online_preempted for r in recs) == 0
+
+
+class _NoShortcutsAsync(HyGenAsyncScheduler):
+    fast_paths = False
+
+
+class _NoShortcuts(HyGenScheduler):
+    fast_paths = False
+
+
+def _case(control: OfflineControl, **kw: object) -> dict:
+    base = {"blocks": 2000, "seqs": 256, "threshold": 0, "online": 4, "offline": 24,
+            "online_out": 30, "offline_out": 50, "offline_prompt": 120,
+            "arrivals": ()}  # fmt: skip
+    return {"control": control, **base, **kw}
+
+
+def _budget(ms: float, cap: int | None = None) -> OfflineControl:
+    return OfflineControl(mode="budget", budget_ms=ms, online_prefill_cap=cap)
+
+
+# Each case reaches the steady state (everything decoding) under one of the conditions the
+# steady-state step checks, so a shortcut that ignores it changes the schedule.
+SHORTCUT_CASES = {
+    # online prompts arriving mid-run, KV tight enough to preempt, the prefill cap
+    "mixed": _case(_budget(4.0), blocks=160, arrivals=(5, 17, 40)),
+    "mixed-cap": _case(_budget(4.0, cap=64), blocks=160, arrivals=(5, 17, 40)),
+    # the budget admits some of the running offline decodes only
+    "budget-binds": _case(_budget(2.2), seqs=16, offline=30, online_out=150, offline_out=150),
+    # offline work alone: the first decode carries the step's intercept
+    "offline-only": _case(_budget(1.8), seqs=12, online=0, offline=20, offline_out=150),
+    # online decodes at block boundaries need blocks offline work holds
+    "kv-tight": _case(
+        _budget(50.0), blocks=120, seqs=12, offline=20, online_out=150, offline_out=150
+    ),
+    # queued offline work starts in freed slots, its chunk cut by the long-prefill cap
+    # (vLLM's adaptive threshold: max(32, 512 tokens / 3 running) = 170 of a 400 prompt)
+    "long-prefill-cap": _case(
+        _budget(50.0),
+        seqs=12,
+        threshold=32,
+        online=3,
+        offline=30,
+        online_out=200,
+        offline_out=40,
+        offline_prompt=400,
+    ),
+    # HyGen*: queued work starts at a rate
+    "qps": _case(
+        OfflineControl(mode="qps", qps=40.0),
+        blocks=400,
+        seqs=12,
+        online=3,
+        offline=16,
+        arrivals=(9,),
+    ),
+}
+
+
+class _NoShortcutsAsync(HyGenAsyncScheduler):
+    fast_paths = False
+
+
+class _NoShortcuts(HyGenScheduler):
+    fast_paths = False
+
+
+@pytest.mark.parametrize("async_on", [True, False], ids=["async", "sync"])
+@pytest.mark.parametrize("case", list(SHORTCUT_CASES))
+def test_the_per_step_shortcuts_change_no_step_and_no_record(tiny_model, async_on, case) -> None:
+    """The scheduler's hot-path shortcuts (the steady-state step, bulk offline decode
+    admission, the step record taken from the plan) against the scheduler without them,
+    on workloads that take their branches: online arrivals, preemption, a binding budget,
+    offline work alone, block boundaries in a small cache, the prefill caps, HyGen*.
+    Every schedule() call, every token and every step record (all but its measured time)
+    must be the same."""
+    c = SHORTCUT_CASES[case]
+    control = c["control"]
+    runs = []
+    for cls in (HyGenScheduler, _NoShortcutsAsync if async_on else _NoShortcuts):
+        s = build(
+            cls, tiny_model, async_scheduling=async_on, num_blocks=c["blocks"], max_seqs=c["seqs"]
+        )
+        s.scheduler_config.long_prefill_token_threshold = c["threshold"]
+        s.predictor = PREDICTOR
+        s.set_control(control)
+        if control.mode == "qps":  # the bucket on a step clock (10 ms a step): repeatable
+            s._bucket = TokenBucket(control.qps, clock=lambda s=s: s._step * 0.01)
+        offline = requests(
+            c["offline"], prompt=c["offline_prompt"], out=c["offline_out"], prefix="off",
+            offline=True,
+        )  # fmt: skip
+        online = requests(c["online"], prompt=90, out=c["online_out"], prefix="on")
+        late = {
+            k: requests(1, prompt=300 + 10 * k, out=12, prefix=f"late{k}-") for k in c["arrivals"]
+        }
+        run = drive(s, online + offline, 2 if async_on else 1, arrivals=late)
+        recs = [r.model_dump(exclude={"measured_s"}) for r in s.trace.records]
+        runs.append((run.steps, run.tokens, recs))
+    assert runs[0][0] == runs[1][0]
+    assert runs[0][1] == runs[1][1]
+    assert runs[0][2] == runs[1][2]

@@ -36,6 +36,9 @@ import logging
 import operator
 import time
 from collections import deque
+from dataclasses import dataclass
+from itertools import accumulate, compress, repeat
+from operator import add, floordiv, ge, gt, lt, mul, not_, sub
 from typing import Any
 
 from vllm.v1.core.sched.async_scheduler import AsyncScheduler
@@ -66,6 +69,11 @@ _IDLE_SLEEP_S = 0.002
 
 
 _request_id = operator.attrgetter("request_id")
+_computed = operator.attrgetter("num_computed_tokens")
+_placeholders = operator.attrgetter("num_output_placeholders")
+_prompt_tokens = operator.attrgetter("num_prompt_tokens")
+_with_spec = operator.attrgetter("num_tokens_with_spec")
+_max_tokens = operator.attrgetter("max_tokens")
 
 
 def _async_scheduling(args: tuple[Any, ...], kwargs: dict[str, Any]) -> bool:
@@ -75,8 +83,29 @@ def _async_scheduling(args: tuple[Any, ...], kwargs: dict[str, Any]) -> bool:
     return bool(getattr(sched, "async_scheduling", False))
 
 
+@dataclass(slots=True)
+class _StepPlan:
+    """A step as planned: tokens per request, the decodes' sums (by `BatchShape.add`'s
+    rule) and the other items' ids, and the online/offline totals."""
+
+    tokens: dict[str, int]
+    prefills: list[str]
+    decodes: int
+    decode_context: int
+    decode_context_sq: int
+    online_tokens: int
+    online_reqs: int
+    offline_tokens: int
+    offline_reqs: int
+
+
 class HyGenScheduler(Scheduler):
     """Online-first scheduler that fills each iteration with offline work up to a budget."""
+
+    # Per-step shortcuts with the same decisions and records (bulk offline decodes in
+    # phase 2, the step record from the plan when the base ran it): off in a test that
+    # runs both ways and compares every step.
+    fast_paths = True
 
     def __new__(cls, *args: Any, **kwargs: Any) -> HyGenScheduler:
         # One class name for users: under async scheduling build the AsyncScheduler
@@ -117,6 +146,7 @@ class HyGenScheduler(Scheduler):
         self._inside_base = False
         self._preempted_offline = 0
         self._preempted_online = 0
+        self._plan: _StepPlan | None = None
         logger.info("HyGen scheduler ready: %s, predictor=%s", self.control, self.predictor)
 
     # ------------------------------------------------------------ control
@@ -201,6 +231,7 @@ class HyGenScheduler(Scheduler):
         self._step += 1
         self._preempted_offline = self._preempted_online = 0
         self._progress_step = False
+        self._plan = None
         if not self.offline_ids and self.control.online_prefill_cap is None:
             out = self._call_base(throttle_prefills)
         else:
@@ -266,16 +297,21 @@ class HyGenScheduler(Scheduler):
         )
 
     def _schedule_two_phase(self, throttle_prefills: bool):
+        if self.fast_paths:
+            out = self._schedule_steady(throttle_prefills)
+            if out is not None:
+                return out
         bs = self.block_size
         offline_ids = self.offline_ids
-        online_run, offline_run = [], []
-        for r in self.running:
-            (offline_run if r.request_id in offline_ids else online_run).append(r)
+        running = self.running
+        n_offline = sum(map(offline_ids.__contains__, map(_request_id, running)))
         online_waiting = len(self.waiting) + len(self.kv_holding_waiting)
-        cap = self._long_prefill_cap(len(online_run) + online_waiting)
-        wanted = self._running_wants(self.running, cap)
+        cap = self._long_prefill_cap(len(running) - n_offline + online_waiting)
+        online_run, online_want, offline_run, wanted = self._split_wants(running, cap)
         stock_tokens = self.max_num_scheduled_tokens
         partial_ok = bool(self.scheduler_config.enable_chunked_prefill)
+        plan: dict[str, int] = {}  # request id -> tokens this step, as planned
+        planned_prefills: list[str] = []  # planned items `_record` recomputes from the step
 
         # --- The online prefill cap (policy/online_chunk.py): in a step with online
         # decodes, decodes go first and online prefills share the cap in order; the
@@ -284,7 +320,9 @@ class HyGenScheduler(Scheduler):
         decoding = {r for r in online_run if self._is_decode(r)} if ocap is not None else set()
         chunk = OnlinePrefillCap(ocap, bool(decoding))
         if chunk.active:
-            online_run.sort(key=lambda r: r not in decoding)
+            order = sorted(range(len(online_run)), key=lambda i: online_run[i] not in decoding)
+            online_run = [online_run[i] for i in order]
+            online_want = [online_want[i] for i in order]
         hidden_online: list[Request] = []
         hidden_wait: list[tuple[Any, Request]] = []  # (its queue, request)
         cut: Request | None = None
@@ -297,8 +335,8 @@ class HyGenScheduler(Scheduler):
         # request's KV blocks are looked up only when it may need a new one.
         held, lookahead = self._held_covering, self.num_lookahead_tokens
         nd = ctx = ctx2 = 0
-        for r in online_run:
-            n = min(wanted[r], tokens_left)
+        for r, want in zip(online_run, online_want, strict=True):
+            n = want if want < tokens_left else tokens_left
             if n <= 0:
                 continue
             comp = r.num_computed_tokens
@@ -306,6 +344,7 @@ class HyGenScheduler(Scheduler):
                 nd += 1
                 ctx += comp + 1
                 ctx2 += (comp + 1) * (comp + 1)
+                plan[r.request_id] = 1
             else:
                 if chunk.active and r not in decoding:
                     got = chunk.grant(n, partial_ok)
@@ -316,6 +355,8 @@ class HyGenScheduler(Scheduler):
                         cut = r
                     n = got
                 online.add(n, comp, r.num_prompt_tokens)
+                plan[r.request_id] = n
+                planned_prefills.append(r.request_id)
             need = cdiv(comp + n + lookahead, bs)
             kv_need += max(0, need - held(r, need))
             tokens_left -= n
@@ -365,6 +406,8 @@ class HyGenScheduler(Scheduler):
                 cut = r
             n = got
             online.add(n, cached, r.num_prompt_tokens)
+            plan[r.request_id] = n
+            planned_prefills.append(r.request_id)
             kv_need += blocks
             tokens_left -= n
             slots_left -= 1
@@ -395,6 +438,7 @@ class HyGenScheduler(Scheduler):
                 # online chunk, which then wins
                 allow_partial=online_wait_sched == 0 and not chunk.cut,
             ),
+            fast_decodes=self.fast_paths,
         )
         admitted_run: list[Request] = []
         admitted_wait: list[Request] = []
@@ -421,24 +465,171 @@ class HyGenScheduler(Scheduler):
             admitted_run, admitted_wait = got.running, got.started
             self._progress_step = got.progress
         granted = admitter.granted_tokens
+        if self.fast_paths:
+            self._plan = self._step_plan(
+                plan, planned_prefills, (nd, ctx, ctx2), admitter, online_tokens
+            )
 
         # --- Arrange the queues for the base method.
         admitted = set(admitted_run)
         idle = [r for r in offline_run if r not in admitted]
         room = max(0, admitter.slots)
-        visible_idle, hidden = idle[:room], idle[room:]
+        shown = [r for r in online_run if r is not cut and r not in hidden_online]
+        tail = [cut] if cut is not None and cut in online_run else []
+        return self._run_arranged(
+            throttle_prefills, shown, admitted_run, idle[:room], tail, admitted_wait,
+            hidden_wait, hidden_online + idle[room:], online_tokens + granted,
+        )  # fmt: skip
+
+    def _schedule_steady(self, throttle_prefills: bool):
+        """The steady state, with the general method's decisions at a fraction of its cost:
+        every running request decodes one token, nothing online waits, the KV cache has
+        room for every decode, and every running offline decode fits the step (budget,
+        tokens, slots, blocks). Then phase 1 gives each online decode its token and
+        phase 2 admits every running offline decode, so both are worked out over whole
+        lists with C-level builtins; the queue's head is then offered as usual. Returns
+        None, having changed nothing, when any condition fails (the general method runs).
+
+        Exactness: a decode's want, KV need and cost are the general method's formulas;
+        phase 2's per-candidate budget check passes for all of them exactly when it passes
+        for the last (costs are non-negative, so the running sum never falls), and the
+        predicted sum is accumulated in the same order. The shortcut test compares both."""
+        if self.waiting or self.kv_holding_waiting or self.num_waiting_for_streaming_input:
+            return None
+        control = self.control
+        if control.online_only:
+            return None
+        running = self.running
+        offline = list(map(self.offline_ids.__contains__, map(_request_id, running)))
+        n_off = sum(offline)
+        if not n_off:
+            return None
+        comps = list(map(_computed, running))
+        phs = list(map(_placeholders, running))
+        prompts = list(map(_prompt_tokens, running))
+        # each wants one token (as `_split_wants` counts it), past its prompt
+        if not all(map((1).__eq__, map(sub, map(add, map(_with_spec, running), phs), comps))):
+            return None
+        if any(map(lt, comps, prompts)) or max(comps) >= self.max_model_len - 2:
+            return None
+        if any(phs):  # async: none has only its last token left, in flight
+            ends = map(add, prompts, map(_max_tokens, running))
+            if any(map(ge, map(sub, map(add, comps, repeat(2)), phs), ends)):
+                return None
+        bs, lookahead = self.block_size, self.num_lookahead_tokens
+        online_run = list(compress(running, map(not_, offline)))
+        offline_run = list(compress(running, offline))
+        n_on = len(online_run)
+        stock_tokens = self.max_num_scheduled_tokens
+        slots = self.max_num_active_reqs - n_on
+        if n_on + n_off > stock_tokens or n_off > slots:
+            return None
+        on_comps = list(compress(comps, map(not_, offline)))
+        off_comps = list(compress(comps, offline))
+
+        def at_boundary(reqs: list[Request], cs: list[int]) -> list[tuple[Request, int]]:
+            """(request, computed) of those whose next token with the look-ahead needs a
+            block past the ones covering their computed tokens (`_held_covering`: only
+            those may hold fewer blocks than they need)."""
+            need = map(floordiv, map(add, cs, repeat(lookahead + bs)), repeat(bs))
+            have = map(floordiv, map(add, cs, repeat(bs - 1)), repeat(bs))
+            return list(compress(zip(reqs, cs, strict=True), map(gt, need, have)))
+
+        held = self._held_blocks
+        kv_need = 0
+        for r, c in at_boundary(online_run, on_comps):  # as the general method's shadow
+            kv_need += max(0, (c + lookahead + bs) // bs - held(r))
+        pool = self.kv_cache_manager.block_pool
+        free = pool.get_num_free_blocks() - self.kv_cache_manager.watermark_blocks
+        if kv_need > free:
+            return None  # offline work must give way: the general method preempts
+        on_ctx = list(map(add, on_comps, repeat(1)))
+        off_ctx = list(map(add, off_comps, repeat(1)))
+        online = BatchShape()
+        online.add_decodes(n_on, sum(on_ctx), sum(map(mul, on_ctx, on_ctx)))
+        budget_s = self._budget_s()
+        limits = Limits(
+            budget_s=budget_s,
+            tokens=stock_tokens - n_on,
+            free_blocks=max(0, free - kv_need),
+            slots=max(0, slots),
+            block_size=bs,
+            allow_partial=True,
+        )
+        admitter = Admitter(self.predictor if budget_s is not None else None, online, limits)
+        if admitter.closed:
+            return None
+        # New blocks for a decode: cdiv(ctx, bs) - held; only those short of `need` (with
+        # the look-ahead) may need any, and the candidate's held count is the real one.
+        new_blocks = 0
+        for r, c in at_boundary(offline_run, off_comps):  # as `_offer`: cdiv(ctx, bs) - held
+            new_blocks += max(0, (c + bs) // bs - held(r))
+        if new_blocks > admitter.blocks:
+            return None
+        predicted = admitter.predicted
+        off_sum, off_sq = sum(off_ctx), sum(map(mul, off_ctx, off_ctx))
+        if budget_s is not None:
+            w_nd, w_sd, w_sd2, w_icpt = admitter.predictor.decode_weights  # type: ignore[union-attr]
+            costs = [w_nd + w_sd * x + w_sd2 * x * x for x in off_ctx]
+            if online.empty:
+                costs[0] += w_icpt
+            predicted = list(accumulate(costs, initial=predicted))[-1]
+            if predicted > budget_s:
+                return None
+        # --- Committed: every running request runs its decode.
+        cap = self._long_prefill_cap(n_on)  # as the general method sizes it (none waits)
+        admitter.add_admitted_decodes(n_off, off_sum, off_sq, new_blocks, predicted)
+        got = fill_offline(
+            admitter,
+            [],
+            lambda ref: 0,  # no running candidates: nothing to evict
+            self.offline_queue,
+            lambda r: self._waiting_candidate(r, cap),
+            bucket=self._bucket if control.mode == "qps" else None,
+            progress_chunk=None,  # offline decodes were admitted
+            start_new=True,
+        )
+        self._progress_step = False
+        plan = dict.fromkeys(map(_request_id, running), 1)
+        self._plan = self._step_plan(
+            plan, [], (n_on + n_off, sum(on_ctx) + off_sum, sum(map(mul, on_ctx, on_ctx)) + off_sq),
+            admitter, n_on, extra=(n_off, n_off),
+        )  # fmt: skip
+        return self._run_arranged(
+            throttle_prefills, online_run, offline_run, [], [], got.started, [], [],
+            n_on + n_off + admitter.granted_tokens,
+        )  # fmt: skip
+
+    def _run_arranged(
+        self,
+        throttle_prefills: bool,
+        shown: list[Request],
+        admitted_run: list[Request],
+        visible_idle: list[Request],
+        tail: list[Request],
+        admitted_wait: list[Request],
+        hidden_wait: list[tuple[Any, Request]],
+        hidden: list[Request],
+        tokens: int,
+    ):
+        """Run the base method on the planned step, then put everything back.
+
+        The running list is: online work ``shown``, admitted offline requests, idle
+        offline ones it may see but not schedule (victims for its preemption; the free
+        request slots), and ``tail`` (a cut online chunk, which gets exactly what is
+        left). Admitted queued requests join the waiting queue; ``hidden_wait`` leave
+        theirs for the step, and ``hidden`` running requests stay out of its sight. The
+        step's token budget is ``tokens``: online plus granted offline."""
+        stock_tokens = self.max_num_scheduled_tokens
         saved_eligible = [(r, r.next_decode_eligible_step) for r in visible_idle]
         for r in visible_idle:
             r.next_decode_eligible_step = _NEVER
-        shown = [r for r in online_run if r is not cut and r not in hidden_online]
-        self.running = shown + admitted_run + visible_idle
-        if cut is not None and cut in online_run:
-            self.running.append(cut)  # the base gives it exactly what is left
+        self.running = shown + admitted_run + visible_idle + tail
         for r in admitted_wait:
             self.waiting.add_request(r)
         for queue, r in hidden_wait:
             queue.remove_request(r)
-        self.max_num_scheduled_tokens = online_tokens + granted
+        self.max_num_scheduled_tokens = tokens
         try:
             out = self._call_base(throttle_prefills)
         finally:
@@ -447,7 +638,6 @@ class HyGenScheduler(Scheduler):
                 r.next_decode_eligible_step = step
             for queue, r in hidden_wait:  # a suffix of its queue: appending keeps order
                 queue.add_request(r)
-            self.running.extend(hidden_online)
             self.running.extend(hidden)
             # Admitted offline requests the base method did not start go back first.
             for r in admitted_wait:
@@ -465,21 +655,33 @@ class HyGenScheduler(Scheduler):
         self.running.remove(victim)
         self._preempt_request(victim, now)
 
-    def _running_wants(self, running: list[Request], cap: int) -> dict[Request, int]:
-        """Tokens each running request would compute this step (as the base method
-        counts them), capped by the long-prefill cap and the model length."""
-        out: dict[Request, int] = {}
+    def _split_wants(
+        self, running: list[Request], cap: int
+    ) -> tuple[list[Request], list[int], list[Request], dict[Request, int]]:
+        """Running requests split into online (with the tokens each would compute this
+        step, as the base method counts them: capped by the long-prefill cap and the
+        model length, in a parallel list) and offline (with theirs in a dict), in one pass."""
+        online, online_want, offline = [], [], []
+        offline_want: dict[Request, int] = {}
+        offline_ids = self.offline_ids
         max_len = self.max_model_len - 1
         for r in running:
             comp, ph = r.num_computed_tokens, r.num_output_placeholders
             if ph > 0 and comp + 2 - ph >= r.num_prompt_tokens + r.max_tokens:
-                out[r] = 0  # async: its last token is in flight; the base skips it
-                continue
-            n = r.num_tokens_with_spec + ph - comp
-            if cap and n > cap:
-                n = cap
-            out[r] = n if n < max_len - comp else max_len - comp
-        return out
+                n = 0  # async: its last token is in flight; the base skips it
+            else:
+                n = r.num_tokens_with_spec + ph - comp
+                if cap and n > cap:
+                    n = cap
+                if n >= max_len - comp:
+                    n = max_len - comp
+            if r.request_id in offline_ids:
+                offline.append(r)
+                offline_want[r] = n
+            else:
+                online.append(r)
+                online_want.append(n)
+        return online, online_want, offline, offline_want
 
     def _running_candidates(
         self, offline_run: list[Request], wanted_of: dict[Request, int]
@@ -524,31 +726,72 @@ class HyGenScheduler(Scheduler):
         return None
 
     # -------------------------------------------------------------- trace
+    def _step_plan(
+        self,
+        plan: dict[str, int],
+        prefills: list[str],
+        online_decodes: tuple[int, int, int],
+        admitter: Admitter,
+        online_tokens: int,
+        extra: tuple[int, int] = (0, 0),
+    ) -> _StepPlan:
+        """What phase 1 and phase 2 planned for this step, for `_record`; ``extra`` is
+        (offline tokens, offline requests) already in ``plan`` and the decode sums, not in
+        the admitter's allocations (`_schedule_steady`)."""
+        online_reqs = len(plan) - extra[1]
+        nd, ctx, ctx2 = online_decodes
+        for c, n in admitter.allocations:
+            rid = c.ref.request_id
+            plan[rid] = n
+            if c.running and n == 1 and c.computed >= c.num_prompt_tokens:
+                nd += 1
+                ctx += c.computed + 1
+                ctx2 += (c.computed + 1) * (c.computed + 1)
+            else:
+                prefills.append(rid)
+        return _StepPlan(
+            plan, prefills, nd, ctx, ctx2, online_tokens, online_reqs,
+            admitter.granted_tokens + extra[0], len(admitter.allocations) + extra[1],
+        )  # fmt: skip
+
     def _record(self, out) -> StepRecord | None:
         """The step's record; an empty step is traced at once, a non-empty one is
         returned to be timed when its output comes back."""
         shape = BatchShape()
         rec = StepRecord(step=self._step, mode=self.control.mode)
-        requests, offline_ids, add = self.requests, self.offline_ids, shape.add
-        off_tokens = off_reqs = on_tokens = on_reqs = nd = ctx = ctx2 = 0
-        for rid, n in out.num_scheduled_tokens.items():
-            r = requests[rid]
-            comp = r.num_computed_tokens - n
-            if n == 1 and comp >= r.num_prompt_tokens:  # a decode (BatchShape.add, inlined)
-                nd += 1
-                ctx += comp + 1
-                ctx2 += (comp + 1) * (comp + 1)
-            else:
-                add(n, comp, r.num_prompt_tokens)
-            if rid in offline_ids:
-                off_tokens += n
-                off_reqs += 1
-            else:
-                on_tokens += n
-                on_reqs += 1
-        shape.add_decodes(nd, ctx, ctx2)
-        rec.offline_tokens, rec.offline_reqs = off_tokens, off_reqs
-        rec.online_tokens, rec.online_reqs = on_tokens, on_reqs
+        requests, add = self.requests, shape.add
+        plan, self._plan = self._plan, None
+        if plan is not None and out.num_scheduled_tokens == plan.tokens:
+            # The base method ran exactly the plan: the decodes' sums are the planned ones
+            # (running requests, whose computed tokens the plan read), and the few other
+            # items are read back from the requests, as below.
+            for rid in plan.prefills:
+                n, r = plan.tokens[rid], requests[rid]
+                add(n, r.num_computed_tokens - n, r.num_prompt_tokens)
+            shape.add_decodes(plan.decodes, plan.decode_context, plan.decode_context_sq)
+            rec.offline_tokens, rec.offline_reqs = plan.offline_tokens, plan.offline_reqs
+            rec.online_tokens, rec.online_reqs = plan.online_tokens, plan.online_reqs
+        else:
+            offline_ids = self.offline_ids
+            off_tokens = off_reqs = on_tokens = on_reqs = nd = ctx = ctx2 = 0
+            for rid, n in out.num_scheduled_tokens.items():
+                r = requests[rid]
+                comp = r.num_computed_tokens - n
+                if n == 1 and comp >= r.num_prompt_tokens:  # a decode (BatchShape.add, inlined)
+                    nd += 1
+                    ctx += comp + 1
+                    ctx2 += (comp + 1) * (comp + 1)
+                else:
+                    add(n, comp, r.num_prompt_tokens)
+                if rid in offline_ids:
+                    off_tokens += n
+                    off_reqs += 1
+                else:
+                    on_tokens += n
+                    on_reqs += 1
+            shape.add_decodes(nd, ctx, ctx2)
+            rec.offline_tokens, rec.offline_reqs = off_tokens, off_reqs
+            rec.online_tokens, rec.online_reqs = on_tokens, on_reqs
         rec.shape = shape.as_dict()
         rec.budget_s = self._budget_s()
         if self.predictor is not None and not shape.empty:
