@@ -16,6 +16,10 @@ for scale. Cases:
 * ``backlog``: N running requests, half of them offline (admitted under a budget that
   fits them all), and 1,000 more offline requests queued behind full request slots.
 
+"added, no shortcuts" is HyGen with ``fast_paths`` off (every step through the general
+method, one admission call per candidate, the step record rebuilt from the output), run
+in the same loop: what the shortcuts save, without the VM's drift between runs.
+
 The KV cache is sized so that all N requests run for the whole measurement, and each case
 checks that they did (an earlier version had room for only ~90 of "256").
 
@@ -91,6 +95,16 @@ class ProbedHyGenSync(HyGenScheduler, _ProbedSync):
     """HyGen's policy over Scheduler, with the base calls timed."""
 
 
+class ProbedPlainAsync(ProbedHyGenAsync):
+    """The same without the per-step shortcuts (`HyGenScheduler.fast_paths`)."""
+
+    fast_paths = False
+
+
+class ProbedPlainSync(ProbedHyGenSync):
+    fast_paths = False
+
+
 def timed_steps(
     s: Scheduler, reqs: list, queue_size: int, warmup: int, steps: int
 ) -> tuple[list[float], list[float]]:
@@ -154,6 +168,7 @@ def main() -> int:
     queue = 2 if async_on else 1
     stock_cls = AsyncScheduler if async_on else Scheduler
     ours_cls = ProbedHyGenAsync if async_on else ProbedHyGenSync
+    plain_cls = ProbedPlainAsync if async_on else ProbedPlainSync
     try:
         from hygen_pod.profiling.oracle import KernelOracle, MixedBatch
 
@@ -170,7 +185,7 @@ def main() -> int:
         )
         print(f"{'running':>7} {'case':<8} {'stock':>7} {'HyGen':>7} {'in stock':>8} "
               f"{'added':>6} {'added range':>11} {'% of stock':>10} {'H100 step ms':>12} "
-              f"{'added % of step':>15}")  # fmt: skip
+              f"{'added % of step':>15} {'added, no shortcuts':>19}")  # fmt: skip
         for n in args.running:
             warmup = n * PROMPT // 512 + 20  # all prompts prefilled, decoding steadily
             gpu_ms = None
@@ -182,27 +197,36 @@ def main() -> int:
             for case in ("online", "backlog"):
                 backlog = case == "backlog"
                 kw = {"async_scheduling": async_on, "max_seqs": n, "num_blocks": blocks}
-                runs: list[tuple[float, float, float, float]] = []
+                runs: list[tuple[float, float, float, float, float]] = []
                 for _ in range(args.repeats):
                     stock = build(stock_cls, model, **kw)
                     t_stock, _ = timed_steps(stock, workload(n, backlog), queue, warmup, args.steps)
                     check_running(stock, n)
-                    ours = build(ours_cls, model, **kw)
-                    ours.predictor = PREDICTOR
-                    ours.set_control(OfflineControl(mode="budget", budget_ms=1000.0))
-                    total, base = timed_steps(ours, workload(n, backlog), queue, warmup, args.steps)
-                    check_running(ours, n, offline=n - n // 2 if backlog else 0)
-                    diff = statistics.median(t - b for t, b in zip(total, base, strict=True))
-                    med = statistics.median
-                    runs.append((med(t_stock), med(total), med(base), diff))
-                cols = [statistics.median(r[i] for r in runs) * 1e6 for i in range(4)]
+                    diffs = []
+                    for cls in (ours_cls, plain_cls):
+                        ours = build(cls, model, **kw)
+                        ours.predictor = PREDICTOR
+                        ours.set_control(OfflineControl(mode="budget", budget_ms=1000.0))
+                        total, base = timed_steps(
+                            ours, workload(n, backlog), queue, warmup, args.steps
+                        )
+                        check_running(ours, n, offline=n - n // 2 if backlog else 0)
+                        diffs.append(
+                            statistics.median(t - b for t, b in zip(total, base, strict=True))
+                        )
+                        if cls is ours_cls:
+                            med = statistics.median
+                            row = (med(t_stock), med(total), med(base))
+                    runs.append((*row, diffs[0], diffs[1]))
+                cols = [statistics.median(r[i] for r in runs) * 1e6 for i in range(5)]
                 added = cols[3]
                 spread = f"{min(r[3] for r in runs) * 1e6:.0f}-{max(r[3] for r in runs) * 1e6:.0f}"
                 share = f"{added / 1e3 / gpu_ms:.2%}" if gpu_ms else "n/a"
                 step = f"{gpu_ms:.2f}" if gpu_ms else "n/a"
                 print(
                     f"{n:>7} {case:<8} {cols[0]:>7.0f} {cols[1]:>7.0f} {cols[2]:>8.0f} "
-                    f"{added:>6.0f} {spread:>11} {added / cols[0]:>10.1%} {step:>12} {share:>15}"
+                    f"{added:>6.0f} {spread:>11} {added / cols[0]:>10.1%} {step:>12} {share:>15} "
+                    f"{cols[4]:>19.0f}"
                 )
     return 0
 

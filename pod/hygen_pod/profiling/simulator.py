@@ -101,11 +101,12 @@ class HostCosts:
         return s
 
 
-# Fitted to bench/scheduler_overhead.py on the 2-core dev VM (docs/benchmarks.md,
-# 2026-11-30, with all N requests really running): stock schedule()+update() ~0.2 ms +
-# 35 us per running request; HyGen with an offline backlog adds ~0.1 ms + 6.3 us per
-# request. A GPU server's CPU is faster: an upper bound.
-MEASURED_HOST_COSTS = HostCosts(2e-4, 3.5e-5, 1e-4, 6.3e-6)
+# Fitted to bench/scheduler_overhead.py on the 2-core dev VM (docs/benchmarks.md, with all
+# N requests really running): stock schedule()+update() ~0.2 ms + 35 us per running
+# request; HyGen with an offline backlog adds ~75 us + 5.3 us per request (159 / 602 /
+# 1,429 us at 16 / 64 / 256, with the per-step shortcuts). A GPU server's CPU is faster:
+# an upper bound.
+MEASURED_HOST_COSTS = HostCosts(2e-4, 3.5e-5, 7.5e-5, 5.3e-6)
 
 
 @dataclass(slots=True)
