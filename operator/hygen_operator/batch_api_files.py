@@ -152,7 +152,7 @@ async def file_store(
 ) -> FileStore:
     """The store of a ServingSLO's Batch API: its object store, with the keys read from its
     Secret, or (no storage) its folder of the operator's volume, ``volume(ns)``."""
-    if api.object_store is None:
+    if api.storage is None:
         root = volume(ns)
         if root is None:
             raise NoVolume(
@@ -160,6 +160,7 @@ async def file_store(
                 "(hygen-operator run --batch-api-dir; the chart's operator.batchApiVolume)"
             )
         return FileStore(object_store.open_local(root), api, slo)
+    assert api.object_store is not None  # validated: it comes with storage
     secret = api.object_store.credentials_secret
     data = ((await kube.get(SECRET, ns, secret)) or {}).get("data") or {}
     env = {

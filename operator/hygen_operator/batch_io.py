@@ -123,11 +123,10 @@ async def check_input(
     ``own`` is this namespace's folder of the operator's Batch API volume, if it has one."""
     if spec.input.config_map is not None:
         await _config_map_input(spec, kube, ns)
-    elif spec.uses_operator_volume:
+    elif spec.input.operator_volume is not None:  # an output there is checked by make_sink
         field = "spec.input.operatorVolume.path"
-        bucket = operator_bucket(own, field)
         ref = spec.input.operator_volume
-        if ref is not None and not await object_store.exists(bucket, ref.path, field):
+        if not await object_store.exists(operator_bucket(own, field), ref.path, field):
             raise MissingInput(f"{field}: no file {ref.path!r}")
     elif spec.input.s3 is not None and root is not None:  # the dispatcher Job holds the keys
         ref = spec.input.s3

@@ -16,7 +16,7 @@ from hygen_operator import object_store
 from hygen_operator.batch_api_files import FileNotThere, FileStore, NoVolume, TooLarge, file_store
 from hygen_operator.batch_api_objects import batch_job, new_batch_id
 from hygen_operator.batch_io import InputError, MissingInput, check_input, input_chunks, make_sink
-from hygen_operator.resources import BatchApi, BatchJobSpec
+from hygen_operator.resources import BatchApi, BatchInput, BatchJobSpec
 from hygen_operator.s3_sink import S3Sink
 from hygen_pod.contract.api import BatchCreate
 
@@ -129,6 +129,11 @@ def test_without_a_volume_a_volume_job_and_the_api_name_the_field(tmp_path):
             await check_input(spec, None, "ns", None, None)  # type: ignore[arg-type]
         with pytest.raises(InputError, match=r"spec\.output\.operatorVolume\.path"):
             make_sink(spec, None, "ns", "uid", None, None)  # type: ignore[arg-type]
+        # only the output there: the error names the output, not the input
+        out_only = spec.model_copy(update={"input": BatchInput(inline=[{"x": 1}])})
+        await check_input(out_only, None, "ns", None, None)  # type: ignore[arg-type]
+        with pytest.raises(InputError, match=r"spec\.output\.operatorVolume\.path"):
+            make_sink(out_only, None, "ns", "uid", None, None)  # type: ignore[arg-type]
         with pytest.raises(MissingInput, match=r"no file 'chat/files/f\.jsonl'"):
             await check_input(spec, None, "ns", None, tmp_path / "ns")  # type: ignore[arg-type]
         (tmp_path / "ns" / "chat" / "files").mkdir(parents=True)

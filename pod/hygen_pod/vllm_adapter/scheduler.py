@@ -102,9 +102,9 @@ class _StepPlan:
 class HyGenScheduler(Scheduler):
     """Online-first scheduler that fills each iteration with offline work up to a budget."""
 
-    # Per-step shortcuts with the same decisions and records (bulk offline decodes in
-    # phase 2, the step record from the plan when the base ran it): off in a test that
-    # runs both ways and compares every step.
+    # Per-step shortcuts with the same decisions and records (the steady-state step, bulk
+    # offline decodes in phase 2, the step record from the plan when the base ran it):
+    # off in a test that runs both ways and compares every step.
     fast_paths = True
 
     def __new__(cls, *args: Any, **kwargs: Any) -> HyGenScheduler:
@@ -467,7 +467,7 @@ class HyGenScheduler(Scheduler):
         granted = admitter.granted_tokens
         if self.fast_paths:
             self._plan = self._step_plan(
-                plan, planned_prefills, (nd, ctx, ctx2), admitter, online_tokens
+                plan, planned_prefills, (nd, ctx, ctx2), admitter, online_tokens, granted
             )
 
         # --- Arrange the queues for the base method.
@@ -545,8 +545,9 @@ class HyGenScheduler(Scheduler):
             return None  # offline work must give way: the general method preempts
         on_ctx = list(map(add, on_comps, repeat(1)))
         off_ctx = list(map(add, off_comps, repeat(1)))
+        on_sum, on_sq = sum(on_ctx), sum(map(mul, on_ctx, on_ctx))
         online = BatchShape()
-        online.add_decodes(n_on, sum(on_ctx), sum(map(mul, on_ctx, on_ctx)))
+        online.add_decodes(n_on, on_sum, on_sq)
         budget_s = self._budget_s()
         limits = Limits(
             budget_s=budget_s,
@@ -590,14 +591,15 @@ class HyGenScheduler(Scheduler):
             start_new=True,
         )
         self._progress_step = False
+        granted = n_off + admitter.granted_tokens
         plan = dict.fromkeys(map(_request_id, running), 1)
         self._plan = self._step_plan(
-            plan, [], (n_on + n_off, sum(on_ctx) + off_sum, sum(map(mul, on_ctx, on_ctx)) + off_sq),
-            admitter, n_on, extra=(n_off, n_off),
+            plan, [], (n_on + n_off, on_sum + off_sum, on_sq + off_sq), admitter, n_on, granted,
+            bulk=n_off,
         )  # fmt: skip
         return self._run_arranged(
             throttle_prefills, online_run, offline_run, [], [], got.started, [], [],
-            n_on + n_off + admitter.granted_tokens,
+            n_on + granted,
         )  # fmt: skip
 
     def _run_arranged(
@@ -733,12 +735,14 @@ class HyGenScheduler(Scheduler):
         online_decodes: tuple[int, int, int],
         admitter: Admitter,
         online_tokens: int,
-        extra: tuple[int, int] = (0, 0),
+        offline_tokens: int,
+        bulk: int = 0,
     ) -> _StepPlan:
-        """What phase 1 and phase 2 planned for this step, for `_record`; ``extra`` is
-        (offline tokens, offline requests) already in ``plan`` and the decode sums, not in
-        the admitter's allocations (`_schedule_steady`)."""
-        online_reqs = len(plan) - extra[1]
+        """What phase 1 and phase 2 planned for this step, for `_record`: ``plan`` holds
+        the online items and ``bulk`` running offline decodes (one token each, in the
+        ``decodes`` sums, not in the admitter's allocations: `_schedule_steady`);
+        ``offline_tokens`` is every offline token granted."""
+        online_reqs = len(plan) - bulk
         nd, ctx, ctx2 = online_decodes
         for c, n in admitter.allocations:
             rid = c.ref.request_id
@@ -750,8 +754,8 @@ class HyGenScheduler(Scheduler):
             else:
                 prefills.append(rid)
         return _StepPlan(
-            plan, prefills, nd, ctx, ctx2, online_tokens, online_reqs,
-            admitter.granted_tokens + extra[0], len(admitter.allocations) + extra[1],
+            plan, prefills, nd, ctx, ctx2, online_tokens, online_reqs, offline_tokens,
+            len(admitter.allocations) + bulk,
         )  # fmt: skip
 
     def _record(self, out) -> StepRecord | None:
