@@ -23,6 +23,8 @@ from pathlib import Path
 import obstore
 from obstore.store import S3Store
 
+from hygen_pod.dev.pod_process import free_port
+
 ROOT = Path(__file__).resolve().parents[2]
 S3_PYTHON = Path(os.environ.get("HYGEN_S3_PYTHON", ROOT / ".venv-s3" / "bin" / "python"))
 
@@ -85,17 +87,11 @@ class S3Server:
         return sorted(m["path"] for m in obstore.list(self.store(bucket)).collect())
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 @contextlib.contextmanager
 def s3_server() -> Iterator[S3Server]:
     if not S3_PYTHON.exists():
         raise RuntimeError(f"no S3 test server: {S3_PYTHON} is missing; run `make install`")
-    port = _free_port()
+    port = free_port()
     # auth is off for the first 3 requests: the IAM user, its policy and its access key
     env = {**os.environ, "INITIAL_NO_AUTH_ACTION_COUNT": "3"}
     env.pop("PYTHONPATH", None)

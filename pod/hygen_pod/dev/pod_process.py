@@ -18,11 +18,26 @@ from pathlib import Path
 
 import httpx
 
+# Below Linux's ephemeral range (32768-60999): a port handed out here and bound
+# a moment later by a child cannot meanwhile be taken by an outgoing connection,
+# which the kernel's port 0 could hand out again (CI once lost a pod to that).
+_PORT_LOW, _PORT_HIGH = 20000, 32767
+_next_port = _PORT_LOW + (os.getpid() * 7919) % (_PORT_HIGH - _PORT_LOW)
+
 
 def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+    """A localhost port that is free now and that this process has not handed out before."""
+    global _next_port
+    for _ in range(_PORT_HIGH - _PORT_LOW):
+        port = _next_port
+        _next_port = _PORT_LOW if _next_port >= _PORT_HIGH else _next_port + 1
+        with socket.socket() as s:
+            try:
+                s.bind(("127.0.0.1", port))
+            except OSError:
+                continue
+            return port
+    raise RuntimeError(f"no free port in {_PORT_LOW}-{_PORT_HIGH}")
 
 
 class PodProcess:
