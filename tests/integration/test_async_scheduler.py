@@ -167,6 +167,20 @@ class _NoShortcuts(HyGenScheduler):
     fast_paths = False
 
 
+def _count_steady_steps(s: HyGenScheduler) -> list[int]:
+    """Count the steps the steady-state shortcut scheduled (it returns None otherwise)."""
+    taken = [0]
+    inner = s._schedule_steady
+
+    def counted(throttle_prefills: bool):
+        out = inner(throttle_prefills)
+        taken[0] += out is not None
+        return out
+
+    s._schedule_steady = counted  # type: ignore[method-assign]
+    return taken
+
+
 @pytest.mark.parametrize("async_on", [True, False], ids=["async", "sync"])
 @pytest.mark.parametrize("case", list(SHORTCUT_CASES))
 def test_the_per_step_shortcuts_change_no_step_and_no_record(tiny_model, async_on, case) -> None:
@@ -196,9 +210,12 @@ def test_the_per_step_shortcuts_change_no_step_and_no_record(tiny_model, async_o
         late = {
             k: requests(1, prompt=300 + 10 * k, out=12, prefix=f"late{k}-") for k in c["arrivals"]
         }
+        steady = _count_steady_steps(s)
         run = drive(s, online + offline, 2 if async_on else 1, arrivals=late)
         recs = [r.model_dump(exclude={"measured_s"}) for r in s.trace.records]
         runs.append((run.steps, run.tokens, recs))
+        if s.fast_paths:  # the case reached the steady state: the comparison covers it
+            assert steady[0] > 0, "the steady-state step never ran"
     assert runs[0][0] == runs[1][0]
     assert runs[0][1] == runs[1][1]
     assert runs[0][2] == runs[1][2]

@@ -103,10 +103,10 @@ class HostCosts:
 
 # Fitted to bench/scheduler_overhead.py on the 2-core dev VM (docs/benchmarks.md, with all
 # N requests really running): stock schedule()+update() ~0.2 ms + 35 us per running
-# request; HyGen with an offline backlog adds ~75 us + 5.3 us per request (159 / 602 /
-# 1,429 us at 16 / 64 / 256, with the per-step shortcuts). A GPU server's CPU is faster:
-# an upper bound.
-MEASURED_HOST_COSTS = HostCosts(2e-4, 3.5e-5, 7.5e-5, 5.3e-6)
+# request; HyGen with an offline backlog adds ~90 us + 4.0 us per request (136 / 374 /
+# 1,117 us at 16 / 64 / 256, with the per-step shortcuts and the one-pass steady-state
+# scan; least squares). A GPU server's CPU is faster: an upper bound.
+MEASURED_HOST_COSTS = HostCosts(2e-4, 3.5e-5, 9e-5, 4.0e-6)
 
 
 @dataclass(slots=True)
