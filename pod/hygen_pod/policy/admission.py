@@ -92,6 +92,11 @@ class Admitter:
         self.progress_step = False
 
     @property
+    def full(self) -> bool:
+        """No request slot or step token is left: `offer` refuses every candidate."""
+        return self.slots <= 0 or self.tokens <= 0
+
+    @property
     def predicted(self) -> float:
         """Predicted seconds of the step as admitted so far."""
         return self._predicted
@@ -233,7 +238,7 @@ class Admitter:
         budget: float | None,
         room: Callable[[OfflineCandidate, int], int] | None = None,
     ) -> int:
-        if self.closed or self.slots <= 0 or self.tokens <= 0 or c.wanted <= 0:
+        if self.closed or self.full or c.wanted <= 0:
             return 0
         lim, pred = self.limits, self.predictor
         if c.wanted == 1 and c.computed >= c.num_prompt_tokens:  # a decode: the hot path

@@ -62,9 +62,9 @@ def fill_offline(
             break
         ref = queue.peek()
         assert ref is not None
-        # `offer` refuses any request when no slot or token is left: say so before
-        # describing the head (for the vLLM plugin a prefix-cache lookup)
-        if admitter.slots <= 0 or admitter.tokens <= 0 or not admitter.offer(waiting(ref)):
+        # a full step refuses any request: no need to describe the head (for the vLLM
+        # plugin a prefix-cache lookup)
+        if admitter.full or not admitter.offer(waiting(ref)):
             if bucket is not None:
                 bucket.give_back()  # not started
             break  # keep the queue's order: do not skip ahead

@@ -552,8 +552,9 @@ class HyGenScheduler(Scheduler):
         room for every decode, and every running offline decode fits the step (budget,
         tokens, slots, blocks). Then phase 1 gives each online decode its token and
         phase 2 admits every running offline decode, so both are worked out from one pass
-        over the running list (`_steady_scan`); the queue's head is then offered as usual. Returns
-        None, having changed nothing, when any condition fails (the general method runs).
+        over the running list (`_steady_scan`); the queue's head is then offered as usual.
+        Returns None, having changed nothing, when any condition fails (the general method
+        runs).
 
         Exactness: a decode's want, KV need and cost are the general method's formulas;
         phase 2's per-candidate budget check passes for all of them exactly when it passes
