@@ -18,7 +18,8 @@ from hygen_pod.contract.control import OfflineControl
 from hygen_pod.policy.predictor import LatencyPredictor
 from hygen_pod.policy.rate import TokenBucket
 from hygen_pod.vllm_adapter.scheduler import HyGenAsyncScheduler, HyGenScheduler
-from tests.helpers.sched_harness import build, drive, expected_tokens, requests
+from hygen_pod.vllm_adapter.steady_scan import SteadyCarry
+from tests.helpers.sched_harness import build, drive, expected_tokens, requests, token
 
 pytestmark = pytest.mark.engine
 
@@ -112,8 +113,8 @@ class _NoShortcuts(HyGenScheduler):
 
 def _case(control: OfflineControl, **kw: object) -> dict:
     base = {"blocks": 2000, "seqs": 256, "threshold": 0, "online": 4, "offline": 24,
-            "online_out": 30, "offline_out": 50, "offline_prompt": 120,
-            "arrivals": ()}  # fmt: skip
+            "online_out": 30, "offline_out": 50, "offline_prompt": 120, "online_prompt": 90,
+            "arrivals": (), "stops": False}  # fmt: skip
     return {"control": control, **base, **kw}
 
 
@@ -147,6 +148,31 @@ SHORTCUT_CASES = {
         offline_out=40,
         offline_prompt=400,
     ),
+    # requests that stop (a stop token) at scattered steps while the rest decode on: the
+    # carried scan (steady_scan.py) takes them out
+    "stops": _case(
+        _budget(50.0),
+        seqs=40,
+        online=12,
+        offline=60,
+        online_out=120,
+        offline_out=120,
+        stops=True,
+    ),
+    # the offline decodes' predicted cost grows with their contexts until the budget binds
+    "budget-grows": _case(
+        _budget(1.815), seqs=8, online=2, offline=6, online_out=150, offline_out=150
+    ),
+    # online requests run into the model length (4,096) while offline work decodes on
+    "model-length": _case(
+        _budget(50.0),
+        seqs=8,
+        online=2,
+        offline=4,
+        online_prompt=3700,
+        online_out=500,
+        offline_out=450,
+    ),
     # HyGen*: queued work starts at a rate
     "qps": _case(
         OfflineControl(mode="qps", qps=40.0),
@@ -167,6 +193,34 @@ class _NoShortcuts(HyGenScheduler):
     fast_paths = False
 
 
+def _stop_early(reqs: list, first: int, every: int) -> None:
+    """Give each request a stop token: the one it samples ``first + every * i`` tokens
+    into its output (or earlier, if that token comes up before)."""
+    for i, r in enumerate(reqs):
+        pos = r.num_prompt_tokens + first + every * i
+        r.sampling_params.stop_token_ids = [token(r.request_id, pos)]
+
+
+def _count_carried_steps(monkeypatch: pytest.MonkeyPatch) -> dict[str, int]:
+    """Count the steps that used a carried scan, and those that first took requests out."""
+    seen = {"carried": 0, "dropped": 0}
+    at, drop = SteadyCarry.at, SteadyCarry._drop_gone
+
+    def counted_at(self: SteadyCarry, *a: object) -> object:
+        out = at(self, *a)
+        seen["carried"] += out is not None
+        return out
+
+    def counted_drop(self: SteadyCarry, *a: object) -> bool:
+        ok = drop(self, *a)
+        seen["dropped"] += ok
+        return ok
+
+    monkeypatch.setattr(SteadyCarry, "at", counted_at)
+    monkeypatch.setattr(SteadyCarry, "_drop_gone", counted_drop)
+    return seen
+
+
 def _count_steady_steps(s: HyGenScheduler) -> list[int]:
     """Count the steps the steady-state shortcut scheduled (it returns None otherwise)."""
     taken = [0]
@@ -183,7 +237,9 @@ def _count_steady_steps(s: HyGenScheduler) -> list[int]:
 
 @pytest.mark.parametrize("async_on", [True, False], ids=["async", "sync"])
 @pytest.mark.parametrize("case", list(SHORTCUT_CASES))
-def test_the_per_step_shortcuts_change_no_step_and_no_record(tiny_model, async_on, case) -> None:
+def test_the_per_step_shortcuts_change_no_step_and_no_record(
+    tiny_model, async_on, case, monkeypatch
+) -> None:
     """The scheduler's hot-path shortcuts (the steady-state step, bulk offline decode
     admission, the step record taken from the plan) against the scheduler without them,
     on workloads that take their branches: online arrivals, preemption, a binding budget,
@@ -191,6 +247,7 @@ def test_the_per_step_shortcuts_change_no_step_and_no_record(tiny_model, async_o
     Every schedule() call, every token and every step record (all but its measured time)
     must be the same."""
     c = SHORTCUT_CASES[case]
+    carried = _count_carried_steps(monkeypatch)
     control = c["control"]
     runs = []
     for cls in (HyGenScheduler, _NoShortcutsAsync if async_on else _NoShortcuts):
@@ -206,7 +263,10 @@ def test_the_per_step_shortcuts_change_no_step_and_no_record(tiny_model, async_o
             c["offline"], prompt=c["offline_prompt"], out=c["offline_out"], prefix="off",
             offline=True,
         )  # fmt: skip
-        online = requests(c["online"], prompt=90, out=c["online_out"], prefix="on")
+        online = requests(c["online"], prompt=c["online_prompt"], out=c["online_out"], prefix="on")
+        if c["stops"]:
+            _stop_early(online, 15, 7)
+            _stop_early(offline, 25, 3)
         late = {
             k: requests(1, prompt=300 + 10 * k, out=12, prefix=f"late{k}-") for k in c["arrivals"]
         }
@@ -216,6 +276,9 @@ def test_the_per_step_shortcuts_change_no_step_and_no_record(tiny_model, async_o
         runs.append((run.steps, run.tokens, recs))
         if s.fast_paths:  # the case reached the steady state: the comparison covers it
             assert steady[0] > 0, "the steady-state step never ran"
+            assert carried["carried"] > 0, "no step used a carried scan"
+            if c["stops"]:
+                assert carried["dropped"] > 0, "no carried scan took out a stopped request"
     assert runs[0][0] == runs[1][0]
     assert runs[0][1] == runs[1][1]
     assert runs[0][2] == runs[1][2]

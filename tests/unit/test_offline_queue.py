@@ -111,3 +111,45 @@ def test_wait_time_guard_uses_clock() -> None:
     assert q.pop() == "a"  # DFS starts at the smallest key
     now[0] = 10.0
     assert q.pop() == "z"  # waited past max_wait_s
+
+
+# Operations on a queue whose head is peeked between them: add, pop, push back, remove,
+# let time pass (the wall-clock guard).
+mixed_ops = st.lists(
+    st.one_of(
+        prompts,
+        st.sampled_from(["pop", "push_front", "remove", "peek"]),
+        st.floats(0.0, 4.0),
+    ),
+    min_size=1,
+    max_size=100,
+)
+
+
+@settings(max_examples=300, deadline=None)
+@given(mixed_ops, st.integers(0, 4), st.sampled_from([None, 3.0]))
+def test_a_peek_is_always_what_the_queue_would_choose_now(ops_list, k, max_wait) -> None:
+    """The queue keeps its last choice between changes (the scheduler peeks every step);
+    each peek must equal a fresh choice, whatever happened since, time included."""
+    now = [0.0]
+    q: OfflineQueue[str] = OfflineQueue(max_bypass=k, max_wait_s=max_wait, clock=lambda: now[0])
+    popped: list[str] = []
+    n = 0
+    for op in ops_list:
+        if isinstance(op, float):
+            now[0] += op
+        elif op == "pop":
+            if (item := q.pop()) is not None:
+                popped.append(item)
+        elif op == "push_front":
+            if popped:
+                q.push_front(popped[-1], popped.pop())
+        elif op == "remove":
+            ids = q.ids()
+            if ids:
+                q.remove(ids[len(ids) // 2])
+        elif op != "peek":
+            q.add(f"r{n}", op, f"r{n}")
+            n += 1
+        fresh, _ = q._choose_now()  # the uncached choice
+        assert q.peek() == fresh

@@ -81,6 +81,11 @@ class OfflineQueue(Generic[T]):
         # Seqs of pops that overtook the oldest waiting entry, sorted (see module doc).
         self._overtakes: list[int] = []
         self.guard_pops = 0  # how often the starvation guard decided
+        # The last choice, valid while nothing changed (``_version``) and, for one the
+        # wall-clock guard did not make, until the oldest entry's wait reaches the bound:
+        # the scheduler peeks at an unchanged queue every step.
+        self._version = 0
+        self._choice: tuple[int, str | None, bool, float | None] | None = None
 
     # ---------------------------------------------------------------- state
     def __len__(self) -> int:
@@ -98,6 +103,7 @@ class OfflineQueue(Generic[T]):
         seq = self._next_seq
         self._next_seq += 1
         entry = _Entry(tuple(tokens), seq, item, self._clock())
+        self._version += 1
         self._insert(item_id, entry)
         self._arrivals.append(seq)
 
@@ -109,11 +115,13 @@ class OfflineQueue(Generic[T]):
         """
         if item_id in self._by_id or item_id in self._front_items:
             raise ValueError(f"duplicate offline request id {item_id!r}")
+        self._version += 1
         self._front_items[item_id] = item
         self._front.append(item_id)
 
     def remove(self, item_id: str) -> T | None:
         """Drop an item (e.g. aborted); returns it, or None when absent."""
+        self._version += 1
         if item_id in self._front_items:
             return self._front_items.pop(item_id)
         entry = self._by_id.pop(item_id, None)
@@ -137,6 +145,7 @@ class OfflineQueue(Generic[T]):
         item_id, guarded = self._choose()
         if item_id is None:
             return None
+        self._version += 1
         if item_id in self._front_items:
             self._front.popleft()
             return self._front_items.pop(item_id)
@@ -167,7 +176,23 @@ class OfflineQueue(Generic[T]):
 
     # -------------------------------------------------------------- internals
     def _choose(self) -> tuple[str | None, bool]:
-        """The next id, and whether the starvation guard chose it."""
+        """The next id, and whether the starvation guard chose it (the last answer while
+        it still holds)."""
+        c = self._choice
+        if c is not None and c[0] == self._version:
+            since = c[3]
+            if since is None or self._clock() - since < self.max_wait_s:  # type: ignore[operator]
+                return c[1], c[2]
+        item_id, guarded = self._choose_now()
+        since = None
+        if not guarded and self.max_wait_s is not None and item_id not in self._front_items:
+            oldest = self._oldest_seq()
+            if oldest is not None:
+                since = self._by_id[self._ids[oldest]].enqueued_at
+        self._choice = (self._version, item_id, guarded, since)
+        return item_id, guarded
+
+    def _choose_now(self) -> tuple[str | None, bool]:
         while self._front and self._front[0] not in self._front_items:
             self._front.popleft()
         if self._front:

@@ -55,16 +55,18 @@ def fill_offline(
         return evict(ref)
 
     out: Phase2Result[T] = Phase2Result(
-        running=[c.ref for c in admitter.offer_running(cands, evict_and_note)]
+        running=[c.ref for c in admitter.offer_running(cands, evict_and_note)] if cands else []
     )
     while start_new and not admitter.closed and queue:
+        # a full step refuses any request: no need to find the head or describe it (for
+        # the vLLM plugin a prefix-cache lookup), nor to take a start from the bucket
+        if admitter.full:
+            break
         if bucket is not None and not bucket.take():
             break
         ref = queue.peek()
         assert ref is not None
-        # a full step refuses any request: no need to describe the head (for the vLLM
-        # plugin a prefix-cache lookup)
-        if admitter.full or not admitter.offer(waiting(ref)):
+        if not admitter.offer(waiting(ref)):
             if bucket is not None:
                 bucket.give_back()  # not started
             break  # keep the queue's order: do not skip ahead

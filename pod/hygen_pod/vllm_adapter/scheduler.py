@@ -57,6 +57,7 @@ from hygen_pod.policy.phase2 import fill_offline
 from hygen_pod.policy.predictor import LatencyPredictor
 from hygen_pod.policy.rate import TokenBucket
 from hygen_pod.policy.step_trace import StepRecord, StepTrace
+from hygen_pod.vllm_adapter.steady_scan import SteadyCarry, SteadyScan, steady_scan
 
 logger = logging.getLogger("hygen.scheduler")
 
@@ -91,77 +92,6 @@ class _StepPlan:
     online_reqs: int
     offline_tokens: int
     offline_reqs: int
-
-
-@dataclass(slots=True)
-class _SteadyScan:
-    """What one pass over the running list found, for the steady-state step."""
-
-    online_run: list[Request]
-    offline_run: list[Request]
-    ids: list[str]  # every running request's id, in running order
-    on_sum: int  # the sums of decode contexts (computed + 1) and of their squares
-    on_sq: int
-    off_sum: int
-    off_sq: int
-    off_ctx: list[int]  # offline decode contexts, in running order
-    online_edge: list[tuple[Request, int]]  # (request, computed) at a block boundary
-    offline_edge: list[tuple[Request, int]]
-
-
-def _steady_scan(
-    running: list[Request], offline_ids: set[str], bs: int, lookahead: int, max_model_len: int
-) -> _SteadyScan | None:
-    """One pass over the running list: None unless every request decodes exactly one
-    token past its prompt (as `_split_wants` counts it), short of the model length, and,
-    with tokens in flight (async), none has only its last token left; else each side's
-    requests, context sums and the requests whose next token (with the look-ahead) needs
-    a block past those covering their computed tokens (only those may be short).
-
-    A plain loop: CPython 3.11 specializes its attribute reads, which makes it several
-    times cheaper than the ~20 `map`/`attrgetter` passes it replaces (the overhead bench)."""
-    online_run: list[Request] = []
-    offline_run: list[Request] = []
-    ids: list[str] = []
-    off_ctx: list[int] = []
-    online_edge: list[tuple[Request, int]] = []
-    offline_edge: list[tuple[Request, int]] = []
-    on_sum = on_sq = off_sum = off_sq = 0
-    in_flight = near_end = False
-    last = max_model_len - 2
-    for r in running:
-        c = r.num_computed_tokens
-        ph = r.num_output_placeholders
-        prompt = r.num_prompt_tokens
-        if r.num_tokens_with_spec + ph - c != 1 or c < prompt or c >= last:
-            return None
-        if ph:
-            in_flight = True
-        if c + 2 - ph >= prompt + r.max_tokens:
-            near_end = True
-        rid = r.request_id
-        ids.append(rid)
-        x = c + 1
-        edge = (c + lookahead + bs) // bs > (c + bs - 1) // bs
-        if rid in offline_ids:
-            offline_run.append(r)
-            off_ctx.append(x)
-            off_sum += x
-            off_sq += x * x
-            if edge:
-                offline_edge.append((r, c))
-        else:
-            online_run.append(r)
-            on_sum += x
-            on_sq += x * x
-            if edge:
-                online_edge.append((r, c))
-    if in_flight and near_end:
-        return None
-    return _SteadyScan(
-        online_run, offline_run, ids, on_sum, on_sq, off_sum, off_sq, off_ctx,
-        online_edge, offline_edge,
-    )  # fmt: skip
 
 
 class HyGenScheduler(Scheduler):
@@ -199,11 +129,17 @@ class HyGenScheduler(Scheduler):
             max_bypass=self.hygen.max_bypass, max_wait_s=self.hygen.max_wait_s
         )
         self.offline_ids: set[str] = set()
+        # The same requests by identity: counting them in a list hashes pointers, without
+        # reading each request (cold in the CPU cache after vLLM's step).
+        self._offline_reqs: set[Request] = set()
+        # (running list, its length, offline requests in it, preemptions so far) when the
+        # base method starts a planned step (`_offline_running`).
+        self._base_running: tuple[list[Request], int, int, int] | None = None
         self.trace = StepTrace(keep=self.hygen.trace_keep, path=self.hygen.trace_path)
         # One entry per schedule() call, in order: (its output, its record or None when
         # it scheduled nothing, when schedule() returned). update_from_output() gets the
         # outputs back in the same order, one step late under async scheduling.
-        self._in_flight: deque[tuple[Any, StepRecord | None, float]] = deque()
+        self._in_flight: deque[tuple[Any, StepRecord | None, float, int]] = deque()
         self._last_result_at = 0.0
         self._status = StatusWriter(self.hygen.status_path) if self.hygen.status_path else None
         self._step = 0
@@ -212,6 +148,22 @@ class HyGenScheduler(Scheduler):
         self._preempted_offline = 0
         self._preempted_online = 0
         self._plan: _StepPlan | None = None
+        self._plan_ran = False  # the base method ran this step exactly as planned
+        # The steady-state scan carried from step to step (steady_scan.py): only where
+        # every decode samples one token and nothing else moves computed tokens (no
+        # speculative decoding, no KV connector, which can roll them back).
+        self._carry_ok = (
+            self.fast_paths
+            and not self.num_spec_tokens
+            and self.connector is None
+            and getattr(self, "num_sampled_tokens_per_step", 1) == 1
+        )
+        self._carry: SteadyCarry | None = None
+        self._steady_step: tuple[SteadyScan, SteadyCarry | None] | None = None
+        # Outputs of steps up to this one may still deliver tokens to a preempted request
+        # (vLLM's stale outputs); no scan is carried until they are all back.
+        self._stale_through = 0
+        self._updated_through = 0
         logger.info("HyGen scheduler ready: %s, predictor=%s", self.control, self.predictor)
 
     # ------------------------------------------------------------ control
@@ -255,6 +207,7 @@ class HyGenScheduler(Scheduler):
             and request.request_id not in self.requests
         ):
             self.offline_ids.add(request.request_id)
+            self._offline_reqs.add(request)
             self.requests[request.request_id] = request
             self.offline_queue.add(request.request_id, request.prompt_token_ids or (), request)
             return
@@ -265,10 +218,13 @@ class HyGenScheduler(Scheduler):
         if request.request_id in self.offline_ids:
             self.offline_queue.remove(request.request_id)
             self.offline_ids.discard(request.request_id)
+            self._offline_reqs.discard(request)
         return super()._free_request(request, delay_free_blocks=delay_free_blocks)
 
     def _preempt_request(self, request: Request, timestamp: float, **kw: Any) -> None:
         super()._preempt_request(request, timestamp, **kw)
+        self._carry = None
+        self._stale_through = self._step
         if self.is_offline(request):
             self._preempted_offline += 1
             self.waiting.remove_request(request)
@@ -281,14 +237,29 @@ class HyGenScheduler(Scheduler):
             # The base method sizes its long-prefill cap from these (at its start) and
             # its prefill-throttling state (at its end): show it the live online view,
             # so phase 1 matches stock vLLM serving online work alone.
-            off = self.offline_ids.__contains__
-            running = len(self.running) - sum(map(off, map(_request_id, self.running)))
-            waiting = len(self.waiting) - sum(map(off, map(_request_id, self.waiting)))
+            off = self._offline_reqs.__contains__
+            running = len(self.running) - self._offline_running(off)
+            waiting = len(self.waiting) - sum(map(off, self.waiting))
             return running, waiting + len(self.kv_holding_waiting)
         running, waiting = super().get_request_counts()
         if self._inside_base:
             return running, waiting
         return running, waiting + len(self.offline_queue)
+
+    def _offline_running(self, off: Any) -> int:
+        """Offline requests in the running list while the base method runs: the count it
+        started with plus those it appended since (it only appends and, when it preempts,
+        deletes), without reading the whole list twice a step."""
+        at_start = self._base_running
+        if at_start is not None:
+            lst, length, offline, preempted = at_start
+            if (
+                self.running is lst
+                and len(lst) >= length
+                and self._preempted_offline + self._preempted_online == preempted
+            ):
+                return offline + sum(map(off, lst[length:]))
+        return sum(map(off, self.running))
 
     # ------------------------------------------------------------ schedule
     def schedule(self, throttle_prefills: bool = False):  # type: ignore[override]
@@ -297,19 +268,39 @@ class HyGenScheduler(Scheduler):
         self._preempted_offline = self._preempted_online = 0
         self._progress_step = False
         self._plan = None
+        self._plan_ran = False
+        self._steady_step = None
         if not self.offline_ids and self.control.online_prefill_cap is None:
             out = self._call_base(throttle_prefills)
         else:
             out = self._schedule_two_phase(throttle_prefills)
         rec = self._record(out)
+        self._carry_steady()
         if not out.total_num_scheduled_tokens and self.offline_ids:
             # Offline work is pending (queued or held) but may not run (budget 0, QPS
             # gap): vLLM's busy
             # loop would spin on empty steps. Yield briefly; online arrivals are picked
             # up right after this step returns.
             time.sleep(_IDLE_SLEEP_S)
-        self._in_flight.append((out, rec, time.perf_counter()))
+        self._in_flight.append((out, rec, time.perf_counter(), self._step))
         return out
+
+    def _carry_steady(self) -> None:
+        """After a steady-state step that ran as planned and started nothing, keep its
+        scan for the next step (`SteadyCarry`); otherwise the next step scans again."""
+        done, self._steady_step = self._steady_step, None
+        if done is None or not self._plan_ran or self._updated_through < self._stale_through:
+            return
+        scan, carry = done
+        if self.running != scan.online_run + scan.offline_run:  # something started
+            return
+        if carry is None:
+            carry = SteadyCarry.start(
+                scan, self._step, self.block_size, self.num_lookahead_tokens, self.max_model_len
+            )
+        if carry is not None:
+            carry.ran(self._step, self.running)
+        self._carry = carry
 
     def _call_base(self, throttle_prefills: bool):
         """Run the stock schedule(), showing it the online (running, waiting) counts."""
@@ -367,9 +358,8 @@ class HyGenScheduler(Scheduler):
             if out is not None:
                 return out
         bs = self.block_size
-        offline_ids = self.offline_ids
         running = self.running
-        n_offline = sum(map(offline_ids.__contains__, map(_request_id, running)))
+        n_offline = sum(map(self._offline_reqs.__contains__, running))
         online_waiting = len(self.waiting) + len(self.kv_holding_waiting)
         cap = self._long_prefill_cap(len(running) - n_offline + online_waiting)
         online_run, online_want, offline_run, wanted = self._split_wants(running, cap)
@@ -552,7 +542,8 @@ class HyGenScheduler(Scheduler):
         room for every decode, and every running offline decode fits the step (budget,
         tokens, slots, blocks). Then phase 1 gives each online decode its token and
         phase 2 admits every running offline decode, so both are worked out from one pass
-        over the running list (`_steady_scan`); the queue's head is then offered as usual.
+        over the running list (`steady_scan`, or carried from the last step); the queue's
+        head is then offered as usual.
         Returns None, having changed nothing, when any condition fails (the general method
         runs).
 
@@ -567,9 +558,13 @@ class HyGenScheduler(Scheduler):
             return None
         running = self.running
         bs, lookahead = self.block_size, self.num_lookahead_tokens
-        scan = _steady_scan(running, self.offline_ids, bs, lookahead, self.max_model_len)
+        carry, self._carry = self._carry, None
+        scan = carry.at(self._step, running, bs) if carry is not None else None
         if scan is None:
-            return None
+            carry = None
+            scan = steady_scan(running, self.offline_ids, bs, lookahead, self.max_model_len)
+            if scan is None:
+                return None
         online_run, offline_run = scan.online_run, scan.offline_run
         n_on, n_off = len(online_run), len(offline_run)
         if not n_off:
@@ -612,7 +607,8 @@ class HyGenScheduler(Scheduler):
         off_sum, off_sq = scan.off_sum, scan.off_sq
         if budget_s is not None:
             w_nd, w_sd, w_sd2, w_icpt = admitter.predictor.decode_weights  # type: ignore[union-attr]
-            costs = [w_nd + w_sd * x + w_sd2 * x * x for x in scan.off_ctx]
+            k = scan.shift
+            costs = [w_nd + w_sd * (x + k) + w_sd2 * (x + k) * (x + k) for x in scan.off_ctx]
             if online.empty:
                 costs[0] += w_icpt
             predicted = list(accumulate(costs, initial=predicted))[-1]
@@ -633,10 +629,11 @@ class HyGenScheduler(Scheduler):
         )
         self._progress_step = False
         granted = n_off + admitter.granted_tokens
-        plan = dict.fromkeys(scan.ids, 1)
+        if self._carry_ok:
+            self._steady_step = (scan, carry)
         self._plan = self._step_plan(
-            plan, [], (n_on + n_off, on_sum + off_sum, on_sq + off_sq), admitter, n_on, granted,
-            bulk=n_off,
+            scan.plan, [], (n_on + n_off, on_sum + off_sum, on_sq + off_sq), admitter, n_on,
+            granted, bulk=n_off,
         )  # fmt: skip
         return self._run_arranged(
             throttle_prefills, online_run, offline_run, [], [], got.started, [], [],
@@ -673,9 +670,14 @@ class HyGenScheduler(Scheduler):
         for queue, r in hidden_wait:
             queue.remove_request(r)
         self.max_num_scheduled_tokens = tokens
+        self._base_running = (
+            self.running, len(self.running), len(admitted_run) + len(visible_idle),
+            self._preempted_offline + self._preempted_online,
+        )  # fmt: skip
         try:
             out = self._call_base(throttle_prefills)
         finally:
+            self._base_running = None
             self.max_num_scheduled_tokens = stock_tokens
             for r, step in saved_eligible:
                 r.next_decode_eligible_step = step
@@ -806,6 +808,7 @@ class HyGenScheduler(Scheduler):
         requests, add = self.requests, shape.add
         plan, self._plan = self._plan, None
         if plan is not None and out.num_scheduled_tokens == plan.tokens:
+            self._plan_ran = True
             # The base method ran exactly the plan: the decodes' sums are the planned ones
             # (running requests, whose computed tokens the plan read), and the few other
             # items are read back from the requests, as below.
@@ -835,8 +838,8 @@ class HyGenScheduler(Scheduler):
                     on_reqs += 1
             shape.add_decodes(nd, ctx, ctx2)
         empty = shape.empty
-        # One constructor call: each attribute set on a pydantic model afterwards costs
-        # about as much as building it (the overhead bench).
+        # One constructor call (validated in Rust, 6 us; model_construct is Python and
+        # slower): each attribute set on a pydantic model afterwards costs as much again.
         rec = StepRecord(
             step=self._step,
             mode=self.control.mode,
@@ -866,8 +869,15 @@ class HyGenScheduler(Scheduler):
 
     def update_from_output(self, scheduler_output, model_runner_output):  # type: ignore[override]
         now = time.perf_counter()
+        if self._carry is not None:
+            # The carry assumes each decode got exactly one token (n outputs, n tokens).
+            n = len(scheduler_output.num_scheduled_tokens)
+            sampled = model_runner_output.sampled_token_ids
+            if len(sampled) != n or sum(map(len, sampled)) != n:
+                self._carry = None
         while self._in_flight:
-            sent, rec, scheduled_at = self._in_flight.popleft()
+            sent, rec, scheduled_at, step = self._in_flight.popleft()
+            self._updated_through = step
             if rec is not None:
                 # The step ran from when it was scheduled or when the step before it
                 # returned, whichever is later (with two batches in flight the device
