@@ -33,7 +33,6 @@ from __future__ import annotations
 
 import itertools
 import logging
-import operator
 import time
 from collections import deque
 from dataclasses import dataclass
@@ -66,9 +65,6 @@ logger = logging.getLogger("hygen.scheduler")
 # requests stay visible (as preemption victims) without being scheduled.
 _NEVER = 1 << 62
 _IDLE_SLEEP_S = 0.002
-
-
-_request_id = operator.attrgetter("request_id")
 
 
 def _async_scheduling(args: tuple[Any, ...], kwargs: dict[str, Any]) -> bool:
