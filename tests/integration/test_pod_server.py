@@ -206,7 +206,9 @@ def test_metrics_and_control_per_class(pod: PodProcess) -> None:
 def test_kill9_mid_batch_then_restart_gives_exactly_one_result_each(tiny_model, tmp_path) -> None:
     n, max_tokens = 24, 48
     state = tmp_path / "state"
-    first = tiny_pod(tiny_model, state, "--offline-max-inflight", "4").start()
+    # Offline starts are paced (HyGen* at 4 per second), so the batch takes several seconds on
+    # any machine and the crash lands mid-batch; the restarted pod runs unpaced.
+    first = tiny_pod(tiny_model, state, "--offline-max-inflight", "4", "--offline-qps", "4").start()
     try:
         c = _client(first)
         f = c.files.create(
