@@ -16,6 +16,13 @@ for scale. Cases:
 * ``online``: N online requests decoding, nothing offline (HyGen skips phase 2);
 * ``backlog``: N running requests, half of them offline (admitted under a budget that
   fits them all), and 1,000 more offline requests queued behind full request slots.
+* ``churn``: a busy server. Requests are short (32-128 tokens out), so several finish
+  every step; each online request that finishes is replaced by a new one (N/2 online,
+  a closed loop) whose 200-token prompt must be prefilled, and offline requests start
+  from a queue of 3,000 (more than a run uses) as slots free. Steps mix prefills and
+  decodes, and HyGen runs its general method, not the steady-state shortcut. The row
+  also says how many requests ran on average and finished per step, so the churn is
+  seen, not assumed.
 
 "added, no shortcuts" is HyGen with ``fast_paths`` off (every step through the general
 method, one admission call per candidate, the step record rebuilt from the output), run
@@ -58,6 +65,11 @@ from tests.helpers.sched_harness import build, model_output, requests  # noqa: E
 PROMPT = 200
 PREDICTOR = LatencyPredictor(["intercept", "num_decodes"], [0.001, 1e-6])
 clock = time.process_time
+CASES = ("online", "backlog", "churn")
+# max_num_batched_tokens: vLLM 0.32's default for online serving on a GPU is 8,192 (2,048
+# on small ones); at 512, 256 running requests and a few prompts do not fit one step
+STEP_TOKENS = 2048
+CHURN_QUEUE = 3000
 
 
 class _Probe:
@@ -121,8 +133,69 @@ class ProbedPlainSync(ProbedHyGenSync):
     fast_paths = False
 
 
+class Churn:
+    """The churn case's closed loop: ``online`` online requests alive at all times (each
+    one that finishes is replaced after the step's update, as new arrivals are added by
+    the engine core between steps), 32-128 tokens out each; counts what ran."""
+
+    def __init__(self, online: int) -> None:
+        self.online = online
+        self.next = 0
+        self.finished = 0
+        self.running_sum = 0
+        self.offline_sum = 0
+        self.steps = 0
+        self.offline_alive = CHURN_QUEUE
+
+    def summary(self) -> str:
+        k = max(1, self.steps)
+        return (
+            f"   (HyGen: {self.running_sum / k:.0f} running, {self.offline_sum / k:.0f} of them"
+            f" offline, {self.finished / k:.1f} finished a step)"
+        )
+
+    def new(self, n: int) -> list:
+        out = []
+        for _ in range(n):
+            k, self.next = self.next, self.next + 1
+            out += requests(1, PROMPT, _short(k), prefix="on", start=k)
+        return out
+
+    def initial(self) -> list:
+        offline = []
+        for k in range(CHURN_QUEUE):
+            offline += requests(1, PROMPT, _short(k + 7), prefix="off", offline=True, start=k)
+        return self.new(self.online) + offline
+
+    def after_update(self, s: Scheduler, measured: bool) -> None:
+        online = offline = 0
+        for rid in s.requests:
+            if rid.startswith("on"):
+                online += 1
+            else:
+                offline += 1
+        gone = self.online - online
+        if measured:
+            self.finished += gone + self.offline_alive - offline
+            self.running_sum += len(s.running)
+            self.offline_sum += sum(1 for r in s.running if r.request_id.startswith("off"))
+            self.steps += 1
+        self.offline_alive = offline
+        for r in self.new(gone):
+            s.add_request(r)
+
+
+def _short(k: int) -> int:
+    return 32 + (k * 37) % 97
+
+
 def timed_steps(
-    s: Scheduler, reqs: list, queue_size: int, warmup: int, steps: int
+    s: Scheduler,
+    reqs: list,
+    queue_size: int,
+    warmup: int,
+    steps: int,
+    churn: Churn | None = None,
 ) -> tuple[list[float], list[float]]:
     """Per measured step: total seconds of schedule() + update_from_output(), and the
     part spent in the stock methods (0 for a stock scheduler)."""
@@ -149,6 +222,8 @@ def timed_steps(
         if k >= warmup:
             totals.append(total + clock() - t0)
             bases.append(base + getattr(s, "base_s", 0.0) - b0)
+        if churn is not None:
+            churn.after_update(s, k >= warmup)
     gc.unfreeze()
     return totals, bases
 
@@ -179,6 +254,9 @@ def main() -> int:
     ap.add_argument(
         "--repeats", type=int, default=3, help="runs per case (this VM's noise is tens of %%)"
     )
+    ap.add_argument(
+        "--cases", nargs="+", default=list(CASES), choices=CASES, help="which cases to run"
+    )
     args = ap.parse_args()
     async_on = not args.sync
     queue = 2 if async_on else 1
@@ -203,30 +281,43 @@ def main() -> int:
               f"{'added':>6} {'added range':>11} {'% of stock':>10} {'H100 step ms':>12} "
               f"{'added % of step':>15} {'added, no shortcuts':>19}")  # fmt: skip
         for n in args.running:
-            warmup = n * PROMPT // 512 + 20  # all prompts prefilled, decoding steadily
+            warmup = n * PROMPT // STEP_TOKENS + 20  # all prompts prefilled, decoding steadily
             gpu_ms = None
             if oracle is not None:
                 gpu_ms = oracle.step_seconds(MixedBatch((), (PROMPT + 100,) * n)) * 1e3
             # KV for every running request to the end of the run, so all N really run
             # (and nobody is preempted) while we measure
             blocks = n * -(-(PROMPT + warmup + args.steps + 64) // 16) + 64
-            for case in ("online", "backlog"):
+            for case in args.cases:
                 backlog = case == "backlog"
-                kw = {"async_scheduling": async_on, "max_seqs": n, "num_blocks": blocks}
+                kw = {
+                    "async_scheduling": async_on,
+                    "max_seqs": n,
+                    "num_blocks": blocks,
+                    "max_tokens": STEP_TOKENS,
+                }
                 runs: list[tuple[float, float, float, float, float]] = []
+                seen = ""
                 for _ in range(args.repeats):
+                    churn = Churn(n // 2) if case == "churn" else None
+                    reqs = churn.initial() if churn else workload(n, backlog)
+                    warm = warmup + (200 if churn else 0)  # past the first generation
                     stock = build(stock_cls, model, **kw)
-                    t_stock, _ = timed_steps(stock, workload(n, backlog), queue, warmup, args.steps)
-                    check_running(stock, n)
+                    t_stock, _ = timed_steps(stock, reqs, queue, warm, args.steps, churn)
+                    if churn is None:
+                        check_running(stock, n)
                     diffs = []
                     for cls in (ours_cls, plain_cls):
                         ours = build(cls, model, **kw)
                         ours.predictor = PREDICTOR
                         ours.set_control(OfflineControl(mode="budget", budget_ms=1000.0))
-                        total, base = timed_steps(
-                            ours, workload(n, backlog), queue, warmup, args.steps
-                        )
-                        check_running(ours, n, offline=n - n // 2 if backlog else 0)
+                        churn = Churn(n // 2) if case == "churn" else None
+                        reqs = churn.initial() if churn else workload(n, backlog)
+                        total, base = timed_steps(ours, reqs, queue, warm, args.steps, churn)
+                        if churn is None:
+                            check_running(ours, n, offline=n - n // 2 if backlog else 0)
+                        elif cls is ours_cls:
+                            seen = churn.summary()
                         diffs.append(
                             statistics.median(t - b for t, b in zip(total, base, strict=True))
                         )
@@ -242,7 +333,7 @@ def main() -> int:
                 print(
                     f"{n:>7} {case:<8} {cols[0]:>7.0f} {cols[1]:>7.0f} {cols[2]:>8.0f} "
                     f"{added:>6.0f} {spread:>11} {added / cols[0]:>10.1%} {step:>12} {share:>15} "
-                    f"{cols[4]:>19.0f}"
+                    f"{cols[4]:>19.0f}{seen}"
                 )
     return 0
 

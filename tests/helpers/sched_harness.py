@@ -84,8 +84,9 @@ def token(request_id: str, position: int) -> int:
 
 
 def requests(
-    n: int, prompt: int, out: int, prefix: str = "r", offline: bool = False
+    n: int, prompt: int, out: int, prefix: str = "r", offline: bool = False, start: int = 0
 ) -> list[Request]:
+    """Requests ``{prefix}{i}`` for i from ``start``, each prompt a function of i."""
     extra = {"hygen_class": "offline"} if offline else None
     return [
         Request(
@@ -95,7 +96,7 @@ def requests(
             None,
             block_hasher=_HASHER,
         )
-        for i in range(n)
+        for i in range(start, start + n)
     ]
 
 

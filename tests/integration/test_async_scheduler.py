@@ -114,7 +114,8 @@ class _NoShortcuts(HyGenScheduler):
 def _case(control: OfflineControl, **kw: object) -> dict:
     base = {"blocks": 2000, "seqs": 256, "threshold": 0, "online": 4, "offline": 24,
             "online_out": 30, "offline_out": 50, "offline_prompt": 120, "online_prompt": 90,
-            "arrivals": (), "stops": False}  # fmt: skip
+            "arrivals": (), "arrival_prompt": 0, "stops": False,
+            "bulk": False}  # fmt: skip
     return {"control": control, **base, **kw}
 
 
@@ -126,7 +127,7 @@ def _budget(ms: float, cap: int | None = None) -> OfflineControl:
 # steady-state step checks, so a shortcut that ignores it changes the schedule.
 SHORTCUT_CASES = {
     # online prompts arriving mid-run, KV tight enough to preempt, the prefill cap
-    "mixed": _case(_budget(4.0), blocks=160, arrivals=(5, 17, 40)),
+    "mixed": _case(_budget(4.0), blocks=160, arrivals=(5, 17, 40), bulk=True),
     "mixed-cap": _case(_budget(4.0, cap=64), blocks=160, arrivals=(5, 17, 40)),
     # the budget admits some of the running offline decodes only
     "budget-binds": _case(_budget(2.2), seqs=16, offline=30, online_out=150, offline_out=150),
@@ -173,6 +174,20 @@ SHORTCUT_CASES = {
         online_out=500,
         offline_out=450,
     ),
+    # a busy server: online prompts arriving every other step while offline work decodes,
+    # so most steps run the general method with every offline decode admitted at once
+    "churn": _case(
+        _budget(50.0),
+        blocks=400,
+        seqs=16,
+        online=4,
+        offline=24,
+        online_out=30,
+        offline_out=90,
+        arrivals=tuple(range(4, 120, 2)),
+        arrival_prompt=120,
+        bulk=True,
+    ),
     # HyGen*: queued work starts at a rate
     "qps": _case(
         OfflineControl(mode="qps", qps=40.0),
@@ -181,6 +196,7 @@ SHORTCUT_CASES = {
         online=3,
         offline=16,
         arrivals=(9,),
+        bulk=True,
     ),
 }
 
@@ -221,6 +237,20 @@ def _count_carried_steps(monkeypatch: pytest.MonkeyPatch) -> dict[str, int]:
     return seen
 
 
+def _count_bulk_admissions(monkeypatch: pytest.MonkeyPatch) -> list[int]:
+    """Count the general method's steps that admitted every running offline decode at once."""
+    taken = [0]
+    inner = HyGenScheduler._admit_all_decodes
+
+    def counted(self: HyGenScheduler, *a: object) -> bool:
+        ok = inner(self, *a)  # type: ignore[arg-type]
+        taken[0] += ok
+        return ok
+
+    monkeypatch.setattr(HyGenScheduler, "_admit_all_decodes", counted)
+    return taken
+
+
 def _count_steady_steps(s: HyGenScheduler) -> list[int]:
     """Count the steps the steady-state shortcut scheduled (it returns None otherwise)."""
     taken = [0]
@@ -248,6 +278,7 @@ def test_the_per_step_shortcuts_change_no_step_and_no_record(
     must be the same."""
     c = SHORTCUT_CASES[case]
     carried = _count_carried_steps(monkeypatch)
+    bulk = _count_bulk_admissions(monkeypatch)
     control = c["control"]
     runs = []
     for cls in (HyGenScheduler, _NoShortcutsAsync if async_on else _NoShortcuts):
@@ -268,7 +299,8 @@ def test_the_per_step_shortcuts_change_no_step_and_no_record(
             _stop_early(online, 15, 7)
             _stop_early(offline, 25, 3)
         late = {
-            k: requests(1, prompt=300 + 10 * k, out=12, prefix=f"late{k}-") for k in c["arrivals"]
+            k: requests(1, prompt=c["arrival_prompt"] or 300 + 10 * k, out=12, prefix=f"late{k}-")
+            for k in c["arrivals"]
         }
         steady = _count_steady_steps(s)
         run = drive(s, online + offline, 2 if async_on else 1, arrivals=late)
@@ -279,6 +311,8 @@ def test_the_per_step_shortcuts_change_no_step_and_no_record(
             assert carried["carried"] > 0, "no step used a carried scan"
             if c["stops"]:
                 assert carried["dropped"] > 0, "no carried scan took out a stopped request"
+            if c["bulk"]:
+                assert bulk[0] > 0, "no general step admitted the offline decodes at once"
     assert runs[0][0] == runs[1][0]
     assert runs[0][1] == runs[1][1]
     assert runs[0][2] == runs[1][2]

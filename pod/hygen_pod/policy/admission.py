@@ -146,7 +146,9 @@ class Admitter:
             return freed
 
         i, end = 0, len(cands)
-        while i < end and not self.closed:
+        # A full step refuses every candidate with no side effect (`_offer`'s first check):
+        # stop there rather than offer each of the rest.
+        while i < end and not self.closed and not self.full:
             if self.fast_decodes:
                 i = self._offer_decodes(cands, i, evicted, admitted)
                 if i >= end:

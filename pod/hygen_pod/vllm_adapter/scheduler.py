@@ -35,7 +35,7 @@ import itertools
 import logging
 import time
 from collections import deque
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from itertools import accumulate
 from typing import Any
 
@@ -88,6 +88,22 @@ class _StepPlan:
     online_reqs: int
     offline_tokens: int
     offline_reqs: int
+
+
+@dataclass(slots=True)
+class OfflineDecodes:
+    """The running offline requests when every one with work is a plain decode
+    (`_split_wants`): those decodes and their contexts (computed + 1) in running order,
+    the context sums, the decodes whose next token may need a new KV block (as
+    `steady_scan`), and the requests with nothing to compute this step (async: the last
+    token in flight), which phase 2 does not offer."""
+
+    reqs: list[Request] = field(default_factory=list)
+    idle: list[Request] = field(default_factory=list)
+    ctx: list[int] = field(default_factory=list)
+    total: int = 0
+    total_sq: int = 0
+    edge: list[tuple[Request, int]] = field(default_factory=list)
 
 
 class HyGenScheduler(Scheduler):
@@ -318,15 +334,12 @@ class HyGenScheduler(Scheduler):
         blocks = self.kv_cache_manager.coordinator.get_blocks(request.request_id)
         return len(blocks[0]) if blocks else 0
 
-    def _held_covering(self, request: Request, need: int) -> int:
-        """Its KV block count, read only when it may be short of ``need`` blocks.
-
-        A running request holds blocks for at least its computed tokens. When that lower
-        bound already covers ``need``, it stands in for the count: every KV decision
-        (blocks to add, blocks short, tokens that fit) is the same for any count that
-        covers the need, and most decodes are mid-block."""
-        have = cdiv(request.num_computed_tokens, self.block_size)
-        return have if need <= have else self._held_blocks(request)
+    # A running request holds KV blocks for at least its computed tokens, cdiv(computed,
+    # bs). Where that lower bound covers what a step needs, it stands in for the real
+    # count: every KV decision (blocks to add, blocks short, tokens that fit) is the same
+    # for any count that covers the need, and most decodes are mid-block. The hot loops
+    # (phase 1's shadow, `_split_wants`) read the real count (`_held_blocks`) only where
+    # the bound falls short ("the covering count").
 
     def _start_tokens(self, request: Request) -> int:
         """Tokens whose KV must be free for the base method to start ``request``: with
@@ -358,7 +371,9 @@ class HyGenScheduler(Scheduler):
         n_offline = sum(map(self._offline_reqs.__contains__, running))
         online_waiting = len(self.waiting) + len(self.kv_holding_waiting)
         cap = self._long_prefill_cap(len(running) - n_offline + online_waiting)
-        online_run, online_want, offline_run, wanted = self._split_wants(running, cap)
+        online_run, online_want, offline_run, offline_want, decodes = self._split_wants(
+            running, cap
+        )
         stock_tokens = self.max_num_scheduled_tokens
         partial_ok = bool(self.scheduler_config.enable_chunked_prefill)
         plan: dict[str, int] = {}  # request id -> tokens this step, as planned
@@ -383,8 +398,10 @@ class HyGenScheduler(Scheduler):
         tokens_left = stock_tokens
         kv_need = 0
         # Hot loop (every online request, every step): the decode case is inlined, and a
-        # request's KV blocks are looked up only when it may need a new one.
-        held, lookahead = self._held_covering, self.num_lookahead_tokens
+        # request's KV blocks are looked up only when it may need a new one: it holds
+        # at least cdiv(computed, bs), and when that covers the need no block is short
+        # (the covering count, above `_start_tokens`).
+        held, lookahead = self._held_blocks, self.num_lookahead_tokens
         nd = ctx = ctx2 = 0
         for r, want in zip(online_run, online_want, strict=True):
             n = want if want < tokens_left else tokens_left
@@ -408,8 +425,9 @@ class HyGenScheduler(Scheduler):
                 online.add(n, comp, r.num_prompt_tokens)
                 plan[r.request_id] = n
                 planned_prefills.append(r.request_id)
-            need = cdiv(comp + n + lookahead, bs)
-            kv_need += max(0, need - held(r, need))
+            need = -(-(comp + n + lookahead) // bs)
+            if need > -(-comp // bs):
+                kv_need += max(0, need - held(r))
             tokens_left -= n
         online.add_decodes(nd, ctx, ctx2)
         slots_left = (
@@ -449,10 +467,11 @@ class HyGenScheduler(Scheduler):
             # offline block freed, or a long prompt would hold the step's tokens forever.
             full = cdiv(self._start_tokens(r), bs)
             blocks, fits = max(blocks, full), max(blocks, full) - cached // bs
-            if reclaimable is None:
-                reclaimable = free_now + sum(self._held_blocks(o) for o in offline_run)
-            if kv_need + fits > reclaimable:
-                break
+            if kv_need + fits > free_now:  # free blocks alone are short: count the rest
+                if reclaimable is None:
+                    reclaimable = free_now + sum(self._held_blocks(o) for o in offline_run)
+                if kv_need + fits > reclaimable:
+                    break
             if chunk.grant(n, partial_ok) < n:
                 cut = r
             n = got
@@ -468,10 +487,13 @@ class HyGenScheduler(Scheduler):
         # --- KV for online first: preempt offline (newest first) if short.
         free = free_now
         now = time.monotonic()
-        while free < kv_need and offline_run:
-            victim = offline_run[-1]
-            free += self._held_blocks(victim)
-            self._preempt_offline(victim, offline_run, now)
+        if free < kv_need and offline_run:
+            while free < kv_need and offline_run:
+                victim = offline_run[-1]
+                free += self._held_blocks(victim)
+                self._preempt_offline(victim, offline_run, now)
+            del offline_want[len(offline_run) :]  # the victims were the newest, at its end
+            decodes = None  # the victims are in its sums
 
         # --- Phase 2: admit offline work.
         # Online-only needs no predictor: nothing offline is offered at all.
@@ -494,6 +516,7 @@ class HyGenScheduler(Scheduler):
         admitted_run: list[Request] = []
         admitted_wait: list[Request] = []
         self._progress_step = False
+        bulk = 0  # running offline decodes admitted at once (not in the admitter's allocations)
         if not self.control.online_only:
             engine_idle = online_tokens == 0 and online_waiting == 0
 
@@ -503,27 +526,37 @@ class HyGenScheduler(Scheduler):
                 self._preempt_offline(victim, offline_run, now)
                 return pool.get_num_free_blocks() - before
 
+            # Every running offline request decodes and all fit: admitted at once.
+            if decodes is not None and self._admit_all_decodes(admitter, decodes):
+                bulk = len(decodes.reqs)
+                plan.update((r.request_id, 1) for r in decodes.reqs)
+                nd, ctx, ctx2 = nd + bulk, ctx + decodes.total, ctx2 + decodes.total_sq
             got = fill_offline(
                 admitter,
-                self._running_candidates(offline_run, wanted),
+                self._running_candidates(offline_run, offline_want) if not bulk else [],
                 evict,
                 self.offline_queue,
                 lambda r: self._waiting_candidate(r, cap),
                 bucket=self._bucket if self.control.mode == "qps" else None,
-                progress_chunk=bs if budget_s is not None and engine_idle else None,
+                # (admitted decodes rule out a progress chunk)
+                progress_chunk=bs if budget_s is not None and engine_idle and not bulk else None,
                 start_new=not chunk.cut,
             )
-            admitted_run, admitted_wait = got.running, got.started
+            admitted_run = got.running
+            admitted_wait = got.started
             self._progress_step = got.progress
-        granted = admitter.granted_tokens
+        granted = bulk + admitter.granted_tokens
         if self.fast_paths:
             self._plan = self._step_plan(
-                plan, planned_prefills, (nd, ctx, ctx2), admitter, online_tokens, granted
+                plan, planned_prefills, (nd, ctx, ctx2), admitter, online_tokens, granted, bulk
             )
 
         # --- Arrange the queues for the base method.
-        admitted = set(admitted_run)
-        idle = [r for r in offline_run if r not in admitted]
+        if bulk and decodes is not None:
+            admitted_run, idle = decodes.reqs, decodes.idle
+        else:
+            admitted = set(admitted_run)
+            idle = [r for r in offline_run if r not in admitted]
         room = max(0, admitter.slots)
         shown = [r for r in online_run if r is not cut and r not in hidden_online]
         tail = [cut] if cut is not None and cut in online_run else []
@@ -698,14 +731,17 @@ class HyGenScheduler(Scheduler):
 
     def _split_wants(
         self, running: list[Request], cap: int
-    ) -> tuple[list[Request], list[int], list[Request], dict[Request, int]]:
-        """Running requests split into online (with the tokens each would compute this
-        step, as the base method counts them: capped by the long-prefill cap and the
-        model length, in a parallel list) and offline (with theirs in a dict), in one pass."""
-        online, online_want, offline = [], [], []
-        offline_want: dict[Request, int] = {}
+    ) -> tuple[list[Request], list[int], list[Request], list[int], OfflineDecodes | None]:
+        """Running requests split into online and offline, each with the tokens it would
+        compute this step as the base method counts them (capped by the long-prefill cap
+        and the model length), in parallel lists, in one pass. With the shortcuts on and
+        every offline request a plain decode (one token past its prompt), also their
+        context sums for admitting them all at once (`_admit_all_decodes`)."""
+        online, online_want, offline, offline_want = [], [], [], []
         offline_ids = self.offline_ids
         max_len = self.max_model_len - 1
+        bs, lookahead = self.block_size, self.num_lookahead_tokens
+        dec = OfflineDecodes() if self.fast_paths else None
         for r in running:
             comp, ph = r.num_computed_tokens, r.num_output_placeholders
             if ph > 0 and comp + 2 - ph >= r.num_prompt_tokens + r.max_tokens:
@@ -718,35 +754,75 @@ class HyGenScheduler(Scheduler):
                     n = max_len - comp
             if r.request_id in offline_ids:
                 offline.append(r)
-                offline_want[r] = n
+                offline_want.append(n)
+                if dec is not None:
+                    if n <= 0:
+                        dec.idle.append(r)
+                    elif n != 1 or comp < r.num_prompt_tokens:
+                        dec = None
+                    else:  # as `steady_scan`
+                        x = comp + 1
+                        dec.reqs.append(r)
+                        dec.ctx.append(x)
+                        dec.total += x
+                        dec.total_sq += x * x
+                        if (comp + lookahead + bs) // bs > (comp + bs - 1) // bs:
+                            dec.edge.append((r, comp))
             else:
                 online.append(r)
                 online_want.append(n)
-        return online, online_want, offline, offline_want
+        return online, online_want, offline, offline_want, dec
 
     def _running_candidates(
-        self, offline_run: list[Request], wanted_of: dict[Request, int]
+        self, offline_run: list[Request], wants: list[int]
     ) -> list[OfflineCandidate]:
-        """Running offline requests that have work (phase 2 orders them), with a block
-        count that covers what each wants (`_held_covering`)."""
-        bs, lookahead, held = self.block_size, self.num_lookahead_tokens, self._held_covering
+        """Running offline requests that have work (phase 2 orders them), each with a
+        block count that covers what it wants (the covering count)."""
+        bs, lookahead, held = self.block_size, self.num_lookahead_tokens, self._held_blocks
         cands = []
-        for r in offline_run:
-            wanted = wanted_of[r]
-            if wanted > 0:
+        for r, n in zip(offline_run, wants, strict=True):
+            if n > 0:
                 comp = r.num_computed_tokens
+                have = -(-comp // bs)
                 cands.append(
                     OfflineCandidate(
                         r,
                         comp,
-                        wanted,
+                        n,
                         r.num_prompt_tokens,
-                        held(r, cdiv(comp + wanted + lookahead, bs)),
+                        have if -(-(comp + n + lookahead) // bs) <= have else held(r),
                         True,
                         (r.arrival_time, r.request_id),
                     )
                 )
         return cands
+
+    def _admit_all_decodes(self, admitter: Admitter, dec: OfflineDecodes) -> bool:
+        """Admit every running offline decode at once when all of them fit the step (the
+        steady-state step's rule: the budget check passes for each exactly when it
+        passes for the last, as costs are non-negative and summed in the same order;
+        tokens, slots and new KV blocks in total); else change nothing and say so."""
+        n = len(dec.ctx)
+        if not n or admitter.closed or n > admitter.tokens or n > admitter.slots:
+            return False
+        bs, held = self.block_size, self._held_blocks
+        new_blocks = 0
+        for r, c in dec.edge:  # as `_offer`: cdiv(ctx, bs) - held
+            new_blocks += max(0, (c + bs) // bs - held(r))
+        if new_blocks > admitter.blocks:
+            return False
+        predicted = admitter.predicted
+        budget_s = admitter.limits.budget_s
+        if admitter.predictor is not None:
+            w_nd, w_sd, w_sd2, w_icpt = admitter.predictor.decode_weights
+            costs = [w_nd + w_sd * x + w_sd2 * x * x for x in dec.ctx]
+            if admitter.shape.empty:
+                costs[0] += w_icpt
+            predicted = list(accumulate(costs, initial=predicted))[-1]
+            if budget_s is not None and predicted > budget_s:
+                return False
+        admitter.add_admitted_decodes(n, dec.total, dec.total_sq, new_blocks, predicted)
+        return True
 
     def _waiting_candidate(self, r: Request, cap: int) -> OfflineCandidate:
         cached = self._cached_tokens(r)
