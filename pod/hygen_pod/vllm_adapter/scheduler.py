@@ -527,7 +527,9 @@ class HyGenScheduler(Scheduler):
                 return pool.get_num_free_blocks() - before
 
             # Every running offline request decodes and all fit: admitted at once.
-            if decodes is not None and self._admit_all_decodes(admitter, decodes):
+            if decodes is not None and self._admit_all_decodes(
+                admitter, decodes.ctx, 0, decodes.total, decodes.total_sq, decodes.edge
+            ):
                 bulk = len(decodes.reqs)
                 plan.update((r.request_id, 1) for r in decodes.reqs)
                 nd, ctx, ctx2 = nd + bulk, ctx + decodes.total, ctx2 + decodes.total_sq
@@ -625,27 +627,13 @@ class HyGenScheduler(Scheduler):
         admitter = Admitter(self.predictor if budget_s is not None else None, online, limits)
         if admitter.closed:
             return None
-        # New blocks for a decode: cdiv(ctx, bs) - held; only those short of `need` (with
-        # the look-ahead) may need any, and the candidate's held count is the real one.
-        new_blocks = 0
-        for r, c in scan.offline_edge:  # as `_offer`: cdiv(ctx, bs) - held
-            new_blocks += max(0, (c + bs) // bs - held(r))
-        if new_blocks > admitter.blocks:
-            return None
-        predicted = admitter.predicted
         off_sum, off_sq = scan.off_sum, scan.off_sq
-        if budget_s is not None:
-            w_nd, w_sd, w_sd2, w_icpt = admitter.predictor.decode_weights  # type: ignore[union-attr]
-            k = scan.shift
-            costs = [w_nd + w_sd * (x + k) + w_sd2 * (x + k) * (x + k) for x in scan.off_ctx]
-            if online.empty:
-                costs[0] += w_icpt
-            predicted = list(accumulate(costs, initial=predicted))[-1]
-            if predicted > budget_s:
-                return None
+        if not self._admit_all_decodes(
+            admitter, scan.off_ctx, scan.shift, off_sum, off_sq, scan.offline_edge
+        ):
+            return None
         # --- Committed: every running request runs its decode.
         cap = self._long_prefill_cap(n_on)  # as the general method sizes it (none waits)
-        admitter.add_admitted_decodes(n_off, off_sum, off_sq, new_blocks, predicted)
         got = fill_offline(
             admitter,
             [],
@@ -797,17 +785,30 @@ class HyGenScheduler(Scheduler):
                 )
         return cands
 
-    def _admit_all_decodes(self, admitter: Admitter, dec: OfflineDecodes) -> bool:
-        """Admit every running offline decode at once when all of them fit the step (the
-        steady-state step's rule: the budget check passes for each exactly when it
-        passes for the last, as costs are non-negative and summed in the same order;
-        tokens, slots and new KV blocks in total); else change nothing and say so."""
-        n = len(dec.ctx)
+    def _admit_all_decodes(
+        self,
+        admitter: Admitter,
+        ctx: list[int],
+        shift: int,
+        total: int,
+        total_sq: int,
+        edge: list[tuple[Request, int]],
+    ) -> bool:
+        """Admit every running offline decode at once when all of them fit the step: the
+        budget check passes for each exactly when it passes for the last, as costs are
+        non-negative and summed in the general method's order; tokens, slots and new KV
+        blocks in total. The decodes' contexts are ``ctx`` (each plus ``shift``, for a
+        carried scan), in running order, with their sums (``total``, ``total_sq``) and
+        those at a block boundary (``edge``: request, computed tokens). Used by the
+        steady-state step and the general method; else changes nothing and says so."""
+        n = len(ctx)
         if not n or admitter.closed or n > admitter.tokens or n > admitter.slots:
             return False
+        # New blocks for a decode: cdiv(ctx, bs) - held; only those short of `need` (with
+        # the look-ahead) may need any, and the candidate's held count is the real one.
         bs, held = self.block_size, self._held_blocks
         new_blocks = 0
-        for r, c in dec.edge:  # as `_offer`: cdiv(ctx, bs) - held
+        for r, c in edge:  # as `_offer`: cdiv(ctx, bs) - held
             new_blocks += max(0, (c + bs) // bs - held(r))
         if new_blocks > admitter.blocks:
             return False
@@ -815,13 +816,14 @@ class HyGenScheduler(Scheduler):
         budget_s = admitter.limits.budget_s
         if admitter.predictor is not None:
             w_nd, w_sd, w_sd2, w_icpt = admitter.predictor.decode_weights
-            costs = [w_nd + w_sd * x + w_sd2 * x * x for x in dec.ctx]
+            k = shift
+            costs = [w_nd + w_sd * (x + k) + w_sd2 * (x + k) * (x + k) for x in ctx]
             if admitter.shape.empty:
                 costs[0] += w_icpt
             predicted = list(accumulate(costs, initial=predicted))[-1]
             if budget_s is not None and predicted > budget_s:
                 return False
-        admitter.add_admitted_decodes(n, dec.total, dec.total_sq, new_blocks, predicted)
+        admitter.add_admitted_decodes(n, total, total_sq, new_blocks, predicted)
         return True
 
     def _waiting_candidate(self, r: Request, cap: int) -> OfflineCandidate:
