@@ -235,6 +235,23 @@ def check_running(s: Scheduler, n: int, offline: int = 0) -> None:
         raise SystemExit(f"expected {n} running ({offline} offline), got {len(s.running)} ({off})")
 
 
+def check(s: Scheduler, n: int, case: str, churn: Churn | None, offline: int = 0) -> None:
+    """The case measured what it says: `check_running` for the steady cases; for churn,
+    requests finished during the measured steps and (for HyGen) offline work ran."""
+    if churn is None:
+        check_running(s, n, offline)
+    elif not churn.finished or (hasattr(s, "offline_ids") and not churn.offline_sum):
+        raise SystemExit(f"{case}: nothing finished or no offline work ran while measured")
+
+
+def fresh(case: str, n: int) -> tuple[Churn | None, list]:
+    """A case's requests, new for each scheduler (and the churn loop that feeds it)."""
+    if case == "churn":
+        churn = Churn(n // 2)
+        return churn, churn.initial()
+    return None, workload(n, case == "backlog")
+
+
 def workload(n: int, backlog: bool) -> list:
     out = 4096 - PROMPT - 1  # long enough that nobody finishes while we measure
     if not backlog:
@@ -299,24 +316,20 @@ def main() -> int:
                 runs: list[tuple[float, float, float, float, float]] = []
                 seen = ""
                 for _ in range(args.repeats):
-                    churn = Churn(n // 2) if case == "churn" else None
-                    reqs = churn.initial() if churn else workload(n, backlog)
+                    churn, reqs = fresh(case, n)
                     warm = warmup + (200 if churn else 0)  # past the first generation
                     stock = build(stock_cls, model, **kw)
                     t_stock, _ = timed_steps(stock, reqs, queue, warm, args.steps, churn)
-                    if churn is None:
-                        check_running(stock, n)
+                    check(stock, n, case, churn)
                     diffs = []
                     for cls in (ours_cls, plain_cls):
                         ours = build(cls, model, **kw)
                         ours.predictor = PREDICTOR
                         ours.set_control(OfflineControl(mode="budget", budget_ms=1000.0))
-                        churn = Churn(n // 2) if case == "churn" else None
-                        reqs = churn.initial() if churn else workload(n, backlog)
+                        churn, reqs = fresh(case, n)
                         total, base = timed_steps(ours, reqs, queue, warm, args.steps, churn)
-                        if churn is None:
-                            check_running(ours, n, offline=n - n // 2 if backlog else 0)
-                        elif cls is ours_cls:
+                        check(ours, n, case, churn, offline=n - n // 2 if backlog else 0)
+                        if churn is not None and cls is ours_cls:
                             seen = churn.summary()
                         diffs.append(
                             statistics.median(t - b for t, b in zip(total, base, strict=True))
