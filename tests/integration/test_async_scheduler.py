@@ -238,15 +238,24 @@ def _count_carried_steps(monkeypatch: pytest.MonkeyPatch) -> dict[str, int]:
 
 
 def _count_bulk_admissions(monkeypatch: pytest.MonkeyPatch) -> list[int]:
-    """Count the general method's steps that admitted every running offline decode at once."""
-    taken = [0]
-    inner = HyGenScheduler._admit_all_decodes
+    """Count the general method's steps that admitted every running offline decode at once
+    (the steady-state step uses the same admission; its calls are not counted)."""
+    taken, inside = [0], [False]
+    admit, steady = HyGenScheduler._admit_all_decodes, HyGenScheduler._schedule_steady
+
+    def in_steady(self: HyGenScheduler, *a: object) -> object:
+        inside[0] = True
+        try:
+            return steady(self, *a)  # type: ignore[arg-type]
+        finally:
+            inside[0] = False
 
     def counted(self: HyGenScheduler, *a: object) -> bool:
-        ok = inner(self, *a)  # type: ignore[arg-type]
-        taken[0] += ok
+        ok = admit(self, *a)  # type: ignore[arg-type]
+        taken[0] += ok and not inside[0]
         return ok
 
+    monkeypatch.setattr(HyGenScheduler, "_schedule_steady", in_steady)
     monkeypatch.setattr(HyGenScheduler, "_admit_all_decodes", counted)
     return taken
 
