@@ -206,6 +206,7 @@ def test_s3_batchjob_ends_exactly_once_through_a_kill9_of_its_dispatcher(cluster
     b = s3.bucket()
     body = "".join(json.dumps(x) + "\n" for x in batch_lines(n))
     s3.put(b, "batches/in.jsonl", body.encode())
+    c.kubelet.env["FAKE_ENGINE_DELAY_S"] = "0.3"  # the batch outlasts the kill's wait
     c.api.create(serving_slo(), "servingslos")
     ready(c)
     c.api.create(s3_job(s3, "obj", b), "batchjobs")

@@ -219,6 +219,7 @@ def test_injected_api_errors_are_retried_without_duplicates(cluster: Cluster):
 
 def test_volume_batchjob_runs_in_a_dispatcher_job_that_survives_kill9(cluster: Cluster):
     c = cluster
+    c.kubelet.env["FAKE_ENGINE_DELAY_S"] = "0.3"  # the batch outlasts the kill's wait
     c.api.create(serving_slo(), "servingslos")
     ready(c)
     n = 100

@@ -169,9 +169,12 @@ def secret(api: EmulatorServer, name: str, data: dict[str, str], ns: str = NS) -
 
 def ends_through_dispatcher_kill9(c: Cluster, job: str, n: int, timeout_s: float) -> dict[str, Any]:
     """Wait for 10 results of a dispatcher-Job BatchJob, kill -9 its dispatcher, and check
-    that it still ends Succeeded with ``n`` results and the Job restarted; its status."""
+    that it still ends Succeeded with ``n`` results and the Job restarted; its status.
+    The caller slows the fake engine (``FAKE_ENGINE_DELAY_S``) so the batch outlasts the
+    wait: on a fast machine a batch of 20 ms requests ends before the kill."""
     c.wait(lambda: c.status("batchjobs", job).get("completed", 0) >= 10, 90, "10 results")
-    c.kubelet.kill9_job(f"{job}-dispatch")
+    killed = c.kubelet.kill9_job(f"{job}-dispatch")
+    assert killed, "the dispatcher finished before the kill; nothing was tested"
     st = finished(c, job, timeout_s)
     assert st["phase"] == "Succeeded", st
     assert (st["completed"], st["failed"]) == (n, 0)

@@ -111,11 +111,14 @@ class Kubelet:
         """PersistentVolumeClaims live here, one folder per claim name."""
         return self.workdir / "pvc"
 
-    def kill9_job(self, name: str) -> None:
+    def kill9_job(self, name: str) -> bool:
+        """SIGKILL a Job's running process; False if it had already exited."""
         p = self.jobs[name]
-        if p.poll() is None:
-            os.killpg(p.pid, 9)
-            p.wait()
+        if p.poll() is not None:
+            return False
+        os.killpg(p.pid, 9)
+        p.wait()
+        return True
 
     def _jobs(self) -> None:
         for j in self.api.list("jobs", group="batch"):
