@@ -3,7 +3,14 @@
 import pytest
 
 from hygen_pod.policy.latency import LatencySummary, RequestTiming, summarize
-from hygen_pod.profiling.slo_search import check_targets, largest_setting, robust_within, within
+from hygen_pod.profiling.slo_search import (
+    check_targets,
+    largest_setting,
+    new_slice_within,
+    robust_within,
+    within,
+    within_on_slices,
+)
 
 
 def summary(x: float) -> LatencySummary:
@@ -63,3 +70,34 @@ def test_robust_check_rejects_a_p99_sitting_just_under_a_cliff() -> None:
     assert robust_within(near, base, ["mean_tbt"], 0.1, confidence=0.9) is True
     # unpaired runs (different request counts) fall back to the point check
     assert robust_within(near[:-1], base, ["p99_tbt"], 0.1, confidence=0.9) is True
+
+
+def test_new_slice_bound_rejects_slices_that_pass_at_the_line_but_spread() -> None:
+    # mean 1.02, sd 0.02: bound 1.02 + t(0.9, 2)=1.886 x 0.02 x sqrt(4/3) = 1.0636
+    assert new_slice_within([1.0, 1.02, 1.04], 0.05, 0.9) is False
+    assert new_slice_within([1.0, 1.02, 1.04], 0.07, 0.9) is True
+    assert new_slice_within([1.0, 1.02, 1.04], 0.05, 0) is True  # 0: the largest ratio
+    assert new_slice_within([1.03, 1.031, 1.029], 0.05, 0.9) is True  # tight: 1.0322
+    assert new_slice_within([1.04], 0.05, 0.9) is True  # one slice: no spread to judge
+    assert new_slice_within([1.06], 0.05, 0.9) is False
+    assert new_slice_within([1.0, float("nan")], 0.05, 0.9) is False  # a metric with no data
+
+
+def ttfts(values: list[float]) -> list[RequestTiming]:
+    return [RequestTiming(arrival=0.0, token_times=[v, v + 0.01]) for v in values]
+
+
+def test_slices_must_each_pass_and_predict_a_new_one_passing() -> None:
+    base = [ttfts([1.0] * 50) for _ in range(3)]
+    spread = [ttfts([r] * 50) for r in (1.0, 1.02, 1.04)]  # each within 5%, spread wide
+    tight = [ttfts([r] * 50) for r in (1.03, 1.031, 1.029)]
+    one_over = [ttfts([r] * 50) for r in (1.03, 1.031, 1.06)]
+    assert within_on_slices(spread, base, ["mean_ttft"], 0.05) is False
+    assert within_on_slices(spread, base, ["mean_ttft"], 0.05, confidence=0) is True
+    assert within_on_slices(tight, base, ["mean_ttft"], 0.05) is True
+    assert within_on_slices(one_over, base, ["mean_ttft"], 0.05) is False  # a slice fails
+    # every target is judged: TBT gaps are the same 10 ms in all runs
+    assert within_on_slices(tight, base, ["mean_ttft", "p99_tbt"], 0.05) is True
+    assert within_on_slices(spread, base, ["p99_tbt", "mean_ttft"], 0.05) is False
+    with pytest.raises(ValueError, match="2 observed slices for 3"):
+        within_on_slices(spread[:2], base, ["mean_ttft"], 0.05)

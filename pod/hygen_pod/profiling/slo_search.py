@@ -3,8 +3,9 @@
 Find the largest value (budget or QPS) whose targeted online metrics are all
 <= (1 + tolerance) x their online-only values: `within` checks one run (a point
 check), `robust_within` checks that the result holds on bootstrap resamples of
-the online requests. Interference grows with the setting, so a (geometric)
-bisection over [lo, hi] (`largest_setting`) finds the boundary in ``iters`` runs.
+the online requests, and `within_on_slices` that it holds on several trace slices and
+would on a new one. Interference grows with the setting, so a (geometric) bisection over
+[lo, hi] (`largest_setting`) finds the boundary in ``iters`` runs.
 """
 
 from __future__ import annotations
@@ -15,11 +16,19 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
 import numpy as np
+from scipy import stats
 
 from hygen_pod.contract.metrics import BY_NAME, METRICS
 from hygen_pod.policy.latency import LatencySummary, RequestTiming, statistic, summarize
 
-__all__ = ["METRICS", "largest_setting", "robust_within", "within"]
+__all__ = [
+    "METRICS",
+    "largest_setting",
+    "new_slice_within",
+    "robust_within",
+    "within",
+    "within_on_slices",
+]
 
 
 def within(
@@ -57,6 +66,58 @@ def robust_within(
         idx = [rng.randrange(n) for _ in range(n)]
         passed += all(obs.metric(m, idx) <= (1 + tolerance) * base.metric(m, idx) for m in targets)
     return passed >= confidence * resamples
+
+
+def within_on_slices(
+    observed: Sequence[Sequence[RequestTiming]],
+    baseline: Sequence[Sequence[RequestTiming]],
+    targets: Sequence[str],
+    tolerance: float,
+    confidence: float = 0.9,
+    seed: int = 0,
+) -> bool:
+    """Whether the targets hold on every slice (`robust_within`, each against its own
+    baseline) and would on a new slice (`new_slice_within` over the per-slice ratios).
+
+    The bootstrap covers which requests a slice holds, not what differs between stretches
+    of a trace (arrival bursts, the GPU's noise): a setting that passes three slices at
+    the line misses on the next one about as often as that one is the worst of four. The
+    spread between the slices measures that difference.
+    """
+    if len(observed) != len(baseline):
+        raise ValueError(f"{len(observed)} observed slices for {len(baseline)} baselines")
+    if not all(
+        robust_within(o, b, targets, tolerance, confidence, seed=seed)
+        for o, b in zip(observed, baseline, strict=True)
+    ):
+        return False
+    pairs = [(_summary(o), _summary(b)) for o, b in zip(observed, baseline, strict=True)]
+    ratios = {m: [_ratio(o.metric(m), b.metric(m)) for o, b in pairs] for m in targets}
+    return all(new_slice_within(r, tolerance, confidence) for r in ratios.values())
+
+
+def new_slice_within(ratios: Sequence[float], tolerance: float, confidence: float) -> bool:
+    """Whether a new slice's ratio (observed / online-only) would be <= 1 + tolerance,
+    by the one-sided ``confidence`` prediction bound of a normal sample of ``ratios``:
+    mean + t(confidence, n-1) x sd x sqrt(1 + 1/n). One ratio gives no spread (True
+    when it is itself within); so does ``confidence`` <= 0 (the largest ratio is used).
+    """
+    xs = np.asarray([r for r in ratios if math.isfinite(r)], dtype=float)
+    if len(xs) != len(ratios):
+        return False  # a metric with no samples cannot be judged within
+    if len(xs) < 2 or confidence <= 0:
+        return bool(xs.size == 0 or xs.max() <= 1 + tolerance)
+    n = len(xs)
+    bound = xs.mean() + stats.t.ppf(confidence, n - 1) * xs.std(ddof=1) * math.sqrt(1 + 1 / n)
+    return bool(bound <= 1 + tolerance)
+
+
+def _ratio(observed: float, baseline: float) -> float:
+    return observed / baseline if baseline > 0 else float("nan")
+
+
+def _summary(timings: Sequence[RequestTiming]) -> LatencySummary:
+    return summarize(list(timings))
 
 
 def _within_timings(
