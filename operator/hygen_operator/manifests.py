@@ -102,6 +102,8 @@ def profile_command(spec: ServingSLOSpec, h: str, settings: OperatorSettings) ->
         str(p.iterations),
         "--confidence",
         f"{p.confidence:g}",
+        "--slices",
+        str(p.slices),
         "--seed",
         str(p.seed),
         *(

@@ -79,6 +79,14 @@ class Profiling(Model):
         description="a setting passes when its targets hold on this share of bootstrap "
         "resamples of the profiled requests; 0 = a plain point check",
     )
+    slices: int = Field(
+        1,
+        ge=1,
+        le=10,
+        description="consecutive trace slices each setting is replayed on: all must pass and, "
+        "with several, a new slice by the prediction bound of their spread. Profiling time "
+        "grows with it; 3 is what the co-location benchmark uses for tail targets",
+    )
     seed: int = Field(0, ge=0)
     online_prefill_caps: list[Annotated[int, Field(ge=1)]] = Field(
         default_factory=list,

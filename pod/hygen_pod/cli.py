@@ -128,10 +128,19 @@ def _cmd_profile(args: argparse.Namespace) -> int:
     if args.oracle:
         from hygen_pod.profiling.profiler import SimRunner
         from hygen_pod.profiling.simulator import offline_requests, online_requests
+        from hygen_pod.profiling.slices import requests_per_slice
 
-        online = online_requests(azure, args.start, args.online_qps, args.window)
+        step = requests_per_slice(args.online_qps, args.window)
         offline = offline_requests(arxiv, args.offline, args.seed)
-        runner = SimRunner(args.oracle, online + offline, args.window)
+        runner = SimRunner(
+            args.oracle,
+            [
+                online_requests(azure, args.start + k * step, args.online_qps, args.window)
+                + offline
+                for k in range(args.slices)
+            ],
+            args.window,
+        )
     else:
         os.environ.setdefault("VLLM_LOGGING_LEVEL", "WARNING")
         from hygen_pod.dev.tiny_model import build_tiny_llama
@@ -145,15 +154,18 @@ def _cmd_profile(args: argparse.Namespace) -> int:
         v = eng.vocab_size
         runner = EngineRunner(
             eng,
-            cpu_online(
-                azure,
-                tag="prof",
-                start=args.start,
-                count=args.online,
-                qps=args.online_qps,
-                vocab=v,
-                seed=args.seed,
-            ),
+            [
+                cpu_online(
+                    azure,
+                    tag=f"prof{k}",
+                    start=args.start + k * args.online,
+                    count=args.online,
+                    qps=args.online_qps,
+                    vocab=v,
+                    seed=args.seed + 100 * k,
+                )
+                for k in range(args.slices)
+            ],
             cpu_offline(arxiv, tag="prof", count=args.offline, vocab=v, seed=args.seed + 1),
             cpu_offline(arxiv, tag="cap", count=48, vocab=v, seed=args.seed + 2)
             + cpu_online(
@@ -233,7 +245,7 @@ def _cmd_tiny(args: argparse.Namespace) -> int:
     return 0
 
 
-def _positive_int(option: str):
+def _positive_int(option: str, unit: str = "token"):
     """argparse type: an integer >= 1, with an error naming ``option``."""
 
     def parse(text: str) -> int:
@@ -242,7 +254,7 @@ def _positive_int(option: str):
         except ValueError:
             raise argparse.ArgumentTypeError(f"{option}: {text!r} is not a whole number") from None
         if n < 1:
-            raise argparse.ArgumentTypeError(f"{option}: must be >= 1 token, not {n}")
+            raise argparse.ArgumentTypeError(f"{option}: must be >= 1 {unit}, not {n}")
         return n
 
     return parse
@@ -313,6 +325,14 @@ def build_parser() -> argparse.ArgumentParser:
     pr.add_argument("--tolerance", type=float, default=0.1, help="e.g. 0.1 = 10%%")
     pr.add_argument("--start", type=int, default=1000, help="first trace request of the slice")
     pr.add_argument("--online", type=int, default=32, help="online requests (CPU engine)")
+    pr.add_argument(
+        "--slices",
+        type=_positive_int("--slices", "slice"),
+        default=1,
+        help="consecutive trace slices from --start, each replayed for every setting: all "
+        "must pass and, with several, a new slice by the prediction bound of their spread "
+        "(3 is what bench/colocation.py profiles on)",
+    )
     pr.add_argument("--online-qps", type=float, default=3.0)
     pr.add_argument("--offline", type=int, default=64, help="offline backlog size")
     pr.add_argument("--window", type=float, default=60.0, help="simulated seconds (--oracle)")

@@ -131,6 +131,13 @@ def test_profile_on_the_gpu_oracle(tmp_path, capsys) -> None:
     assert doc.offline_tps_budget > 0  # a budget below one online step admits nothing
     assert "budget" in capsys.readouterr().out
     assert main([*args[:-2], "--tolerance", "-1", "--out", str(out)]) == 2
+    # two consecutive trace slices: both replayed for every setting, recorded
+    assert main([*args, "--slices", "2"]) == 0
+    two = ProfileDocument.load(out)
+    assert two.slices == 2 and two.budget_ms <= doc.budget_ms
+    with pytest.raises(SystemExit):
+        main([*args, "--slices", "0"])
+    assert "--slices: must be >= 1 slice, not 0" in capsys.readouterr().err
 
 
 def test_serve_needs_a_model_and_names_a_missing_one(tmp_path, capsys) -> None:

@@ -37,6 +37,11 @@ def test_deployment_runs_profile_then_serve_with_the_same_gpu():
     assert i[i.index("--confidence") + 1] == "0.9"
     strict = manifests.deployment("llama", spec(profiling={"confidence": 0.95}), S)
     assert "0.95" in strict["spec"]["template"]["spec"]["initContainers"][0]["command"]
+    assert i[i.index("--slices") + 1] == "1"  # the default: one trace slice
+    three = manifests.deployment("llama", spec(profiling={"slices": 3}), S)
+    cmd = three["spec"]["template"]["spec"]["initContainers"][0]["command"]
+    assert cmd[cmd.index("--slices") + 1] == "3"
+    assert manifests.spec_hash(spec(profiling={"slices": 3})) != manifests.spec_hash(spec())
     c = serve["command"]
     assert c[c.index("--slo") + 1] == "p99_tbt=80"
     assert c[c.index("--hygen-profile") + 1] == i[i.index("--out") + 1]

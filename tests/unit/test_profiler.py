@@ -147,3 +147,18 @@ def test_the_chosen_reference_is_the_capped_run_not_vllms_chunking() -> None:
     assert stock.with_budget.p99_tbt_ms > 1.1 * capped.p99_tbt_ms
     assert chosen.with_budget.p99_tbt_ms <= 1.1 * capped.p99_tbt_ms
     assert 0 < chosen.budget_ms < stock.budget_ms
+
+
+def test_profiling_on_several_slices_is_stricter_than_on_each_alone() -> None:
+    """Each slice must pass (a subset of each slice's own passing settings, so the
+    bisection ends at or below each one's result), and the pooled metrics are reported."""
+    cfg = ProfilerSettings(["p99_tbt"], 0.2, iters=4)
+    parts = [_workload(seed) for seed in (0, 1, 2)]
+    three = profile(SimRunner("h100", parts, window_s=20), cfg)
+    alone = [profile(SimRunner("h100", p, window_s=20), cfg) for p in parts]
+    assert three.slices == 3 and all(a.slices == 1 for a in alone)
+    assert three.budget_ms <= min(a.budget_ms for a in alone)
+    assert three.qps <= min(a.qps for a in alone)
+    assert three.budget_ms > 0 and three.offline_tps_budget > 0
+    with pytest.raises(ValueError, match="non-empty workload"):
+        SimRunner("h100", [parts[0], []], window_s=20)

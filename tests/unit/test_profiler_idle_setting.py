@@ -18,7 +18,7 @@ class _SlowBox:
     admits offline work breaks the P99 TBT target.
     """
 
-    model, hardware, engine_args = "fake", "cpu", {}
+    model, hardware, engine_args, slices = "fake", "cpu", {}, 1
 
     def capture(self, seed: int) -> tuple[list[BatchShape], list[float]]:
         rng = random.Random(seed)
@@ -29,7 +29,7 @@ class _SlowBox:
     def use_predictor(self, predictor: LatencyPredictor) -> None:
         pass
 
-    def run(self, control: OfflineControl, with_offline: bool) -> RunOutcome:
+    def run(self, control: OfflineControl, with_offline: bool, part: int = 0) -> RunOutcome:
         base = LatencySummary(10, 100, 0.1, 0.2, 0.05, 0.06)
         if not with_offline:
             return RunOutcome(base, 0.0)

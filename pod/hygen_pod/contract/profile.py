@@ -41,6 +41,12 @@ class ProfileDocument(BaseModel):
     confidence: float = Field(
         0.0, ge=0, le=1, description="share of bootstrap resamples a setting had to pass (0: point)"
     )
+    slices: int = Field(
+        1,
+        ge=1,
+        description="online trace slices each setting was run on: all had to pass and, with "
+        "several, a new slice by the prediction bound of their spread; metrics are pooled",
+    )
     predictor: PredictorDocument
     budget_ms: float = Field(ge=0, description="HyGen: largest budget within tolerance")
     qps: float = Field(ge=0, description="HyGen*: largest offline QPS within tolerance")

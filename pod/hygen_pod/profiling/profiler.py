@@ -12,6 +12,10 @@ box, a GPU pod and the benchmark:
    (`policy/online_chunk.py`), bisect under each and keep the cap whose best setting
    does the most offline work (a joint search: cap x budget, cap x QPS).
 
+With several trace slices (``Runner.slices``) a setting must hold on each slice, against
+that slice's own reference, and on a new slice by the prediction bound of the slices'
+spread (`slo_search.within_on_slices`); the document reports the slices pooled.
+
 The tolerance's reference (`ProfilerSettings.reference`):
 
 * ``vllm_chunking`` (default): online-only under vLLM's own chunking, what the user
@@ -35,7 +39,7 @@ from typing import Protocol
 from hygen_pod.contract.control import OfflineControl
 from hygen_pod.contract.profile import ProfileDocument, Reference
 from hygen_pod.policy.batch_shape import BatchShape
-from hygen_pod.policy.latency import LatencySummary, RequestTiming
+from hygen_pod.policy.latency import LatencySummary, RequestTiming, summarize
 from hygen_pod.policy.predictor import LatencyPredictor
 from hygen_pod.profiling.simulator import RequestSpec, Simulator
 from hygen_pod.profiling.slo_search import (
@@ -44,6 +48,7 @@ from hygen_pod.profiling.slo_search import (
     largest_setting,
     robust_within,
     within,
+    within_on_slices,
 )
 
 
@@ -60,6 +65,7 @@ class Runner(Protocol):
     model: str
     hardware: str
     engine_args: dict
+    slices: int  # online workloads (trace slices) a setting is run on
 
     def capture(self, seed: int) -> tuple[list[BatchShape], list[float]]:
         """Step shapes and measured seconds to fit the predictor on."""
@@ -67,8 +73,8 @@ class Runner(Protocol):
 
     def use_predictor(self, predictor: LatencyPredictor) -> None: ...
 
-    def run(self, control: OfflineControl, with_offline: bool) -> RunOutcome:
-        """Replay the profiling workload under ``control``."""
+    def run(self, control: OfflineControl, with_offline: bool, part: int = 0) -> RunOutcome:
+        """Replay slice ``part`` of the profiling workload under ``control``."""
         ...
 
 
@@ -110,6 +116,9 @@ def profile(
     caps = list(dict.fromkeys(cfg.online_prefill_caps))
     if not caps or any(c is not None and c < 1 for c in caps):
         raise ValueError(f"online prefill caps must be None or >= 1, got {caps}")
+    n_slices = runner.slices
+    if n_slices < 1:
+        raise ValueError(f"the runner must have at least one slice, got {n_slices}")
     t0 = time.perf_counter()
     progress("capturing step timings")
     shapes, secs = runner.capture(cfg.seed)
@@ -120,36 +129,56 @@ def profile(
     runner.use_predictor(predictor)
     progress(f"predictor fitted (held-out MAPE {predictor.meta['heldout_mape']:.1%})")
 
-    base = runner.run(OfflineControl(mode="budget", budget_ms=0), with_offline=False)
-    progress("online-only baseline measured")
-    outcomes: dict[tuple[str, int | None, float], RunOutcome] = {}
-    capped_runs: dict[int, RunOutcome] = {}  # online only under a cap
+    def run_all(control: OfflineControl, with_offline: bool) -> list[RunOutcome]:
+        outs = [runner.run(control, with_offline, part) for part in range(n_slices)]
+        if n_slices > 1 and not all(o.timings for o in outs):
+            raise ValueError("profiling on several slices needs per-request timings")
+        return outs
+
+    base = run_all(OfflineControl(mode="budget", budget_ms=0), with_offline=False)
+    progress(f"online-only baseline measured ({n_slices} slice{'s' * (n_slices > 1)})")
+    outcomes: dict[tuple[str, int | None, float], list[RunOutcome]] = {}
+    capped_runs: dict[int, list[RunOutcome]] = {}  # online only under a cap
     cap_fine: dict[int, bool] = {}  # that run is within tolerance of vLLM's chunking
 
-    def online_only_capped(cap: int) -> RunOutcome:
+    def online_only_capped(cap: int) -> list[RunOutcome]:
         if cap not in capped_runs:
-            capped_runs[cap] = runner.run(
+            capped_runs[cap] = run_all(
                 OfflineControl(mode="budget", budget_ms=0, online_prefill_cap=cap),
                 with_offline=False,
             )
         return capped_runs[cap]
 
-    def holds(out: RunOutcome, ref: RunOutcome) -> bool:
-        if out.timings:
-            return robust_within(out.timings, ref.timings, cfg.targets, cfg.tolerance,
-                                 cfg.confidence, seed=cfg.seed)  # fmt: skip
-        return within(out.online, ref.online, cfg.targets, cfg.tolerance)  # summaries only
+    def each_holds(outs: list[RunOutcome], refs: list[RunOutcome]) -> bool:
+        """Every slice within tolerance of its own reference (bootstrap, or summaries)."""
+        pairs = zip(outs, refs, strict=True)
+        if all(o.timings for o in outs):
+            return all(robust_within(o.timings, r.timings, cfg.targets, cfg.tolerance,
+                                     cfg.confidence, seed=cfg.seed) for o, r in pairs)  # fmt: skip
+        return all(within(o.online, r.online, cfg.targets, cfg.tolerance) for o, r in pairs)
 
-    def reference(cap: int | None) -> RunOutcome | None:
+    def holds(outs: list[RunOutcome], refs: list[RunOutcome]) -> bool:
+        """Each slice holds and, with several, a new slice is predicted to."""
+        if n_slices == 1:
+            return each_holds(outs, refs)
+        observed, baseline = [o.timings for o in outs], [r.timings for r in refs]
+        return within_on_slices(
+            observed, baseline, cfg.targets, cfg.tolerance, cfg.confidence, seed=cfg.seed
+        )
+
+    def reference(cap: int | None) -> list[RunOutcome] | None:
         """What a setting with this cap is measured against (None: the cap is refused)."""
         if cfg.reference == "vllm_chunking" or cap is None:
             return base
         alone = online_only_capped(cap)
         if cap not in cap_fine:
-            cap_fine[cap] = holds(alone, base)
+            # each slice on its own: a cap moves online-only latency one way (shorter
+            # chunks), and its ratios to vLLM chunking's two-mode P99 TBT are no normal sample
+            cap_fine[cap] = each_holds(alone, base)
             progress(
-                f"online only, online prefill cap {cap}: p99 TBT {alone.online.p99_tbt * 1e3:.1f}"
-                f" ms, {'the reference' if cap_fine[cap] else 'refused'}"
+                f"online only, online prefill cap {cap}: p99 TBT "
+                f"{_pooled(alone).online.p99_tbt * 1e3:.1f} ms, "
+                f"{'the reference' if cap_fine[cap] else 'refused'}"
             )
         return alone if cap_fine[cap] else None
 
@@ -161,9 +190,10 @@ def profile(
             control = OfflineControl(mode="budget", budget_ms=value, online_prefill_cap=cap)
         else:
             control = OfflineControl(mode="qps", qps=value, online_prefill_cap=cap)
-        out = runner.run(control, with_offline=True)
-        outcomes[(mode, cap, value)] = out
-        ok = holds(out, ref)
+        outs = run_all(control, with_offline=True)
+        outcomes[(mode, cap, value)] = outs
+        ok = holds(outs, ref)
+        out = _pooled(outs)
         capped = "" if cap is None else f", online prefill cap {cap}"
         progress(
             f"{mode}={value:.3g}{capped}: p99 TBT {out.online.p99_tbt * 1e3:.1f} ms, "
@@ -173,7 +203,8 @@ def profile(
 
     # a setting that holds the targets only because it admitted no offline work is no
     # setting at all: report 0 (online only) rather than a budget that does nothing
-    nothing = RunOutcome(base.online, 0.0)
+    pooled_base = _pooled(base)
+    nothing = RunOutcome(pooled_base.online, 0.0)
     probes: dict[str, list[tuple[float, bool]]] = {}
 
     def search(mode: str, lo: float, hi: float) -> tuple[SearchResult, int | None, RunOutcome]:
@@ -182,7 +213,8 @@ def profile(
             r = largest_setting(lambda v, c=cap: passes(mode, c, v), lo, hi, cfg.iters)
             if len(caps) > 1:
                 probes[f"{mode} cap={cap}"] = r.probes
-            out = outcomes.get((mode, cap, r.value), nothing)
+            found = outcomes.get((mode, cap, r.value))
+            out = _pooled(found) if found else nothing
             if best is None or out.offline_tps > best[2].offline_tps:
                 best = (r, cap, out)
         assert best is not None
@@ -198,7 +230,7 @@ def profile(
     probes["budget_ms"], probes["qps"] = b.probes, q.probes
     capped_base = None
     if b_cap is not None:  # what the chosen chunking alone does to online-only serving
-        capped_base = online_only_capped(b_cap).online.values_ms()
+        capped_base = _pooled(online_only_capped(b_cap)).online.values_ms()
     return ProfileDocument(
         model=runner.model,
         hardware=runner.hardware,
@@ -207,13 +239,14 @@ def profile(
         targets=list(cfg.targets),  # type: ignore[arg-type]
         tolerance=cfg.tolerance,
         confidence=cfg.confidence,
+        slices=n_slices,
         predictor=predictor.to_document(),
         budget_ms=b.value,
         qps=q.value,
         online_prefill_cap=b_cap,
         qps_online_prefill_cap=q_cap,
         reference=cfg.reference,
-        online_only=base.online.values_ms(),
+        online_only=pooled_base.online.values_ms(),
         online_only_with_cap=capped_base,
         with_budget=with_b.online.values_ms(),
         with_qps=with_q.online.values_ms(),
@@ -224,16 +257,38 @@ def profile(
     )
 
 
-class SimRunner:
-    """Profiles against the simulator with a GPU kernel oracle: deterministic per seed."""
+def _pooled(outs: list[RunOutcome]) -> RunOutcome:
+    """The slices as one run: online requests pooled, offline tok/s averaged."""
+    if len(outs) == 1:
+        return outs[0]
+    timings = [t for o in outs for t in o.timings]
+    return RunOutcome(summarize(timings), sum(o.offline_tps for o in outs) / len(outs), timings)
 
-    def __init__(self, gpu: str, workload: Sequence[RequestSpec], window_s: float) -> None:
+
+class SimRunner:
+    """Profiles against the simulator with a GPU kernel oracle: deterministic per seed.
+
+    ``workload`` is one slice's requests (online and offline), or a list of slices.
+    """
+
+    def __init__(
+        self,
+        gpu: str,
+        workload: Sequence[RequestSpec] | Sequence[Sequence[RequestSpec]],
+        window_s: float,
+    ) -> None:
         from hygen_pod.profiling.oracle import DEFAULT_MODEL, KernelOracle
 
         self.oracle = KernelOracle(gpu)
         self.model, self.hardware = DEFAULT_MODEL, f"oracle:{gpu}"
         self.engine_args: dict = {"simulated": True, "window_s": window_s}
-        self.workload, self.window_s = list(workload), window_s
+        parts = list(workload)
+        if parts and isinstance(parts[0], RequestSpec):
+            parts = [parts]
+        if not parts or not all(parts):
+            raise ValueError("SimRunner needs at least one non-empty workload")
+        self.workloads: list[list[RequestSpec]] = [list(p) for p in parts]  # type: ignore[arg-type]
+        self.slices, self.window_s = len(self.workloads), window_s
         self.sim = Simulator(self.oracle.step_seconds)
 
     def capture(self, seed: int) -> tuple[list[BatchShape], list[float]]:
@@ -244,15 +299,15 @@ class SimRunner:
     def use_predictor(self, predictor: LatencyPredictor) -> None:
         self.sim.predictor = predictor
 
-    def run(self, control: OfflineControl, with_offline: bool) -> RunOutcome:
+    def run(self, control: OfflineControl, with_offline: bool, part: int = 0) -> RunOutcome:
         cap = control.online_prefill_cap
-        w = self.window_s
+        w, workload = self.window_s, self.workloads[part]
         if not with_offline or control.online_only:
-            r = self.sim.run(self.workload, "online_only", window_s=w, online_prefill_cap=cap)
+            r = self.sim.run(workload, "online_only", window_s=w, online_prefill_cap=cap)
         elif control.mode == "budget":
-            r = self.sim.run(self.workload, "hygen", window_s=w,
+            r = self.sim.run(workload, "hygen", window_s=w,
                              budget_s=control.budget_ms / 1e3, online_prefill_cap=cap)  # fmt: skip
         else:
-            r = self.sim.run(self.workload, "hygen_qps", window_s=w, qps=control.qps,
+            r = self.sim.run(workload, "hygen_qps", window_s=w, qps=control.qps,
                              online_prefill_cap=cap)  # fmt: skip
         return RunOutcome(r.online, r.offline_tps, r.timings)

@@ -182,19 +182,30 @@ class Engine:
 
 
 class EngineRunner:
-    """The profiler's `Runner` on a real engine: measured steps and latencies."""
+    """The profiler's `Runner` on a real engine: measured steps and latencies.
+
+    ``online`` is one slice of online requests or a list of slices (each replayed with
+    the same offline backlog).
+    """
 
     def __init__(
         self,
         engine: Engine,
-        online: Sequence[ReplayRequest],
+        online: Sequence[ReplayRequest] | Sequence[Sequence[ReplayRequest]],
         offline: Sequence[ReplayRequest],
         capture: Sequence[ReplayRequest],
         *,
         model: str,
         hardware: str = "cpu",
     ) -> None:
-        self.eng, self.online, self.offline, self.capture_reqs = engine, online, offline, capture
+        parts = list(online)
+        if parts and isinstance(parts[0], ReplayRequest):
+            parts = [parts]
+        if not parts or not all(parts):
+            raise ValueError("EngineRunner needs at least one non-empty online slice")
+        self.online: list[list[ReplayRequest]] = [list(p) for p in parts]  # type: ignore[arg-type]
+        self.slices = len(self.online)
+        self.eng, self.offline, self.capture_reqs = engine, offline, capture
         self.model, self.hardware = model, hardware
         self.engine_args: dict = engine.opts.model_dump(exclude={"hygen"}) if engine.opts else {}
         self._round = 0
@@ -217,14 +228,14 @@ class EngineRunner:
     def use_predictor(self, predictor) -> None:
         self.eng.scheduler.predictor = predictor
 
-    def run(self, control, with_offline: bool):
+    def run(self, control, with_offline: bool, part: int = 0):
         from hygen_pod.policy.latency import summarize
         from hygen_pod.profiling.profiler import RunOutcome
 
         s = self.eng.scheduler
         s.set_control(control)
         assert s.reset_prefix_cache()
-        reqs = list(self.online) + (list(self.offline) if with_offline else [])
+        reqs = self.online[part] + (list(self.offline) if with_offline else [])
         res = self.eng.replay(self._fresh(reqs), until_online_done=True)
         offline_tokens = sum(len(t.token_times) for t in res.by_class(offline=True))
         # by request id: the same online requests in the same order in every run (paired)
