@@ -7,7 +7,8 @@ load and SLO tolerance:
 2. profile on three slices of the Azure conversation trace: bisect for HyGen's largest
    budget and HyGen*'s largest offline QPS that keep the targeted online metrics
    within (1 + tolerance) x online-only on every slice, in 90% of bootstrap resamples
-   of its online requests;
+   of its online requests, and on a new slice by the 90% prediction bound of the
+   slices' ratios (--no-slice-spread: without that last check);
 3. evaluate every policy on a *different* slice with the same offline backlog
    (arXiv summarization lengths) and print one table.
 
