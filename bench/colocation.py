@@ -131,8 +131,9 @@ def main() -> int:
         "--profile-slices",
         type=int,
         default=3,
-        help="profile on this many trace slices (all must pass); the evaluation "
-        "slice is always a different one",
+        help="profile on this many trace slices spread over the trace's first three "
+        "quarters (all must pass); the evaluation slice starts the last quarter, the same "
+        "whatever this number",
     )
     ap.add_argument(
         "--confidence",

@@ -24,6 +24,11 @@ def test_slices_come_from_the_trace_length_and_never_overlap() -> None:
     assert ev.start > max(s.start for s in prof) and ev.end <= 19_366  # the latest stretch
     # a longer trace spreads the same slices further apart
     assert plan_slices(40_000, 3, 6.0, 180.0)[1].start > ev.start
+    # more profiling slices: the same evaluation slice, the profiling ones closer together
+    prof6, ev6 = plan_slices(19_366, 6, max_qps=6.0, window_s=180.0)
+    assert ev6 == ev == Slice(14_523, n) and len(prof6) == 6
+    check_disjoint([*prof6, ev6])
+    assert prof6[0].start == 0 and prof6[1].start == 14_523 // 6
 
 
 def test_a_short_trace_is_refused_with_the_numbers() -> None:
@@ -31,6 +36,10 @@ def test_a_short_trace_is_refused_with_the_numbers() -> None:
         plan_slices(5000, 3, max_qps=6.0, window_s=180.0)
     with pytest.raises(ValueError, match="at least one"):
         plan_slices(5000, 0, 1.0, 10.0)
+    # six slices of 1630 need three quarters of at least 9780
+    with pytest.raises(ValueError, match=r"need 13040 requests; it has 13000"):
+        plan_slices(13_000, 6, max_qps=6.0, window_s=180.0)
+    assert len(plan_slices(13_040, 6, max_qps=6.0, window_s=180.0)[0]) == 6
 
 
 def test_overlapping_slices_are_rejected() -> None:

@@ -45,21 +45,25 @@ def check_disjoint(slices: Sequence[Slice]) -> None:
 def plan_slices(
     trace_len: int, profile_slices: int, max_qps: float, window_s: float
 ) -> tuple[list[Slice], Slice]:
-    """``profile_slices`` profiling slices spread over the trace and one evaluation slice
-    after them (the latest stretch, as a deployment would meet it), all disjoint."""
+    """``profile_slices`` profiling slices spread over the trace's first three quarters and
+    one evaluation slice at the start of its last quarter (the latest stretch, as a
+    deployment would meet it), all disjoint. The evaluation slice does not depend on
+    ``profile_slices``, so runs with more or fewer profiling slices are judged alike."""
     if profile_slices < 1:
         raise ValueError(f"need at least one profiling slice, got {profile_slices}")
     n = requests_per_slice(max_qps, window_s)
-    slots = profile_slices + 1
-    if trace_len < slots * n:
+    # a quarter holds the evaluation slice; three quarters hold the profiling slices
+    need = 4 * max(n, -(-profile_slices * n // 3))
+    if trace_len < need:
         raise ValueError(
             f"trace too short: {profile_slices} profiling slices and an evaluation slice of "
             f"{n} requests each ({max_qps:g} req/s x {window_s:g} s, with margin) need "
-            f"{slots * n} requests; it has {trace_len}. Use fewer slices, a shorter "
+            f"{need} requests; it has {trace_len}. Use fewer slices, a shorter "
             "window or a longer trace"
         )
-    stride = trace_len // slots
-    cuts = [Slice(k * stride, n) for k in range(slots)]
+    eval_start = 3 * (trace_len // 4)
+    stride = eval_start // profile_slices
+    cuts = [Slice(k * stride, n) for k in range(profile_slices)] + [Slice(eval_start, n)]
     check_disjoint(cuts)
     return cuts[:-1], cuts[-1]
 
