@@ -46,9 +46,9 @@ from hygen_pod.profiling.simulator import (
 from hygen_pod.profiling.slices import plan_slices, split_backlogs
 from hygen_pod.profiling.slo_search import (
     METRICS,
+    all_within,
     check_targets,
     largest_setting,
-    robust_within,
     within,
     within_on_slices,
 )
@@ -347,10 +347,7 @@ def run_one(load: Load, targets: list[str], tol: float, args, rows: list[dict]) 
         --slice-spread, a new slice predicted to be (slo_search.within_on_slices)."""
         if args.slice_spread:
             return within_on_slices(observed, baseline, targets, tol, args.confidence)
-        return all(
-            robust_within(o, b, targets, tol, args.confidence)
-            for o, b in zip(observed, baseline, strict=True)
-        )
+        return all_within(observed, baseline, targets, tol, args.confidence)
 
     def refs(cap: int | None) -> list[SimResult] | None:
         """Each profiling slice's reference for a setting with this cap (the profiler's
@@ -361,10 +358,9 @@ def run_one(load: Load, targets: list[str], tol: float, args, rows: list[dict]) 
         # each slice on its own: a cap moves online-only latency one way (shorter
         # chunks), and its ratios to vLLM chunking's two-mode P99 TBT are no normal sample
         if cap not in cap_fine:
-            cap_fine[cap] = all(
-                robust_within(a.timings, base.timings, targets, tol, args.confidence)
-                for a, (_, base) in zip(alone, load.profs, strict=True)
-            )
+            cap_fine[cap] = all_within([a.timings for a in alone],
+                                       [b.timings for _, b in load.profs], targets, tol,
+                                       args.confidence)  # fmt: skip
         return alone if cap_fine[cap] else None
 
     def ok(policy: str, cap: int | None, key: str, value: float) -> bool:

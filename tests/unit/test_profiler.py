@@ -160,5 +160,5 @@ def test_profiling_on_several_slices_is_stricter_than_on_each_alone() -> None:
     assert three.budget_ms <= min(a.budget_ms for a in alone)
     assert three.qps <= min(a.qps for a in alone)
     assert three.budget_ms > 0 and three.offline_tps_budget > 0
-    with pytest.raises(ValueError, match="non-empty workload"):
+    with pytest.raises(ValueError, match="SimRunner needs at least one non-empty slice"):
         SimRunner("h100", [parts[0], []], window_s=20)

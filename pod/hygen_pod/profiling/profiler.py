@@ -42,11 +42,12 @@ from hygen_pod.policy.batch_shape import BatchShape
 from hygen_pod.policy.latency import LatencySummary, RequestTiming, summarize
 from hygen_pod.policy.predictor import LatencyPredictor
 from hygen_pod.profiling.simulator import RequestSpec, Simulator
+from hygen_pod.profiling.slices import as_slices
 from hygen_pod.profiling.slo_search import (
     METRICS,
     SearchResult,
+    all_within,
     largest_setting,
-    robust_within,
     within,
     within_on_slices,
 )
@@ -137,7 +138,7 @@ def profile(
 
     base = run_all(OfflineControl(mode="budget", budget_ms=0), with_offline=False)
     progress(f"online-only baseline measured ({n_slices} slice{'s' * (n_slices > 1)})")
-    outcomes: dict[tuple[str, int | None, float], list[RunOutcome]] = {}
+    outcomes: dict[tuple[str, int | None, float], RunOutcome] = {}  # slices pooled
     capped_runs: dict[int, list[RunOutcome]] = {}  # online only under a cap
     cap_fine: dict[int, bool] = {}  # that run is within tolerance of vLLM's chunking
 
@@ -151,10 +152,10 @@ def profile(
 
     def each_holds(outs: list[RunOutcome], refs: list[RunOutcome]) -> bool:
         """Every slice within tolerance of its own reference (bootstrap, or summaries)."""
-        pairs = zip(outs, refs, strict=True)
         if all(o.timings for o in outs):
-            return all(robust_within(o.timings, r.timings, cfg.targets, cfg.tolerance,
-                                     cfg.confidence, seed=cfg.seed) for o, r in pairs)  # fmt: skip
+            return all_within([o.timings for o in outs], [r.timings for r in refs], cfg.targets,
+                              cfg.tolerance, cfg.confidence, seed=cfg.seed)  # fmt: skip
+        pairs = zip(outs, refs, strict=True)
         return all(within(o.online, r.online, cfg.targets, cfg.tolerance) for o, r in pairs)
 
     def holds(outs: list[RunOutcome], refs: list[RunOutcome]) -> bool:
@@ -191,9 +192,8 @@ def profile(
         else:
             control = OfflineControl(mode="qps", qps=value, online_prefill_cap=cap)
         outs = run_all(control, with_offline=True)
-        outcomes[(mode, cap, value)] = outs
         ok = holds(outs, ref)
-        out = _pooled(outs)
+        out = outcomes[(mode, cap, value)] = _pooled(outs)
         capped = "" if cap is None else f", online prefill cap {cap}"
         progress(
             f"{mode}={value:.3g}{capped}: p99 TBT {out.online.p99_tbt * 1e3:.1f} ms, "
@@ -213,8 +213,7 @@ def profile(
             r = largest_setting(lambda v, c=cap: passes(mode, c, v), lo, hi, cfg.iters)
             if len(caps) > 1:
                 probes[f"{mode} cap={cap}"] = r.probes
-            found = outcomes.get((mode, cap, r.value))
-            out = _pooled(found) if found else nothing
+            out = outcomes.get((mode, cap, r.value), nothing)
             if best is None or out.offline_tps > best[2].offline_tps:
                 best = (r, cap, out)
         assert best is not None
@@ -282,12 +281,7 @@ class SimRunner:
         self.oracle = KernelOracle(gpu)
         self.model, self.hardware = DEFAULT_MODEL, f"oracle:{gpu}"
         self.engine_args: dict = {"simulated": True, "window_s": window_s}
-        parts = list(workload)
-        if parts and isinstance(parts[0], RequestSpec):
-            parts = [parts]
-        if not parts or not all(parts):
-            raise ValueError("SimRunner needs at least one non-empty workload")
-        self.workloads: list[list[RequestSpec]] = [list(p) for p in parts]  # type: ignore[arg-type]
+        self.workloads: list[list[RequestSpec]] = as_slices(workload, RequestSpec, "SimRunner")
         self.slices, self.window_s = len(self.workloads), window_s
         self.sim = Simulator(self.oracle.step_seconds)
 

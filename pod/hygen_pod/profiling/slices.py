@@ -68,6 +68,17 @@ def plan_slices(
     return cuts[:-1], cuts[-1]
 
 
+def as_slices(workload: Sequence[T] | Sequence[Sequence[T]], item: type, who: str) -> list[list[T]]:
+    """One slice of ``item`` requests, or a list of slices, as a list of slices; ValueError
+    naming ``who`` when there is none or one is empty."""
+    parts = list(workload)
+    if parts and isinstance(parts[0], item):
+        parts = [parts]
+    if not parts or not all(parts):
+        raise ValueError(f"{who} needs at least one non-empty slice of requests")
+    return [list(p) for p in parts]  # type: ignore[arg-type]
+
+
 def split_backlogs(pool: Sequence[T], count: int, seed: int) -> tuple[list[T], list[T]]:
     """Two disjoint samples of ``count`` requests each: profiling, then evaluation."""
     if count < 1:

@@ -23,6 +23,7 @@ from hygen_pod.policy.latency import LatencySummary, RequestTiming, statistic, s
 
 __all__ = [
     "METRICS",
+    "all_within",
     "largest_setting",
     "new_slice_within",
     "robust_within",
@@ -68,6 +69,21 @@ def robust_within(
     return passed >= confidence * resamples
 
 
+def all_within(
+    observed: Sequence[Sequence[RequestTiming]],
+    baseline: Sequence[Sequence[RequestTiming]],
+    targets: Sequence[str],
+    tolerance: float,
+    confidence: float = 0.9,
+    seed: int = 0,
+) -> bool:
+    """Whether every slice passes `robust_within` against its own baseline."""
+    return all(
+        robust_within(o, b, targets, tolerance, confidence, seed=seed)
+        for o, b in zip(observed, baseline, strict=True)
+    )
+
+
 def within_on_slices(
     observed: Sequence[Sequence[RequestTiming]],
     baseline: Sequence[Sequence[RequestTiming]],
@@ -86,10 +102,7 @@ def within_on_slices(
     """
     if len(observed) != len(baseline):
         raise ValueError(f"{len(observed)} observed slices for {len(baseline)} baselines")
-    if not all(
-        robust_within(o, b, targets, tolerance, confidence, seed=seed)
-        for o, b in zip(observed, baseline, strict=True)
-    ):
+    if not all_within(observed, baseline, targets, tolerance, confidence, seed):
         return False
     pairs = [(_summary(o), _summary(b)) for o, b in zip(observed, baseline, strict=True)]
     ratios = {m: [_ratio(o.metric(m), b.metric(m)) for o, b in pairs] for m in targets}
@@ -126,7 +139,7 @@ def _within_timings(
     targets: Sequence[str],
     tolerance: float,
 ) -> bool:
-    return within(summarize(list(observed)), summarize(list(baseline)), targets, tolerance)
+    return within(_summary(observed), _summary(baseline), targets, tolerance)
 
 
 class _Arrays:

@@ -20,6 +20,7 @@ from pydantic import BaseModel, Field
 
 from hygen_pod.contract.settings import CLASS_KEY, SchedulerSettings
 from hygen_pod.policy.latency import RequestTiming
+from hygen_pod.profiling.slices import as_slices
 from hygen_pod.profiling.workload import ReplayRequest
 
 if TYPE_CHECKING:
@@ -198,12 +199,7 @@ class EngineRunner:
         model: str,
         hardware: str = "cpu",
     ) -> None:
-        parts = list(online)
-        if parts and isinstance(parts[0], ReplayRequest):
-            parts = [parts]
-        if not parts or not all(parts):
-            raise ValueError("EngineRunner needs at least one non-empty online slice")
-        self.online: list[list[ReplayRequest]] = [list(p) for p in parts]  # type: ignore[arg-type]
+        self.online: list[list[ReplayRequest]] = as_slices(online, ReplayRequest, "EngineRunner")
         self.slices = len(self.online)
         self.eng, self.offline, self.capture_reqs = engine, offline, capture
         self.model, self.hardware = model, hardware
