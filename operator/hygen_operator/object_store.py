@@ -1,11 +1,16 @@
 """S3-compatible object storage for BatchJob input and output, through obstore.
 
-obstore (Rust's object_store behind a Python API) is async-native, streams GETs in chunks,
-turns an async iterator into a multipart upload by itself, and installs as one wheel with no
-dependency tree; aiobotocore pins botocore and aiohttp versions against the rest of the
-operator, and boto3 is blocking. Every error the store returns is translated here into one
-that names the field a user has to fix (``spec.objectStore.credentialsSecret``,
-``spec.input.s3.url``), or left as an OSError when it is transient (a crash-restart retries).
+obstore (Rust's object_store behind a Python API) streams GETs in chunks, turns an iterator
+into a multipart upload by itself, and installs as one wheel with no dependency tree;
+aiobotocore pins botocore and aiohttp versions against the rest of the operator, and boto3
+is blocking. Its blocking calls are used, each in a worker thread the event loop awaits:
+its ``*_async`` calls complete an asyncio future from a tokio thread, which can still be
+inside the interpreter when the process exits, and Python 3.11 then aborts the process
+(SIGABRT, exit 134: a dispatcher Job that finished its work would be counted failed).
+A worker thread ends inside the call, and ``asyncio.run`` waits for it. Every error the
+store returns is translated here into one that names the field a user has to fix
+(``spec.objectStore.credentialsSecret``, ``spec.input.s3.url``), or left as an OSError
+when it is transient (a crash-restart retries).
 The same calls serve a folder of the operator's Batch API volume (obstore's LocalStore), so
 the cluster Batch API and the output parts work alike on either.
 """
@@ -14,7 +19,7 @@ from __future__ import annotations
 
 import asyncio
 import os
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass
 from datetime import timedelta
 from pathlib import Path
@@ -120,7 +125,7 @@ async def exists(b: Bucket, key: str, field: str) -> bool:
     """Whether the object is there. A HEAD of a missing bucket says only 404, so a 404
     is checked with a LIST, whose error body names NoSuchBucket."""
     try:
-        await obstore.head_async(b.store, key)
+        await asyncio.to_thread(obstore.head, b.store, key)
         return True
     except FileNotFoundError:
         await list_keys(b, key.rsplit("/", 1)[0] if "/" in key else "", field)
@@ -131,8 +136,12 @@ async def exists(b: Bucket, key: str, field: str) -> bool:
 
 async def list_keys(b: Bucket, prefix: str, field: str) -> list[str]:
     """Every key under ``prefix`` (a folder: obstore lists ``prefix/``), sorted."""
+
+    def collect() -> list[Any]:
+        return obstore.list(b.store, prefix=prefix or None).collect()
+
     try:
-        metas = await obstore.list(b.store, prefix=prefix or None).collect_async()
+        metas = await asyncio.to_thread(collect)
     except Exception as e:
         raise b.blame(e, field, prefix) from e
     return sorted(m["path"] for m in metas)
@@ -141,21 +150,44 @@ async def list_keys(b: Bucket, prefix: str, field: str) -> list[str]:
 async def read_chunks(b: Bucket, key: str, field: str) -> AsyncIterator[bytes]:
     """The object's bytes in chunks, never all at once."""
     try:
-        result = await obstore.get_async(b.store, key)
+        result = await asyncio.to_thread(obstore.get, b.store, key)
     except FileNotFoundError:
         raise
     except Exception as e:
         raise b.blame(e, field, key) from e
-    async for chunk in result.stream(min_chunk_size=1 << 20):
+    stream = iter(result.stream(min_chunk_size=1 << 20))
+    while (chunk := await asyncio.to_thread(next, stream, None)) is not None:
         yield bytes(chunk)
+
+
+_END = object()
+
+
+def _pulled(chunks: AsyncIterator[bytes], loop: asyncio.AbstractEventLoop) -> Iterator[bytes]:
+    """``chunks`` for a blocking call in a worker thread: each chunk is awaited on ``loop``."""
+
+    async def step() -> object:
+        try:
+            return await chunks.__anext__()
+        except StopAsyncIteration:
+            return _END
+
+    while (chunk := asyncio.run_coroutine_threadsafe(step(), loop).result()) is not _END:
+        yield chunk  # type: ignore[misc]
 
 
 async def put(b: Bucket, key: str, data: bytes | AsyncIterator[bytes], field: str) -> None:
     """Write the object whole (an async iterator is uploaded in multipart chunks)."""
+    body: bytes | Iterator[bytes] = (
+        data if isinstance(data, bytes) else _pulled(data, asyncio.get_running_loop())
+    )
     try:
-        await obstore.put_async(b.store, key, data)
+        await asyncio.to_thread(obstore.put, b.store, key, body)
     except Exception as e:
         raise b.blame(e, field, key) from e
+    finally:
+        if not isinstance(data, bytes) and hasattr(data, "aclose"):
+            await data.aclose()  # an upload that failed half-way leaves no generator running
     if b.root is not None:
         await asyncio.to_thread(_fsync, b.root, key)
 
@@ -166,11 +198,11 @@ async def delete(b: Bucket, keys: list[str], field: str) -> None:
         return
     try:
         if b.root is None:  # S3 deletes in one request and ignores missing keys
-            await obstore.delete_async(b.store, keys)
+            await asyncio.to_thread(obstore.delete, b.store, keys)
             return
         for k in keys:  # a local store stops at the first missing one
             try:
-                await obstore.delete_async(b.store, k)
+                await asyncio.to_thread(obstore.delete, b.store, k)
             except FileNotFoundError:
                 continue
     except FileNotFoundError:

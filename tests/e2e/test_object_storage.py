@@ -182,6 +182,45 @@ def test_an_input_larger_than_the_reader_may_buffer_streams_through(s3, tmp_path
     assert got["grew_mb"] < BUDGET_MB, got
 
 
+EXITS = 30  # obstore's *_async calls aborted about 30% of these exits (SIGABRT, exit -6)
+
+
+def test_a_process_that_used_the_store_exits_cleanly(s3):
+    """A dispatcher ends its process after its last store call; that exit must be 0, or its
+    Job is counted failed. A tokio thread still completing an asyncio future when the
+    interpreter finalizes aborts it, so each of EXITS children reads, writes (from an async
+    iterator), lists and deletes, then exits at once."""
+    b = s3.bucket()
+    s3.put(b, "in.jsonl", b'{"a": 1}\n' * 1000)
+    child = textwrap.dedent(f"""
+        import asyncio
+        from hygen_operator import object_store
+        from hygen_operator.resources import BatchJobSpec
+        sp = BatchJobSpec.model_validate({spec(s3, b).model_dump(by_alias=True)!r})
+        async def main():
+            bucket = object_store.bucket_of(sp.object_store, sp.input.s3)
+            async def body():
+                for _ in range(3):
+                    yield b"x" * 100
+            for i in range(5):
+                n = sum([len(c) async for c in object_store.read_chunks(bucket, "in.jsonl", "f")])
+                assert n == 9000, n
+                assert await object_store.exists(bucket, "in.jsonl", "f")
+                await object_store.put(bucket, f"out/{{i}}", body(), "f")
+                assert f"out/{{i}}" in await object_store.list_keys(bucket, "out", "f")
+                await object_store.delete(bucket, [f"out/{{i}}"], "f")
+        asyncio.run(main())
+    """)
+    env = {**__import__("os").environ, **s3.env()}
+    codes = [
+        subprocess.run([sys.executable, "-c", child], capture_output=True, text=True,
+                       env=env, timeout=120)
+        for _ in range(EXITS)
+    ]  # fmt: skip
+    bad = [(d.returncode, d.stderr[-500:]) for d in codes if d.returncode != 0]
+    assert not bad, f"{len(bad)} of {EXITS} exits failed: {bad[0]}"
+
+
 def test_result_ok_reads_errors_and_error_statuses():
     assert result_ok(out_line(1)) and not result_ok(out_line(2, ok=False))
     bad = {"id": "u-1", "response": {"status_code": 400, "body": {}}, "error": None}
