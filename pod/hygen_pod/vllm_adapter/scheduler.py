@@ -181,6 +181,7 @@ class HyGenScheduler(Scheduler):
         self._general_step: tuple[DecodeCarry, bool] | None = None
         self._planned_prefills: list[str] | None = None  # the last plan that ran
         self._freed: list[Request] = []  # finished since the carry was last taken
+        self._steady_ran = False  # this step is the steady-state shortcut's
         # Outputs of steps up to this one may still deliver tokens to a preempted request
         # (vLLM's stale outputs); no scan is carried until they are all back.
         self._stale_through = 0
@@ -296,6 +297,7 @@ class HyGenScheduler(Scheduler):
         self._steady_step = None
         self._general_step = None
         self._planned_prefills = None
+        self._steady_ran = False
         if not self.offline_ids and self.control.online_prefill_cap is None:
             out = self._call_base(throttle_prefills)
         else:
@@ -334,6 +336,15 @@ class HyGenScheduler(Scheduler):
         step (`DecodeCarry`); return the tokens this step's output must bring (one per
         scheduled request but partial prefill chunks), or -1 where they were not counted."""
         done, self._general_step = self._general_step, None
+        if done is None and self._steady_ran and self._decodes is not None:
+            # A steady-state step ran one token for every running request: a carry kept
+            # from the general step before stays valid through it.
+            done = (self._decodes, True)
+            if not done[0].usable(self._step):
+                done = None
+            else:
+                done[0].let_go(self._freed)
+                self._freed.clear()
         self._decodes = None
         prefills = self._planned_prefills
         expected = -1
@@ -719,6 +730,7 @@ class HyGenScheduler(Scheduler):
         )
         self._progress_step = False
         granted = n_off + admitter.granted_tokens
+        self._steady_ran = True
         if self._carry_ok:
             self._steady_step = (scan, carry)
         self._plan = self._step_plan(
