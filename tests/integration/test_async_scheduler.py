@@ -17,7 +17,6 @@ from vllm.v1.core.sched.scheduler import Scheduler
 from hygen_pod.contract.control import OfflineControl
 from hygen_pod.policy.predictor import LatencyPredictor
 from hygen_pod.policy.rate import TokenBucket
-from hygen_pod.vllm_adapter.decode_carry import DecodeCarry
 from hygen_pod.vllm_adapter.scheduler import HyGenAsyncScheduler, HyGenScheduler
 from hygen_pod.vllm_adapter.steady_scan import SteadyCarry
 from tests.helpers.sched_harness import build, drive, expected_tokens, requests, token
@@ -116,7 +115,7 @@ def _case(control: OfflineControl, **kw: object) -> dict:
     base = {"blocks": 2000, "seqs": 256, "threshold": 0, "online": 4, "offline": 24,
             "online_out": 30, "offline_out": 50, "offline_prompt": 120, "online_prompt": 90,
             "arrivals": (), "arrival_prompt": 0, "stops": False,
-            "bulk": False, "decode_carry": False}  # fmt: skip
+            "bulk": False}  # fmt: skip
     return {"control": control, **base, **kw}
 
 
@@ -177,7 +176,7 @@ SHORTCUT_CASES = {
     ),
     # a busy server: online prompts arriving every other step while offline work decodes,
     # so most steps run the general method with every offline decode admitted at once,
-    # with decodes carried from step to step (decode_carry.py), some stopping early
+    # some requests stopping early
     "churn": _case(
         _budget(50.0),
         blocks=400,
@@ -190,10 +189,9 @@ SHORTCUT_CASES = {
         arrival_prompt=120,
         stops=True,
         bulk=True,
-        decode_carry=True,
     ),
-    # the same with a KV cache that runs short: carried decodes at block boundaries need
-    # blocks (decode_carry.py's boundary index), and offline work is preempted for them
+    # the same with a KV cache that runs short: offline work is preempted for online
+    # decodes at block boundaries between bulk admissions (16 preemptions)
     "churn-kv": _case(
         _budget(50.0),
         blocks=120,
@@ -204,8 +202,8 @@ SHORTCUT_CASES = {
         offline_out=90,
         arrivals=tuple(range(4, 120, 2)),
         arrival_prompt=120,
-        decode_carry=True,
         stops=True,
+        bulk=True,
     ),
     # HyGen*: queued work starts at a rate
     "qps": _case(
@@ -253,29 +251,6 @@ def _count_carried_steps(monkeypatch: pytest.MonkeyPatch) -> dict[str, int]:
 
     monkeypatch.setattr(SteadyCarry, "at", counted_at)
     monkeypatch.setattr(SteadyCarry, "_drop_gone", counted_drop)
-    return seen
-
-
-def _count_decode_carry(monkeypatch: pytest.MonkeyPatch) -> dict[str, int]:
-    """Count the general steps that used decodes carried from the step before, the
-    finished requests they let go, and those let go near their end (decode_carry.py)."""
-    seen = {"carried": 0, "finished": 0, "expired": 0}
-    usable, let_go = DecodeCarry.usable, DecodeCarry.let_go
-
-    def counted_usable(self: DecodeCarry, *a: object) -> bool:
-        before = len(self.ctx)
-        ok = usable(self, *a)  # type: ignore[arg-type]
-        seen["expired"] += before - len(self.ctx)
-        seen["carried"] += ok and bool(self.ctx)
-        return ok
-
-    def counted_let_go(self: DecodeCarry, *a: object) -> None:
-        before = len(self.ctx)
-        let_go(self, *a)  # type: ignore[arg-type]
-        seen["finished"] += before - len(self.ctx)
-
-    monkeypatch.setattr(DecodeCarry, "usable", counted_usable)
-    monkeypatch.setattr(DecodeCarry, "let_go", counted_let_go)
     return seen
 
 
@@ -330,7 +305,6 @@ def test_the_per_step_shortcuts_change_no_step_and_no_record(
     c = SHORTCUT_CASES[case]
     carried = _count_carried_steps(monkeypatch)
     bulk = _count_bulk_admissions(monkeypatch)
-    decodes = _count_decode_carry(monkeypatch)
     control = c["control"]
     runs = []
     for cls in (HyGenScheduler, _NoShortcutsAsync if async_on else _NoShortcuts):
@@ -365,10 +339,6 @@ def test_the_per_step_shortcuts_change_no_step_and_no_record(
                 assert carried["dropped"] > 0, "no carried scan took out a stopped request"
             if c["bulk"]:
                 assert bulk[0] > 0, "no general step admitted the offline decodes at once"
-            if c["decode_carry"]:
-                assert decodes["carried"] > 0, "no general step used carried decodes"
-                assert decodes["finished"] > 0, "no carried decode finished"
-                assert decodes["expired"] > 0, "no carried decode was let go near its end"
     assert runs[0][0] == runs[1][0]
     assert runs[0][1] == runs[1][1]
     assert runs[0][2] == runs[1][2]

@@ -55,7 +55,6 @@ from hygen_pod.policy.phase2 import fill_offline
 from hygen_pod.policy.predictor import LatencyPredictor
 from hygen_pod.policy.rate import TokenBucket
 from hygen_pod.policy.step_trace import StepRecord, StepTrace
-from hygen_pod.vllm_adapter.decode_carry import DecodeCarry
 from hygen_pod.vllm_adapter.steady_scan import SteadyCarry, SteadyScan, steady_scan
 
 logger = logging.getLogger("hygen.scheduler")
@@ -104,8 +103,6 @@ class OfflineDecodes:
     total: int = 0
     total_sq: int = 0
     edge: list[tuple[Request, int]] = field(default_factory=list)
-    shift: int = 0  # add to each of ``ctx`` (contexts carried from an earlier step)
-    ids: dict[str, int] | None = None  # the decodes' ids -> 1 token, when carried
 
 
 class HyGenScheduler(Scheduler):
@@ -153,8 +150,7 @@ class HyGenScheduler(Scheduler):
         # One entry per schedule() call, in order: (its output, its record or None when
         # it scheduled nothing, when schedule() returned). update_from_output() gets the
         # outputs back in the same order, one step late under async scheduling.
-        # (and the tokens its output must bring, for the decode carry; -1: not counted)
-        self._in_flight: deque[tuple[Any, StepRecord | None, float, int, int]] = deque()
+        self._in_flight: deque[tuple[Any, StepRecord | None, float, int]] = deque()
         self._last_result_at = 0.0
         self._status = StatusWriter(self.hygen.status_path) if self.hygen.status_path else None
         self._step = 0
@@ -175,13 +171,6 @@ class HyGenScheduler(Scheduler):
         )
         self._carry: SteadyCarry | None = None
         self._steady_step: tuple[SteadyScan, SteadyCarry | None] | None = None
-        # The general method's running decodes carried from step to step (decode_carry.py),
-        # and this step's (carry, whether it ran every held offline decode).
-        self._decodes: DecodeCarry | None = None
-        self._general_step: tuple[DecodeCarry, bool] | None = None
-        self._planned_prefills: list[str] | None = None  # the last plan that ran
-        self._freed: list[Request] = []  # finished since the carry was last taken
-        self._steady_ran = False  # this step is the steady-state shortcut's
         # Outputs of steps up to this one may still deliver tokens to a preempted request
         # (vLLM's stale outputs); no scan is carried until they are all back.
         self._stale_through = 0
@@ -236,9 +225,7 @@ class HyGenScheduler(Scheduler):
         super().add_request(request)
 
     def _free_request(self, request: Request, delay_free_blocks: bool = False):  # type: ignore[override]
-        # Every finish (stop, length, abort) passes here: forget offline bookkeeping, and
-        # tell the decode carry (`_decode_carry`).
-        self._freed.append(request)
+        # Every finish (stop, length, abort) passes here: forget offline bookkeeping.
         if request.request_id in self.offline_ids:
             self.offline_queue.remove(request.request_id)
             self.offline_ids.discard(request.request_id)
@@ -248,7 +235,6 @@ class HyGenScheduler(Scheduler):
     def _preempt_request(self, request: Request, timestamp: float, **kw: Any) -> None:
         super()._preempt_request(request, timestamp, **kw)
         self._carry = None
-        self._decodes = None
         self._stale_through = self._step
         if self.is_offline(request):
             self._preempted_offline += 1
@@ -295,23 +281,19 @@ class HyGenScheduler(Scheduler):
         self._plan = None
         self._plan_ran = False
         self._steady_step = None
-        self._general_step = None
-        self._planned_prefills = None
-        self._steady_ran = False
         if not self.offline_ids and self.control.online_prefill_cap is None:
             out = self._call_base(throttle_prefills)
         else:
             out = self._schedule_two_phase(throttle_prefills)
         rec = self._record(out)
         self._carry_steady()
-        expected = self._carry_decodes(out)
         if not out.total_num_scheduled_tokens and self.offline_ids:
             # Offline work is pending (queued or held) but may not run (budget 0, QPS
             # gap): vLLM's busy
             # loop would spin on empty steps. Yield briefly; online arrivals are picked
             # up right after this step returns.
             time.sleep(_IDLE_SLEEP_S)
-        self._in_flight.append((out, rec, time.perf_counter(), self._step, expected))
+        self._in_flight.append((out, rec, time.perf_counter(), self._step))
         return out
 
     def _carry_steady(self) -> None:
@@ -330,43 +312,6 @@ class HyGenScheduler(Scheduler):
         if carry is not None:
             carry.ran(self._step, self.running)
         self._carry = carry
-
-    def _carry_decodes(self, out: Any) -> int:
-        """After a general step that ran as planned, keep its decode carry for the next
-        step (`DecodeCarry`); return the tokens this step's output must bring (one per
-        scheduled request but partial prefill chunks), or -1 where they were not counted."""
-        done, self._general_step = self._general_step, None
-        if done is None and self._steady_ran and self._decodes is not None:
-            # A steady-state step ran one token for every running request: a carry kept
-            # from the general step before stays valid through it.
-            done = (self._decodes, True)
-            if not done[0].usable(self._step):
-                done = None
-            else:
-                done[0].let_go(self._freed)
-                self._freed.clear()
-        self._decodes = None
-        prefills = self._planned_prefills
-        expected = -1
-        if prefills is not None:
-            requests = self.requests
-            partial = sum(1 for rid in prefills if requests[rid].is_prefill_chunk)
-            expected = len(out.num_scheduled_tokens) - partial
-        if (
-            done is None
-            or expected < 0
-            or not self._plan_ran
-            or self._updated_through < self._stale_through
-            or self._preempted_offline + self._preempted_online
-        ):
-            self._freed.clear()
-            return expected
-        carry, all_offline = done
-        if not all_offline:
-            carry.drop_offline()
-        carry.ran(self._step)
-        self._decodes = carry
-        return expected
 
     def _call_base(self, throttle_prefills: bool):
         """Run the stock schedule(), showing it the online (running, waiting) counts."""
@@ -422,24 +367,13 @@ class HyGenScheduler(Scheduler):
                 return out
         bs = self.block_size
         running = self.running
+        n_offline = sum(map(self._offline_reqs.__contains__, running))
         online_waiting = len(self.waiting) + len(self.kv_holding_waiting)
+        cap = self._long_prefill_cap(len(running) - n_offline + online_waiting)
+        online_run, online_want, offline_run, offline_want, decodes = self._split_wants(
+            running, cap
+        )
         stock_tokens = self.max_num_scheduled_tokens
-        # With a decode carry (the shortcuts), phase 1 reads only the online requests it
-        # does not hold (loop_run) and sums the held decodes at once.
-        held = self._decode_carry()
-        split = None
-        if held is not None:
-            split = self._split_carried(held, running, online_waiting, stock_tokens)
-        if split is None:
-            held = None
-            n_offline = sum(map(self._offline_reqs.__contains__, running))
-            cap = self._long_prefill_cap(len(running) - n_offline + online_waiting)
-            online_run, online_want, offline_run, offline_want, decodes = self._split_wants(
-                running, cap
-            )
-            loop_run, loop_want = online_run, online_want
-        else:
-            cap, online_run, offline_run, offline_want, decodes, loop_run, loop_want = split
         partial_ok = bool(self.scheduler_config.enable_chunked_prefill)
         plan: dict[str, int] = {}  # request id -> tokens this step, as planned
         planned_prefills: list[str] = []  # planned items `_record` recomputes from the step
@@ -448,18 +382,12 @@ class HyGenScheduler(Scheduler):
         # decodes, decodes go first and online prefills share the cap in order; the
         # one cut short runs last, and those after it wait (hidden from the base).
         ocap = self.control.online_prefill_cap
-        decoding: set[Request] = set()
-        if ocap is not None:
-            decoding = {r for r in loop_run if self._is_decode(r)}
-            if held is not None:
-                decoding.update(r for r in online_run if r in held.ctx)
+        decoding = {r for r in online_run if self._is_decode(r)} if ocap is not None else set()
         chunk = OnlinePrefillCap(ocap, bool(decoding))
         if chunk.active:
             order = sorted(range(len(online_run)), key=lambda i: online_run[i] not in decoding)
             online_run = [online_run[i] for i in order]
-            order = sorted(range(len(loop_run)), key=lambda i: loop_run[i] not in decoding)
-            loop_run = [loop_run[i] for i in order]
-            loop_want = [loop_want[i] for i in order]
+            online_want = [online_want[i] for i in order]
         hidden_online: list[Request] = []
         hidden_wait: list[tuple[Any, Request]] = []  # (its queue, request)
         cut: Request | None = None
@@ -472,16 +400,9 @@ class HyGenScheduler(Scheduler):
         # request's KV blocks are looked up only when it may need a new one: it holds
         # at least cdiv(computed, bs), and when that covers the need no block is short
         # (the covering count, above `_start_tokens`).
-        held_blocks, lookahead = self._held_blocks, self.num_lookahead_tokens
+        held, lookahead = self._held_blocks, self.num_lookahead_tokens
         nd = ctx = ctx2 = 0
-        if held is not None:  # the carried online decodes: one token each, summed
-            nd = len(held.on_plan)
-            ctx, ctx2, _, _ = held.sums(self._step)
-            plan.update(held.on_plan)
-            tokens_left -= nd
-            for r, c in held.edges(self._step)[0]:  # as below, for n = 1
-                kv_need += max(0, (c + lookahead + bs) // bs - held_blocks(r))
-        for r, want in zip(loop_run, loop_want, strict=True):
+        for r, want in zip(online_run, online_want, strict=True):
             n = want if want < tokens_left else tokens_left
             if n <= 0:
                 continue
@@ -505,7 +426,7 @@ class HyGenScheduler(Scheduler):
                 planned_prefills.append(r.request_id)
             need = -(-(comp + n + lookahead) // bs)
             if need > -(-comp // bs):
-                kv_need += max(0, need - held_blocks(r))
+                kv_need += max(0, need - held(r))
             tokens_left -= n
         online.add_decodes(nd, ctx, ctx2)
         slots_left = (
@@ -606,14 +527,10 @@ class HyGenScheduler(Scheduler):
 
             # Every running offline request decodes and all fit: admitted at once.
             if decodes is not None and self._admit_all_decodes(
-                admitter, decodes.ctx, decodes.shift, decodes.total, decodes.total_sq,
-                decodes.edge,
-            ):  # fmt: skip
+                admitter, decodes.ctx, 0, decodes.total, decodes.total_sq, decodes.edge
+            ):
                 bulk = len(decodes.reqs)
-                if decodes.ids is not None:
-                    plan.update(decodes.ids)
-                else:
-                    plan.update((r.request_id, 1) for r in decodes.reqs)
+                plan.update((r.request_id, 1) for r in decodes.reqs)
                 nd, ctx, ctx2 = nd + bulk, ctx + decodes.total, ctx2 + decodes.total_sq
             got = fill_offline(
                 admitter,
@@ -630,8 +547,6 @@ class HyGenScheduler(Scheduler):
             admitted_wait = got.started
             self._progress_step = got.progress
         granted = bulk + admitter.granted_tokens
-        if held is not None:  # carried on if the base runs the plan (`_carry_decodes`)
-            self._general_step = (held, bool(bulk) or not held.offline)
         if self.fast_paths:
             self._plan = self._step_plan(
                 plan, planned_prefills, (nd, ctx, ctx2), admitter, online_tokens, granted, bulk
@@ -730,7 +645,6 @@ class HyGenScheduler(Scheduler):
         )
         self._progress_step = False
         granted = n_off + admitter.granted_tokens
-        self._steady_ran = True
         if self._carry_ok:
             self._steady_step = (scan, carry)
         self._plan = self._step_plan(
@@ -845,96 +759,6 @@ class HyGenScheduler(Scheduler):
                 online.append(r)
                 online_want.append(n)
         return online, online_want, offline, offline_want, dec
-
-    def _decode_carry(self) -> DecodeCarry | None:
-        """The decode carry for this general step: the last step's if it still applies
-        (less the requests freed since), else an empty one that this step fills; None
-        without the shortcuts."""
-        if not self._carry_ok:
-            return None
-        carry, self._decodes = self._decodes, None
-        freed, self._freed = self._freed, []
-        if carry is not None and carry.usable(self._step):
-            carry.let_go(freed)
-            return carry
-        return DecodeCarry.empty(
-            self._step, self.block_size, self.num_lookahead_tokens, self.max_model_len
-        )
-
-    def _split_carried(
-        self, carry: DecodeCarry, running: list[Request], online_waiting: int, tokens: int
-    ) -> (
-        tuple[
-            int, list[Request], list[Request], list[int], OfflineDecodes | None,
-            list[Request], list[int],
-        ]
-        | None
-    ):  # fmt: skip
-        """`_split_wants` with a decode carry, in one pass over the running list: only
-        the requests the carry does not hold are read, and those that are plain decodes
-        join it. Returns the long-prefill cap, the online and offline requests (running
-        order), each offline one's want, the offline decodes (as `_split_wants`, their
-        contexts relative to the carry), and the online requests the carry does not hold
-        with their wants (running order). None when the carry holds a request that is
-        not running (it left other than by a finish), or when online work wants more
-        than the step's ``tokens`` (then the order of online requests decides who waits,
-        and the general method reads them all)."""
-        step, held, off = self._step, carry.ctx, self._offline_reqs
-        online_run: list[Request] = []
-        offline_run: list[Request] = []
-        others: list[Request] = []
-        seen = 0
-        for r in running:
-            if r in held:
-                seen += 1
-            else:
-                others.append(r)
-            if r in off:
-                offline_run.append(r)
-            else:
-                online_run.append(r)
-        if seen != len(held):
-            return None
-        cap = self._long_prefill_cap(len(online_run) + online_waiting)
-        on_o, on_w, off_o, off_w, dec_o = self._split_wants(others, cap)
-        if len(carry.on_plan) + sum(on_w) > tokens:
-            return None
-        join = carry.join
-        loop_run, loop_want = [], []
-        for r, n in zip(on_o, on_w, strict=True):
-            comp = r.num_computed_tokens
-            if not (n == 1 and comp >= r.num_prompt_tokens and join(r, comp, False, step)):
-                loop_run.append(r)
-                loop_want.append(n)
-        if off_o:
-            off_want = dict(zip(off_o, off_w, strict=True))
-            offline_want = [off_want.get(r, 1) for r in offline_run]
-        else:
-            offline_want = [1] * len(offline_run)
-        if dec_o is None:
-            return cap, online_run, offline_run, offline_want, None, loop_run, loop_want
-        unheld: dict[Request, int] = {}  # offline decodes that cannot join, their context
-        for r in dec_o.reqs:
-            comp = r.num_computed_tokens
-            if not join(r, comp, True, step):
-                unheld[r] = comp + 1
-        d = step - carry.base
-        _, _, total, total_sq = carry.sums(step)
-        edge = carry.edges(step)[1]
-        idle = set(dec_o.idle)
-        reqs = [r for r in offline_run if r not in idle] if idle else offline_run
-        if unheld:
-            rel = {r: x - d for r, x in unheld.items()}
-            ctx = [held[r] if r in held else rel[r] for r in reqs]
-            total += sum(unheld.values())
-            total_sq += sum(x * x for x in unheld.values())
-            edge += [(r, c) for r, c in dec_o.edge if r in unheld]
-            ids = None
-        else:
-            ctx = [held[r] for r in reqs]
-            ids = carry.off_plan
-        decodes = OfflineDecodes(reqs, dec_o.idle, ctx, total, total_sq, edge, shift=d, ids=ids)
-        return cap, online_run, offline_run, offline_want, decodes, loop_run, loop_want
 
     def _running_candidates(
         self, offline_run: list[Request], wants: list[int]
@@ -1063,7 +887,6 @@ class HyGenScheduler(Scheduler):
         plan, self._plan = self._plan, None
         if plan is not None and out.num_scheduled_tokens == plan.tokens:
             self._plan_ran = True
-            self._planned_prefills = plan.prefills
             # The base method ran exactly the plan: the decodes' sums are the planned ones
             # (running requests, whose computed tokens the plan read), and the few other
             # items are read back from the requests, as below.
@@ -1131,14 +954,8 @@ class HyGenScheduler(Scheduler):
             if len(sampled) != n or sum(map(len, sampled)) != n:
                 self._carry = None
         while self._in_flight:
-            sent, rec, scheduled_at, step, expected = self._in_flight.popleft()
+            sent, rec, scheduled_at, step = self._in_flight.popleft()
             self._updated_through = step
-            if self._decodes is not None and sent is scheduler_output:
-                # The decode carry assumes each decode got exactly one token.
-                sampled = model_runner_output.sampled_token_ids
-                n = len(scheduler_output.num_scheduled_tokens)
-                if expected < 0 or len(sampled) != n or sum(map(len, sampled)) != expected:
-                    self._decodes = None
             if rec is not None:
                 # The step ran from when it was scheduled or when the step before it
                 # returned, whichever is later (with two batches in flight the device

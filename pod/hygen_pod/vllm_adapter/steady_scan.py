@@ -106,7 +106,7 @@ def steady_scan(
     )  # fmt: skip
 
 
-def edge_residues(bs: int, lookahead: int) -> list[int]:
+def _edge_residues(bs: int, lookahead: int) -> list[int]:
     """Computed-token counts modulo the block size at which the next token (with the
     look-ahead) needs a block past those covering the computed tokens (`steady_scan`'s
     test depends on the count only through this residue)."""
@@ -155,7 +155,7 @@ class SteadyCarry:
             scan.online_run, scan.offline_run, dict(scan.plan), scan.on_sum, scan.on_sq,
             scan.off_sum, scan.off_sq, scan.off_ctx, step, step, step + steps,
             scan.online_run + scan.offline_run, computed, set(scan.offline_run), by_residue,
-            edge_residues(bs, lookahead),
+            _edge_residues(bs, lookahead),
         )  # fmt: skip
 
     def at(self, step: int, running: list[Request], bs: int) -> SteadyScan | None:
