@@ -103,6 +103,37 @@ def test_a_long_online_prompt_arriving_into_a_cache_full_of_offline_work_starts_
     assert sum(r.online_preempted for r in recs) == 0
 
 
+@pytest.mark.parametrize("async_on", [True, False], ids=["async", "sync"])
+def test_hygens_own_prefix_cache_lookups_emit_no_kv_events(tiny_model, async_on) -> None:
+    """With KV cache events in "full" report mode, vLLM's prefix-cache lookup emits a
+    BlockStored event per hit for external consumers (routers). HyGen looks up queued
+    requests to plan a step (phase 1's online queue, phase 2's offline queue head); those
+    lookups must emit nothing, so every cache-hit event comes from the base method
+    starting a request. Requests share prompts, so most starts hit the cache."""
+    s = build(HyGenScheduler, tiny_model, async_scheduling=async_on, max_seqs=4)
+    s.predictor = PREDICTOR
+    s.set_control(OfflineControl(mode="budget", budget_ms=50.0))
+    s.kv_cache_manager.enable_kv_cache_events = True
+    calls = {"in base": 0, "outside": 0}
+
+    def emitted(request: object, blocks: object) -> None:
+        calls["in base" if s._inside_base else "outside"] += 1
+
+    s.kv_cache_manager.coordinator.emit_cached_block_events = emitted  # type: ignore[method-assign]
+    # the same two prompts under many ids (requests() derives a prompt from its index)
+    offline = [r for k in range(8) for r in requests(2, 160, 12, prefix=f"off{k}-", offline=True)]
+    online = {
+        step: requests(2, 160, 6, prefix=f"on{step}-") for step in range(3, 60, 6)
+    }  # fmt: skip
+    everyone = offline + [r for rs in online.values() for r in rs]
+    for r in everyone:
+        r.kv_cache_report_mode = "full"  # type: ignore[attr-defined]
+    run = drive(s, offline, 2 if async_on else 1, arrivals=online)
+    assert run.tokens == expected_tokens(everyone)
+    assert calls["in base"] > 0, "no start hit the prefix cache: the test checks nothing"
+    assert calls["outside"] == 0
+
+
 class _NoShortcutsAsync(HyGenAsyncScheduler):
     fast_paths = False
 

@@ -349,9 +349,17 @@ class HyGenScheduler(Scheduler):
         return 0
 
     def _cached_tokens(self, request: Request) -> int:
+        """Tokens the base method will find computed for ``request``: its own, or its
+        prefix-cache hit counted as ``get_computed_blocks`` counts it (vLLM 0.32 and 0.33),
+        but without that method's side effects: with KV cache events in "full" report mode
+        it emits a BlockStored event per hit, and this lookup is HyGen's, not a start."""
         if request.num_computed_tokens:
             return request.num_computed_tokens
-        return self.kv_cache_manager.get_computed_blocks(request)[1]
+        mgr = self.kv_cache_manager
+        if not mgr.prefix_cache_lookup_enabled(request):
+            return 0
+        hit = mgr.coordinator.find_longest_cache_hit(request.block_hashes, request.num_tokens - 1)
+        return hit[1]
 
     def _is_decode(self, r: Request) -> bool:
         """Past its prompt (and any recompute after preemption): one token a step."""
