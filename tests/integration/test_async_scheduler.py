@@ -154,6 +154,20 @@ def _budget(ms: float, cap: int | None = None) -> OfflineControl:
     return OfflineControl(mode="budget", budget_ms=ms, online_prefill_cap=cap)
 
 
+_CHURN = _case(
+    _budget(50.0),
+    blocks=400,
+    seqs=16,
+    online=4,
+    offline=24,
+    online_out=30,
+    offline_out=90,
+    arrivals=tuple(range(4, 120, 2)),
+    arrival_prompt=120,
+    stops=True,
+    bulk=True,
+)
+
 # Each case reaches the steady state (everything decoding) under one of the conditions the
 # steady-state step checks, so a shortcut that ignores it changes the schedule.
 SHORTCUT_CASES = {
@@ -208,34 +222,10 @@ SHORTCUT_CASES = {
     # a busy server: online prompts arriving every other step while offline work decodes,
     # so most steps run the general method with every offline decode admitted at once,
     # some requests stopping early
-    "churn": _case(
-        _budget(50.0),
-        blocks=400,
-        seqs=16,
-        online=4,
-        offline=24,
-        online_out=30,
-        offline_out=90,
-        arrivals=tuple(range(4, 120, 2)),
-        arrival_prompt=120,
-        stops=True,
-        bulk=True,
-    ),
+    "churn": _CHURN,
     # the same with a KV cache that runs short: offline work is preempted for online
     # decodes at block boundaries between bulk admissions (16 preemptions)
-    "churn-kv": _case(
-        _budget(50.0),
-        blocks=120,
-        seqs=16,
-        online=4,
-        offline=24,
-        online_out=30,
-        offline_out=90,
-        arrivals=tuple(range(4, 120, 2)),
-        arrival_prompt=120,
-        stops=True,
-        bulk=True,
-    ),
+    "churn-kv": {**_CHURN, "blocks": 120},
     # HyGen*: queued work starts at a rate
     "qps": _case(
         OfflineControl(mode="qps", qps=40.0),
