@@ -146,6 +146,7 @@ def crds() -> dict[str, dict[str, Any]]:
             [
                 _col("Phase", "string", ".status.phase", "lifecycle phase"),
                 _col("Targets", "string", ".status.targets", "online SLO targets"),
+                _col("Mode", "string", ".status.offlineMode", "budget (HyGen) or qps (HyGen*)"),
                 _col("Budget-ms", "number", ".status.budgetMs", "offline latency budget"),
                 _col("QPS", "number", ".status.qps", "offline QPS (HyGen* mode)"),
                 _col(

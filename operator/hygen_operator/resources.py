@@ -129,8 +129,10 @@ class ServingSLOSpec(Model):
     interference_tolerance: float = Field(
         0.1, ge=0, le=10, description="online metrics may grow to (1 + this) x online-only"
     )
-    offline_mode: Literal["budget", "qps"] = Field(
-        "budget", description="budget = HyGen (latency budget), qps = HyGen* (offline rate)"
+    offline_mode: Literal["auto", "budget", "qps"] = Field(
+        "auto",
+        description="budget = HyGen (latency budget), qps = HyGen* (offline rate), auto = "
+        "whichever of the two did more offline work within the tolerance while profiling",
     )
     profiling: Profiling = Field(default_factory=Profiling)
     api_keys: SecretKeyRef | None = Field(
@@ -173,6 +175,11 @@ class ProfileSummary(Model):
     online_prefill_cap: int | None = Field(None, description="chosen with the budget")
     qps_online_prefill_cap: int | None = Field(None, description="chosen with the QPS")
     predictor_mape: float | None = None
+    best_mode: Literal["budget", "qps"] | None = Field(
+        None, description="the mode that did more offline work while profiling (auto's choice)"
+    )
+    budget_offline_tps: float | None = Field(None, description="offline tok/s with the budget")
+    qps_offline_tps: float | None = Field(None, description="offline tok/s with the QPS")
     profiled_at: str
     spec_hash: str = Field(description="hash of model/SLO/engine inputs the profile was made for")
     config_map: str = Field(description="ConfigMap holding the full profile document")
@@ -188,6 +195,9 @@ class ServingSLOStatus(Model):
     observed_generation: int | None = None
     ready_replicas: int = 0
     targets: str | None = Field(None, description="the SLO targets, for kubectl get")
+    offline_mode: Literal["budget", "qps"] | None = Field(
+        None, description="the mode in use: spec.offlineMode, or auto's choice"
+    )
     budget_ms: float | None = None
     qps: float | None = None
     online_prefill_cap: int | None = Field(

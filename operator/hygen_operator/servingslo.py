@@ -25,7 +25,7 @@ from hygen_operator.settings import OperatorSettings
 from hygen_operator.tuning import TuningRule, retune
 from hygen_pod.contract.control import OfflineControl
 from hygen_pod.contract.metrics import BY_NAME, METRICS
-from hygen_pod.contract.profile import ProfileDocument
+from hygen_pod.contract.profile import OfflineMode, ProfileDocument
 
 
 @dataclass
@@ -57,6 +57,15 @@ def _owned(obj: dict[str, Any], body: Any) -> dict[str, Any]:
 
 def targets_text(spec: ServingSLOSpec) -> str:
     return ",".join(f"{m}<{v:g}ms" for m, v in spec.slo.as_metrics().items())
+
+
+def resolve_mode(wanted: str, summary: dict[str, Any]) -> OfflineMode:
+    """The offline mode to run: the spec's, or for ``auto`` the one the profile found did
+    more offline work within the tolerance (a status profiled before the choice existed
+    keeps the budget, the old default)."""
+    if wanted in ("budget", "qps"):
+        return "qps" if wanted == "qps" else "budget"
+    return "qps" if summary.get("bestMode") == "qps" else "budget"
 
 
 def invalid_status(status: Any, exc: ValidationError, generation: int | None) -> dict[str, Any]:
@@ -251,7 +260,9 @@ async def sync(ctx: Context, body: Any, logger: Any) -> dict[str, Any] | None:
         summary = {"budgetMs": _round(profile.budget_ms), "qps": _round(profile.qps),
                    "onlinePrefillCap": profile.online_prefill_cap,
                    "qpsOnlinePrefillCap": profile.qps_online_prefill_cap,
-                   "predictorMape": mape,
+                   "predictorMape": mape, "bestMode": profile.best_mode(),
+                   "budgetOfflineTps": round(profile.offline_tps_budget, 1),
+                   "qpsOfflineTps": round(profile.offline_tps_qps, 1),
                    "profiledAt": now(), "specHash": h,
                    "configMap": manifests.profile_configmap_name(name)}  # fmt: skip
         status["budgetMs"], status["qps"] = summary["budgetMs"], summary["qps"]  # reset tuning
@@ -259,9 +270,12 @@ async def sync(ctx: Context, body: Any, logger: Any) -> dict[str, Any] | None:
                   message=f"spec hash {h}: budget {profile.budget_ms:.3g} ms, "
                   f"qps {profile.qps:.3g}, online prefill cap "
                   f"{profile.online_prefill_cap or 'vLLM default'}, "
-                  f"predictor MAPE {mape:.1%}")  # fmt: skip
+                  f"predictor MAPE {mape:.1%}; more offline work with "
+                  f"{profile.best_mode()} ({profile.offline_tps_budget:.0f} tok/s with the "
+                  f"budget, {profile.offline_tps_qps:.0f} with the QPS)")  # fmt: skip
     st["profile"] = summary
-    mode = spec.offline_mode
+    mode = resolve_mode(spec.offline_mode, summary)
+    st["offlineMode"] = mode
     profiled_value = float(summary["budgetMs"] if mode == "budget" else summary["qps"])
     idle = profiled_value <= 0
     conds = set_condition(

@@ -188,7 +188,9 @@ def _cmd_profile(args: argparse.Namespace) -> int:
         f"budget {doc.budget_ms:.2f} ms{chunking} (offline {doc.offline_tps_budget:.0f} tok/s), "
         f"HyGen* qps {doc.qps:.3f} (offline {doc.offline_tps_qps:.0f} tok/s); "
         f"predictor MAPE {doc.predictor.heldout_mape:.1%}; "
-        f"profiling took {doc.profiler_seconds:.0f} s"
+        f"profiling took {doc.profiler_seconds:.0f} s; a pod started with it runs "
+        f"{'HyGen* (qps)' if doc.best_mode() == 'qps' else 'HyGen (budget)'}, which did more "
+        "offline work"
     )
     print(f"wrote {args.out}")
     return 0

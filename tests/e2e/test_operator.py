@@ -356,3 +356,41 @@ def test_the_profiled_online_prefill_cap_reaches_every_pod_with_the_budget(clust
     head, row = c.kubectl("get", "slo", "chat").stdout.splitlines()
     at = head.index("CHUNK")  # kubectl aligns each column under its header
     assert row[at:].split()[0] == "256"
+
+
+def test_auto_mode_runs_the_profiles_better_mode_and_a_pinned_mode_needs_no_new_profile(
+    cluster: Cluster,
+):
+    """offlineMode auto (the default) pushes the mode whose setting did more offline work
+    while profiling; pinning a mode in the spec switches every pod without re-profiling."""
+    c = cluster
+    c.api.create(serving_slo(), "servingslos")
+    st = ready(c)
+    profile = json.loads(c.api.get("configmaps", NS, "chat-profile")["data"]["profile.json"])
+    best = "qps" if profile["offline_tps_qps"] > profile["offline_tps_budget"] else "budget"
+    assert st["profile"]["bestMode"] == best and st["offlineMode"] == best
+    assert st["profile"]["budgetOfflineTps"] == round(profile["offline_tps_budget"], 1)
+    runs = c.kubelet.running("chat")
+
+    def on_pods(mode: str) -> bool:
+        s = c.status("servingslos", "chat")
+        value = {"budget": ("budget_ms", s.get("budgetMs")), "qps": ("qps", s.get("qps"))}[mode]
+        return s.get("offlineMode") == mode and all(
+            (ctl := pod_control(r.admin_port)["control"])["mode"] == mode
+            and ctl[value[0]] == value[1]
+            for r in runs
+        )
+
+    observe = lambda: [pod_control(r.admin_port)["control"] for r in runs]  # noqa: E731
+    c.wait(lambda: on_pods(best), 30, f"{best} on every pod", observe=observe)
+    # a profile that found the other mode better (as the status records it) moves every pod
+    other = "budget" if best == "qps" else "qps"
+    c.api.patch("servingslos", NS, "chat", {"status": {"profile": {**st["profile"],
+                "bestMode": other}}}, status=True, group="hygen.io")  # fmt: skip
+    c.wait(lambda: on_pods(other), 30, f"auto's {other} on every pod", observe=observe)
+    head, row = c.kubectl("get", "slo", "chat").stdout.splitlines()
+    assert row[head.index("MODE") :].split()[0] == other
+    # pinning the first mode in the spec: no new spec hash, so no new profile
+    c.api.patch("servingslos", NS, "chat", {"spec": {"offlineMode": best}}, group="hygen.io")
+    c.wait(lambda: on_pods(best), 30, f"pinned {best} on every pod", observe=observe)
+    assert c.status("servingslos", "chat")["profile"]["specHash"] == st["profile"]["specHash"]

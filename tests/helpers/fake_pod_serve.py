@@ -47,7 +47,7 @@ def main(argv: list[str]) -> int:
         slo_targets_ms={k: float(v) for k, v in (s.split("=") for s in args.slo)},
         profile_path=Path(args.hygen_profile) if profile else None,
         has_predictor=profile is not None,
-        initial_control=OfflineControl(budget_ms=profile.budget_ms if profile else 0.0),
+        initial_control=profile.control() if profile else OfflineControl(),
     )
     settings.state_dir.mkdir(parents=True, exist_ok=True)
     engine = FakeEngine(

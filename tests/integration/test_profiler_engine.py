@@ -42,6 +42,14 @@ def test_engine_profile_loads_into_the_scheduler(fresh, tiny_model, tmp_path) ->
     doc.save(path)
     predictor, control = _load_policy(SchedulerSettings(profile_path=str(path)))
     assert predictor is not None and predictor.features == tuple(doc.predictor.features)
-    assert control.mode == "budget" and control.budget_ms == doc.budget_ms
+    assert control == doc.control()  # the mode that did more offline work, with its chunking
+    # a profile whose QPS did more offline work starts the scheduler in QPS mode
+    qps_better = doc.model_copy(
+        update={"offline_tps_qps": doc.offline_tps_budget + 1.0, "qps_online_prefill_cap": 256}
+    )
+    qps_better.save(path)
+    _, control = _load_policy(SchedulerSettings(profile_path=str(path)))
+    assert control.mode == "qps" and control.qps == doc.qps and control.online_prefill_cap == 256
+    doc.save(path)
     with pytest.raises(ValueError, match="not both"):
         _load_policy(SchedulerSettings(profile_path=str(path), predictor_path=str(path)))

@@ -90,9 +90,9 @@ def test_crd_names_columns_and_status() -> None:
     version = slo["versions"][0]
     assert version["subresources"] == {"status": {}}
     cols = [c["name"] for c in version["additionalPrinterColumns"]]
-    assert cols == ["Phase", "Targets", "Budget-ms", "QPS", "Chunk", "Observed", "Offline-tok/s",
-                    "Reason", "Message", "Age"]  # fmt: skip
-    assert version["additionalPrinterColumns"][8]["priority"] == 1  # Message: -o wide
+    assert cols == ["Phase", "Targets", "Mode", "Budget-ms", "QPS", "Chunk", "Observed",
+                    "Offline-tok/s", "Reason", "Message", "Age"]  # fmt: skip
+    assert version["additionalPrinterColumns"][9]["priority"] == 1  # Message: -o wide
     bj = crds()["batchjobs.yaml"]["spec"]
     assert bj["names"]["shortNames"] == ["bj"]
     assert [c["name"] for c in bj["versions"][0]["additionalPrinterColumns"]][:2] == [

@@ -9,6 +9,7 @@ import pytest
 
 pytest.importorskip("aiconfigurator_core", reason="needs the 'oracle' extra")
 
+from hygen_pod.contract.control import OfflineControl
 from hygen_pod.contract.profile import ProfileDocument
 from hygen_pod.profiling.profiler import ProfilerSettings, SimRunner, profile
 from hygen_pod.profiling.simulator import RequestSpec
@@ -162,3 +163,18 @@ def test_profiling_on_several_slices_is_stricter_than_on_each_alone() -> None:
     assert three.budget_ms > 0 and three.offline_tps_budget > 0
     with pytest.raises(ValueError, match="SimRunner needs at least one non-empty slice"):
         SimRunner("h100", [parts[0], []], window_s=20)
+
+
+def test_a_profile_runs_the_mode_that_did_more_offline_work_with_its_own_chunking() -> None:
+    doc = _run().model_copy(
+        update={"online_prefill_cap": 256, "qps_online_prefill_cap": 512, "qps": 0.5}
+    )
+    budget = OfflineControl(mode="budget", budget_ms=doc.budget_ms, online_prefill_cap=256)
+    qps = OfflineControl(mode="qps", qps=0.5, online_prefill_cap=512)
+    b = doc.model_copy(update={"offline_tps_budget": 100.0, "offline_tps_qps": 50.0})
+    assert b.best_mode() == "budget" and b.control() == budget
+    q = doc.model_copy(update={"offline_tps_budget": 50.0, "offline_tps_qps": 100.0})
+    assert q.best_mode() == "qps" and q.control() == qps
+    tie = doc.model_copy(update={"offline_tps_budget": 70.0, "offline_tps_qps": 70.0})
+    assert tie.best_mode() == "budget"  # ties keep HyGen's budget
+    assert q.control("budget") == budget and b.control("qps") == qps  # a pinned mode

@@ -7,6 +7,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from hygen_pod.contract.control import OfflineControl
 from hygen_pod.contract.jsonio import read_json
 from hygen_pod.contract.metrics import Metric
 from hygen_pod.contract.predictor_document import PredictorDocument
@@ -15,6 +16,7 @@ PROFILE_SCHEMA_VERSION = 1
 
 # what a profile's tolerance is measured against (profiling/profiler.py)
 Reference = Literal["vllm_chunking", "chosen_chunking"]
+OfflineMode = Literal["budget", "qps"]
 
 
 class MetricValues(BaseModel):
@@ -77,6 +79,23 @@ class ProfileDocument(BaseModel):
 
     def save(self, path: str | Path) -> None:
         Path(path).write_text(self.model_dump_json(indent=2) + "\n")
+
+    def best_mode(self) -> OfflineMode:
+        """The mode whose setting did more offline work within the tolerance while
+        profiling: HyGen's budget, unless HyGen*'s QPS did strictly more (it does under a
+        mean TBT target at a tight tolerance: docs/benchmarks.md)."""
+        return "qps" if self.offline_tps_qps > self.offline_tps_budget else "budget"
+
+    def control(self, mode: OfflineMode | None = None) -> OfflineControl:
+        """The profiled setting of ``mode`` (default: `best_mode`) with the online prefill
+        cap chosen with it: a setting holds the targets only with its own chunking."""
+        if (mode or self.best_mode()) == "qps":
+            return OfflineControl(
+                mode="qps", qps=self.qps, online_prefill_cap=self.qps_online_prefill_cap
+            )
+        return OfflineControl(
+            mode="budget", budget_ms=self.budget_ms, online_prefill_cap=self.online_prefill_cap
+        )
 
     @classmethod
     def load(cls, path: str | Path) -> ProfileDocument:

@@ -1021,9 +1021,7 @@ def _load_policy(settings: SchedulerSettings) -> tuple[LatencyPredictor | None, 
     if settings.profile_path:
         doc = ProfileDocument.load(settings.profile_path)
         predictor = LatencyPredictor.from_document(doc.predictor)
-        initial = settings.initial or OfflineControl(
-            mode="budget", budget_ms=doc.budget_ms, online_prefill_cap=doc.online_prefill_cap
-        )
+        initial = settings.initial or doc.control()
         return predictor, initial
     predictor = LatencyPredictor.load(settings.predictor_path) if settings.predictor_path else None
     return predictor, settings.initial or OfflineControl()

@@ -101,7 +101,11 @@ def build_parser():
         help="forward /v1/files and /v1/batches to this URL (the operator's cluster-wide "
         "Batch API; set by the operator for a ServingSLO with batchApi)",
     )
-    g.add_argument("--hygen-profile", help="profile JSON (hygen-pod profile): predictor + budget")
+    g.add_argument(
+        "--hygen-profile",
+        help="profile JSON (hygen-pod profile): its predictor, and the setting (budget or QPS, "
+        "with its chunking) that did more offline work while profiling",
+    )
     g.add_argument("--hygen-predictor", help="predictor JSON, when there is no profile")
     g.add_argument(
         "--budget-ms",
@@ -179,7 +183,8 @@ def pod_settings(args: Namespace) -> PodSettings:
     elif args.hygen_profile:
         from hygen_pod.contract.profile import ProfileDocument
 
-        initial = OfflineControl(budget_ms=ProfileDocument.load(args.hygen_profile).budget_ms)
+        # the mode that did more offline work while profiling, with its own chunking
+        initial = ProfileDocument.load(args.hygen_profile).control()
     else:
         # No profile: offline work runs behind online work with no latency cap, so a
         # batch still completes; profile the pod (or set a budget) to protect SLOs.
