@@ -189,3 +189,33 @@ def test_profile_refuses_a_bad_online_prefill_cap(tmp_path, capsys) -> None:
     err = capsys.readouterr().err
     assert "--online-prefill-caps" in err and ">= 1" in err
     assert not (tmp_path / "p.json").exists()
+
+
+def test_serve_with_a_profile_starts_in_its_better_mode_with_that_modes_chunking(tmp_path) -> None:
+    pytest.importorskip("vllm")
+    from hygen_pod.contract.control import OfflineControl
+    from hygen_pod.contract.profile import MetricValues, ProfileDocument
+    from hygen_pod.vllm_adapter.server import build_parser, pod_settings
+
+    ms = MetricValues(mean_ttft_ms=30, p99_ttft_ms=90, mean_tbt_ms=7, p99_tbt_ms=11)
+    doc = ProfileDocument(
+        model="m", hardware="oracle:h100", seed=0, targets=["p99_tbt"], tolerance=0.1,
+        predictor=LatencyPredictor(["intercept"], [0.005]).to_document(),
+        budget_ms=12.5, qps=0.5, online_prefill_cap=256, qps_online_prefill_cap=512,
+        online_only=ms, with_budget=ms, with_qps=ms, offline_tps_budget=0,
+        offline_tps_qps=0, profiler_seconds=1,
+    )  # fmt: skip
+    path = tmp_path / "profile.json"
+
+    def started(budget_tps: float, qps_tps: float) -> OfflineControl:
+        doc.model_copy(update={"offline_tps_budget": budget_tps, "offline_tps_qps": qps_tps}).save(
+            path
+        )
+        args = build_parser().parse_args(
+            ["--model", "m", "--state-dir", str(tmp_path), "--hygen-profile", str(path)]
+        )
+        return pod_settings(args).initial_control
+
+    budget = OfflineControl(mode="budget", budget_ms=12.5, online_prefill_cap=256)
+    assert started(100.0, 50.0) == budget
+    assert started(50.0, 100.0) == OfflineControl(mode="qps", qps=0.5, online_prefill_cap=512)
