@@ -168,6 +168,14 @@ def main() -> int:
         "online only under vLLM's chunking, or under each setting's own cap (a cap whose "
         "online-only run misses the tolerance against vLLM's chunking is refused)",
     )
+    ap.add_argument(
+        "--yield-to-prompts",
+        choices=["auto", "on", "off"],
+        default="auto",
+        help="HyGen's budget with no offline work in steps that serve or keep waiting an "
+        "online prompt: auto = for TTFT targets, as the profiler does; off = as before "
+        "2026-12-01",
+    )
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--out", default="bench/out", help="folder for CSV and plot")
     ap.add_argument(
@@ -340,6 +348,11 @@ def run_one(load: Load, targets: list[str], tol: float, args, rows: list[dict]) 
 
     offline_done: dict[tuple[str, int | None, float], float] = {}
     chosen = args.reference == "chosen-chunking"
+    # HyGen yields the steps that serve a prompt: for TTFT targets (the profiler's rule)
+    yields = args.yield_to_prompts == "on" or (
+        args.yield_to_prompts == "auto" and any(m.endswith("ttft") for m in targets)
+    )
+    hy_opts = {"yield_to_prompts": yields}
     cap_fine: dict[int, bool] = {}
 
     def holds(observed: list[list], baseline: list[list]) -> bool:
@@ -368,7 +381,8 @@ def run_one(load: Load, targets: list[str], tol: float, args, rows: list[dict]) 
         ref = refs(cap)
         if ref is None:
             return False
-        results = [sim.run(p, policy, window_s=w, online_prefill_cap=cap, **{key: value})
+        opts = hy_opts if policy == "hygen" else {}
+        results = [sim.run(p, policy, window_s=w, online_prefill_cap=cap, **{key: value}, **opts)
                    for p, _ in load.profs]  # fmt: skip
         offline_done[(policy, cap, value)] = sum(r.offline_tps for r in results)
         return holds([r.timings for r in results], [b.timings for b in ref])
@@ -393,9 +407,11 @@ def run_one(load: Load, targets: list[str], tol: float, args, rows: list[dict]) 
     def hygen(budget: float, cap: int | None) -> SimResult:
         if budget <= 0:
             return base_e
-        return esim.run(evalw, "hygen", window_s=w, budget_s=budget, online_prefill_cap=cap)
+        return esim.run(evalw, "hygen", window_s=w, budget_s=budget, online_prefill_cap=cap,
+                        **hy_opts)  # fmt: skip
 
     hy, hy_stock = hygen(b, b_cap), hygen(b_stock, None)
+    yielding = " yield" if yields else ""
     hs = (
         esim.run(evalw, "hygen_qps", window_s=w, qps=q, online_prefill_cap=q_cap)
         if q > 0
@@ -410,8 +426,8 @@ def run_one(load: Load, targets: list[str], tol: float, args, rows: list[dict]) 
         ("offline-only", load.cap, ""),
         ("naive (priority)", load.naive, ""),
         ("HyGen*", hs, f"qps={q:.2f}{label(q_cap)}"),
-        ("HyGen vLLM chunks", hy_stock, f"budget={b_stock * 1e3:.1f}ms"),
-        ("HyGen", hy, f"budget={b * 1e3:.1f}ms{label(b_cap)}"),
+        ("HyGen vLLM chunks", hy_stock, f"budget={b_stock * 1e3:.1f}ms{yielding}"),
+        ("HyGen", hy, f"budget={b * 1e3:.1f}ms{label(b_cap)}{yielding}"),
     ]
     # what the operator's offlineMode auto runs: the mode that did more offline work in
     # profiling (ties: the budget), as `ProfileDocument.best_mode` decides
@@ -484,7 +500,7 @@ def print_table(rows: list[dict], args) -> None:
         f"costs {args.host_costs}, step jitter CV {args.jitter_cv:g}"
     )
     head = (
-        f"{'gpu':<5}{'qps':>5} {'target':<10}{'tol':>4}  {'policy':<18}{'setting':<26}"
+        f"{'gpu':<5}{'qps':>5} {'target':<10}{'tol':>4}  {'policy':<18}{'setting':<30}"
         f"{'total t/s':>10}"
         f"{'offl t/s':>10}{'TTFTm':>7}{'TTFTp99':>8}{'TBTm':>6}{'TBTp99':>7}"
         f"{'x onl':>7}{'x H*':>7}{'%cap':>6}{'%bound':>7}  SLO"
@@ -495,7 +511,7 @@ def print_table(rows: list[dict], args) -> None:
         print(
             f"{r['gpu']:<5}{r['online_qps']:>5.1f} {r['target']:<10}{r['tolerance']:>4.0%}  "
             f"{r['policy']:<18}"
-            f"{r['setting']:<26}{r['total_tps']:>10.0f}{r['offline_tps']:>10.0f}"
+            f"{r['setting']:<30}{r['total_tps']:>10.0f}{r['offline_tps']:>10.0f}"
             f"{r['mean_ttft']:>7.0f}{r['p99_ttft']:>8.0f}{r['mean_tbt']:>6.1f}{r['p99_tbt']:>7.1f}"
             f"{r['x_online_only']:>6.2f}x{_x(r['offline_x_hygen_star']):>7}"
             f"{r['pct_offline_capacity']:>5.0f}%{_pct(r['pct_step_bound']):>7}  {r['slo_met']}"

@@ -174,6 +174,11 @@ class ProfileSummary(Model):
     qps: float = Field(ge=0)
     online_prefill_cap: int | None = Field(None, description="chosen with the budget")
     qps_online_prefill_cap: int | None = Field(None, description="chosen with the QPS")
+    yield_to_prompts: bool | None = Field(
+        None,
+        description="with the budget: no offline work in steps that serve or keep waiting an "
+        "online prompt (profiled so for TTFT targets)",
+    )
     predictor_mape: float | None = None
     best_mode: Literal["budget", "qps"] | None = Field(
         None, description="the mode that did more offline work while profiling (auto's choice)"

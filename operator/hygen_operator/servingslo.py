@@ -260,6 +260,7 @@ async def sync(ctx: Context, body: Any, logger: Any) -> dict[str, Any] | None:
         summary = {"budgetMs": _round(profile.budget_ms), "qps": _round(profile.qps),
                    "onlinePrefillCap": profile.online_prefill_cap,
                    "qpsOnlinePrefillCap": profile.qps_online_prefill_cap,
+                   "yieldToPrompts": profile.yield_to_prompts,
                    "predictorMape": mape, "bestMode": profile.best_mode(),
                    "budgetOfflineTps": round(profile.offline_tps_budget, 1),
                    "qpsOfflineTps": round(profile.offline_tps_qps, 1),
@@ -305,7 +306,12 @@ async def sync(ctx: Context, body: Any, logger: Any) -> dict[str, Any] | None:
     cap = summary.get("onlinePrefillCap" if mode == "budget" else "qpsOnlinePrefillCap")
     st["onlinePrefillCap"] = cap
     control = (
-        OfflineControl(mode="budget", budget_ms=value, online_prefill_cap=cap)
+        OfflineControl(
+            mode="budget",
+            budget_ms=value,
+            online_prefill_cap=cap,
+            yield_to_prompts=bool(summary.get("yieldToPrompts")),
+        )
         if mode == "budget"
         else OfflineControl(mode="qps", qps=value, online_prefill_cap=cap)
     )

@@ -201,7 +201,12 @@ def _control_of(args: argparse.Namespace) -> OfflineControl:
     cap = args.online_prefill_cap
     if cap is not None and cap < 1:
         raise ValueError(f"--online-prefill-cap must be a token count >= 1, not {cap}")
-    return _mode_control(args).model_copy(update={"online_prefill_cap": cap})
+    control = _mode_control(args)
+    if args.yield_to_prompts and control.mode != "budget":
+        raise ValueError("--yield-to-prompts applies to --mode budget only")
+    return control.model_copy(
+        update={"online_prefill_cap": cap, "yield_to_prompts": args.yield_to_prompts}
+    )
 
 
 def _mode_control(args: argparse.Namespace) -> OfflineControl:
@@ -391,6 +396,12 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="TOKENS",
         help="most online prefill tokens in a step that carries online decodes "
         "(default: vLLM's own chunking)",
+    )
+    c.add_argument(
+        "--yield-to-prompts",
+        action="store_true",
+        help="budget mode: no offline work in a step that serves an online prompt chunk or "
+        "leaves an online request waiting (profiling sets it for TTFT targets)",
     )
     c.set_defaults(func=_cmd_control)
 

@@ -182,6 +182,19 @@ def test_set_control_online_prefill_cap(tmp_path, capsys) -> None:
     assert "--online-prefill-cap" in err and err.count("\n") == 1, err
 
 
+def test_set_control_yield_to_prompts(tmp_path, capsys) -> None:
+    path = tmp_path / "control.json"
+    args = ["set-control", "--file", str(path), "--budget-ms", "9", "--yield-to-prompts"]
+    assert main(args) == 0
+    got = ControlFile(path).poll()
+    assert got is not None and got.yield_to_prompts and got.budget_ms == 9
+    capsys.readouterr()
+    assert main(["set-control", "--file", str(path), "--mode", "qps", "--qps", "1",
+                 "--yield-to-prompts"]) == 2  # fmt: skip
+    err = capsys.readouterr().err
+    assert "--yield-to-prompts applies to --mode budget only" in err and err.count("\n") == 1
+
+
 def test_profile_refuses_a_bad_online_prefill_cap(tmp_path, capsys) -> None:
     with pytest.raises(SystemExit) as e:
         main(["profile", "--out", str(tmp_path / "p.json"), "--online-prefill-caps", "0"])

@@ -136,6 +136,7 @@ def test_control_api_needs_the_token(tmp_path) -> None:
             "budget_ms": 0.0,
             "qps": 2.5,
             "online_prefill_cap": None,
+            "yield_to_prompts": False,
         }  # what the scheduler reads
         r = h.put("/control/offline", headers=AUTH,
                   json={"mode": "qps", "qps": 2.5, "online_prefill_cap": 256})  # fmt: skip
@@ -153,6 +154,10 @@ def test_control_api_needs_the_token(tmp_path) -> None:
         assert r.status_code == 409 and "predictor" in r.json()["error"]["message"]
         r = h.put("/control/offline", headers=AUTH, json={"mode": "fast"})
         assert r.status_code == 400 and r.json()["error"]["param"] == "mode"
+        for bad in ("yes", 1, None):  # strict: only JSON true/false
+            r = h.put("/control/offline", headers=AUTH,
+                      json={"mode": "qps", "qps": 1, "yield_to_prompts": bad})  # fmt: skip
+            assert r.status_code == 400 and r.json()["error"]["param"] == "yield_to_prompts", bad
         r = h.put("/control/slo", headers=AUTH, json={"targets_ms": {"p99_tbt": -1}})
         assert r.status_code == 400 and "p99_tbt" in r.json()["error"]["message"]
         r = h.put("/control/slo", headers=AUTH, json={"targets_ms": {"mean_ttft": 300}})

@@ -178,3 +178,12 @@ def test_a_profile_runs_the_mode_that_did_more_offline_work_with_its_own_chunkin
     tie = doc.model_copy(update={"offline_tps_budget": 70.0, "offline_tps_qps": 70.0})
     assert tie.best_mode() == "budget"  # ties keep HyGen's budget
     assert q.control("budget") == budget and b.control("qps") == qps  # a pinned mode
+
+
+def test_a_ttft_target_profiles_the_budget_yielding_to_prompts() -> None:
+    runner = SimRunner("h100", _workload(), window_s=20)
+    ttft = profile(runner, ProfilerSettings(["mean_ttft"], 0.5, iters=3))
+    assert ttft.yield_to_prompts and ttft.control("budget").yield_to_prompts
+    assert ttft.offline_tps_budget > 0  # offline work still ran, in the other steps
+    tbt = _run()  # a P99 TBT target: offline work shares every step
+    assert not tbt.yield_to_prompts and not tbt.control("budget").yield_to_prompts

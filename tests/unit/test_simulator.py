@@ -152,3 +152,17 @@ def test_a_new_request_waits_until_its_whole_prompt_fits_as_in_vllm() -> None:
     first = Simulator(step, replace(kv, reserve_full_isl=False)).run(wl, "online_only", window_s=60)
     assert full.online.requests == first.online.requests == 2
     assert full.preemptions == 0 < first.preemptions
+
+
+def test_yielding_to_prompts_keeps_offline_work_out_of_prompt_steps() -> None:
+    """Same budget: yielding shortens online TTFT (a prompt's steps carry no offline
+    tokens) and still does offline work in the other steps; other policies ignore it."""
+    wl = workload()
+    sim = Simulator(step, predictor=PRED)
+    shared = sim.run(wl, "hygen", window_s=30, budget_s=0.03)
+    yields = sim.run(wl, "hygen", window_s=30, budget_s=0.03, yield_to_prompts=True)
+    assert yields.offline_tokens > 0.5 * shared.offline_tokens
+    assert yields.online.mean_ttft < 0.9 * shared.online.mean_ttft
+    assert yields.online.tokens == shared.online.tokens
+    qps = [sim.run(wl, "hygen_qps", window_s=30, qps=2.0, yield_to_prompts=y) for y in (0, 1)]
+    assert qps[0].online == qps[1].online and qps[0].offline_tokens == qps[1].offline_tokens

@@ -27,7 +27,10 @@ class OfflineControl(BaseModel):
       run without a latency cap; 0 means online only, ``None`` means no rate cap.
 
     ``online_prefill_cap`` applies in both modes, with or without offline work (see
-    `hygen_pod.policy.online_chunk`).
+    `hygen_pod.policy.online_chunk`). ``yield_to_prompts`` (budget mode): a step that
+    carries an online prompt chunk, or leaves an online request waiting, gets no offline
+    work, so a new prompt's first token never waits on offline tokens in its own steps
+    (what a TTFT target needs; profiling sets it for one).
     """
 
     model_config = ConfigDict(extra="forbid")
@@ -45,6 +48,13 @@ class OfflineControl(BaseModel):
         ge=1,
         description="most online prefill tokens in a step that carries online decodes "
         "(null: vLLM's own chunking)",
+    )
+
+    yield_to_prompts: bool = Field(
+        False,
+        strict=True,
+        description="budget mode: no offline work in a step with an online prompt chunk or "
+        "an online request waiting",
     )
 
     @field_validator("online_prefill_cap", mode="before")

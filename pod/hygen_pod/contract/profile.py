@@ -58,6 +58,12 @@ class ProfileDocument(BaseModel):
     qps_online_prefill_cap: int | None = Field(
         None, ge=1, description="HyGen*: online prefill cap chosen with the QPS (null: vLLM's)"
     )
+    yield_to_prompts: bool = Field(
+        False,
+        description="HyGen: the budget was searched (and applies) with no offline work in "
+        "steps that carry an online prompt chunk or leave an online request waiting (set "
+        "for TTFT targets)",
+    )
     reference: Reference = Field(
         "vllm_chunking",
         description="what the tolerance was measured against: online only under vLLM's "
@@ -94,7 +100,10 @@ class ProfileDocument(BaseModel):
                 mode="qps", qps=self.qps, online_prefill_cap=self.qps_online_prefill_cap
             )
         return OfflineControl(
-            mode="budget", budget_ms=self.budget_ms, online_prefill_cap=self.online_prefill_cap
+            mode="budget",
+            budget_ms=self.budget_ms,
+            online_prefill_cap=self.online_prefill_cap,
+            yield_to_prompts=self.yield_to_prompts,
         )
 
     @classmethod

@@ -17,7 +17,9 @@ Policies:
   budget: one running list in admission order, waiting by (priority, arrival),
   the lowest-priority newest running request preempted when KV runs out.
 * ``hygen_qps``    - HyGen*: online first, offline starts capped at a fixed QPS.
-* ``hygen``        - HyGen: online first, offline admitted under a latency budget.
+* ``hygen``        - HyGen: online first, offline admitted under a latency budget
+  (with ``yield_to_prompts``, none in a step with an online prompt chunk or an online
+  request waiting, as the engine plugin does).
 
 Throughput counts served tokens (prompt, including prefix-cache hits, and
 generated) once; recomputation after a preemption is not counted again.
@@ -210,8 +212,10 @@ class _Run:
         budget_s: float | None,
         qps: float | None,
         online_prefill_cap: int | None = None,
+        yield_to_prompts: bool = False,
     ) -> None:
         self.sim, self.e, self.policy, self.budget_s = sim, sim.engine, policy, budget_s
+        self.yield_to_prompts = yield_to_prompts and policy == "hygen"
         # vLLM's own chunking for the stock baselines; the cap is HyGen's setting
         self.online_cap = (
             online_prefill_cap if policy in ("hygen", "hygen_qps", "online_only") else None
@@ -351,11 +355,14 @@ class _Run:
     def plan_offline(self, shape: BatchShape, tokens: int, idle: bool) -> list[tuple[_Req, int]]:
         """Phase 2 with the engine plugin's own admission code."""
         e, hygen = self.e, self.policy == "hygen"
+        budget = self.budget_s
+        if self.yield_to_prompts and (shape.num_prefills or self.waiting):
+            budget = 0.0  # the step serves a prompt, or one waits: no offline work
         adm = Admitter(
             self.sim.predictor if hygen else None,
             shape,
             Limits(
-                budget_s=self.budget_s if hygen else None,
+                budget_s=budget if hygen else None,
                 tokens=tokens,
                 free_blocks=self.free(),
                 slots=e.max_seqs - sum(1 for r in self.running if not r.offline),
@@ -405,8 +412,8 @@ class _Run:
             plan.append((r, n))
         self.budgeted_step = hygen and bool(adm.allocations) and not adm.progress_step
         if self.budgeted_step:
-            assert self.sim.predictor is not None and self.budget_s is not None
-            if self.sim.predictor.predict(adm.shape) > self.budget_s * (1 + 1e-9):
+            assert self.sim.predictor is not None and budget is not None
+            if self.sim.predictor.predict(adm.shape) > budget * (1 + 1e-9):
                 self.res.over_budget_predicted += 1
         return plan
 
@@ -525,15 +532,17 @@ class Simulator:
         budget_s: float | None = None,
         qps: float | None = None,
         online_prefill_cap: int | None = None,
+        yield_to_prompts: bool = False,
         max_steps: int = 10_000_000,
     ) -> SimResult:
         """Simulate until every online request that arrived in the window finished;
-        offline work counts inside the window only."""
+        offline work counts inside the window only. ``yield_to_prompts`` (HyGen): no
+        offline work in a step with an online prompt chunk or an online request waiting."""
         if policy == "hygen" and (budget_s is None or self.predictor is None):
             raise ValueError("the hygen policy needs budget_s and a predictor")
         if policy not in POLICIES:
             raise ValueError(f"unknown policy {policy!r}; choose one of {POLICIES}")
-        st = _Run(self, policy, budget_s, qps, online_prefill_cap)
+        st = _Run(self, policy, budget_s, qps, online_prefill_cap, yield_to_prompts)
         st.res.window_s = window_s
         keep = [
             s

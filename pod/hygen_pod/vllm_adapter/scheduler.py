@@ -15,7 +15,9 @@ This is the one module that imports vLLM. It wraps the stock
    slots. The admitted requests are put behind the online ones (running list,
    then waiting queue) and the step's token budget is set to online + admitted
    tokens, so the base method grants each exactly its allocation. A partial
-   chunk is only ever the last item.
+   chunk is only ever the last item. With ``yield_to_prompts`` (budget mode), a
+   step that serves an online prompt chunk or leaves an online request waiting
+   gets no offline work.
 
 Offline requests that are running but not admitted this step stay out of the
 base method's reach; the engine keeps their KV and resumes them later.
@@ -505,6 +507,10 @@ class HyGenScheduler(Scheduler):
         # --- Phase 2: admit offline work.
         # Online-only needs no predictor: nothing offline is offered at all.
         budget_s = None if self.control.online_only else self._budget_s()
+        # yielding to prompts: a step that serves one, or leaves one waiting, gets no offline
+        yields = self.control.yield_to_prompts and (online.num_prefills or online_waiting)
+        if budget_s is not None and yields:
+            budget_s = 0.0
         admitter = Admitter(
             self.predictor if budget_s is not None else None,
             online,
