@@ -173,8 +173,9 @@ def main() -> int:
         choices=["auto", "on", "off"],
         default="auto",
         help="HyGen's budget with no offline work in steps that serve or keep waiting an "
-        "online prompt: auto = for TTFT targets, as the profiler does; off = as before "
-        "2026-12-01",
+        "online prompt: auto = for TTFT targets, searched beside the plain budget and kept "
+        "when it did more offline work in profiling, as the profiler does; on / off = only "
+        "with / without (off: as before 2026-12-01)",
     )
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--out", default="bench/out", help="folder for CSV and plot")
@@ -346,13 +347,14 @@ def run_one(load: Load, targets: list[str], tol: float, args, rows: list[dict]) 
     capacity, mean_offline_tokens = load.capacity, load.mean_offline_tokens
     check_targets(targets, tol)
 
-    offline_done: dict[tuple[str, int | None, float], float] = {}
+    # (policy, cap, yield_to_prompts, value) -> profiling offline tok/s, summed over slices
+    offline_done: dict[tuple[str, int | None, bool, float], float] = {}
     chosen = args.reference == "chosen-chunking"
-    # HyGen yields the steps that serve a prompt: for TTFT targets (the profiler's rule)
-    yields = args.yield_to_prompts == "on" or (
-        args.yield_to_prompts == "auto" and any(m.endswith("ttft") for m in targets)
+    # HyGen's budget yielding the steps that serve a prompt: with --yield-to-prompts auto,
+    # searched beside the plain budget for TTFT targets (the profiler's rule)
+    yield_options = {"on": [True], "off": [False]}.get(args.yield_to_prompts) or (
+        [False, True] if any(m.endswith("ttft") for m in targets) else [False]
     )
-    hy_opts = {"yield_to_prompts": yields}
     cap_fine: dict[int, bool] = {}
 
     def holds(observed: list[list], baseline: list[list]) -> bool:
@@ -376,31 +378,41 @@ def run_one(load: Load, targets: list[str], tol: float, args, rows: list[dict]) 
                                        args.confidence)  # fmt: skip
         return alone if cap_fine[cap] else None
 
-    def ok(policy: str, cap: int | None, key: str, value: float) -> bool:
+    def ok(policy: str, cap: int | None, y: bool, key: str, value: float) -> bool:
         # Every profiling slice must stay within tolerance of its own reference run.
         ref = refs(cap)
         if ref is None:
             return False
-        opts = hy_opts if policy == "hygen" else {}
+        opts = {"yield_to_prompts": y} if policy == "hygen" else {}
         results = [sim.run(p, policy, window_s=w, online_prefill_cap=cap, **{key: value}, **opts)
                    for p, _ in load.profs]  # fmt: skip
-        offline_done[(policy, cap, value)] = sum(r.offline_tps for r in results)
+        offline_done[(policy, cap, y, value)] = sum(r.offline_tps for r in results)
         return holds([r.timings for r in results], [b.timings for b in ref])
 
-    def joint(policy: str, key: str, lo: float, hi: float) -> tuple[int | None, float, float]:
+    def joint(
+        policy: str, key: str, lo: float, hi: float, y: bool = False
+    ) -> tuple[int | None, float, float]:
         """(best cap, its largest passing value, the largest with vLLM's chunking); the
         best cap is the one whose value did the most offline work."""
         found: dict[int | None, float] = {}
         for cap in [None, *args.online_prefill_caps]:
-            r = largest_setting(lambda v, c=cap: ok(policy, c, key, v), lo, hi, args.iters)
+            r = largest_setting(lambda v, c=cap: ok(policy, c, y, key, v), lo, hi, args.iters)
             found[cap] = r.value
-        best = max(found, key=lambda c: offline_done.get((policy, c, found[c]), 0.0))
+        best = max(found, key=lambda c: offline_done.get((policy, c, y, found[c]), 0.0))
         return best, found[best], found[None]
 
     def label(cap: int | None) -> str:
         return "" if cap is None else f" chunk={cap}"
 
-    b_cap, b, b_stock = joint("hygen", "budget_s", 1e-3, 0.4)
+    # HyGen: each yield option searched; the one whose setting did more offline work
+    # (ties: not yielding), as the profiler keeps it
+    searched = {y: joint("hygen", "budget_s", 1e-3, 0.4, y) for y in yield_options}
+    yields = max(
+        yield_options,
+        key=lambda y: (offline_done.get(("hygen", searched[y][0], y, searched[y][1]), 0.0), not y),
+    )
+    b_cap, b, b_stock = searched[yields]
+    hy_opts = {"yield_to_prompts": yields}
     q_hi = 2 * capacity / mean_offline_tokens
     q_cap, q, _ = joint("hygen_qps", "qps", q_hi / 1000, q_hi)
 
@@ -431,8 +443,8 @@ def run_one(load: Load, targets: list[str], tol: float, args, rows: list[dict]) 
     ]
     # what the operator's offlineMode auto runs: the mode that did more offline work in
     # profiling (ties: the budget), as `ProfileDocument.best_mode` decides
-    qps_better = offline_done.get(("hygen_qps", q_cap, q), 0.0) > offline_done.get(
-        ("hygen", b_cap, b), 0.0
+    qps_better = offline_done.get(("hygen_qps", q_cap, False, q), 0.0) > offline_done.get(
+        ("hygen", b_cap, yields, b), 0.0
     )
     runs.append(("HyGen auto", hs if qps_better else hy, "= HyGen*" if qps_better else "= HyGen"))
     # the evaluation slice's reference for each row: vLLM's chunking, or (with
