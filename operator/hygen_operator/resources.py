@@ -177,7 +177,7 @@ class ProfileSummary(Model):
     yield_to_prompts: bool | None = Field(
         None,
         description="with the budget: no offline work in steps that serve or keep waiting an "
-        "online prompt (profiled so for TTFT targets)",
+        "online prompt (tried for TTFT targets; kept when it did more offline work)",
     )
     predictor_mape: float | None = None
     best_mode: Literal["budget", "qps"] | None = Field(

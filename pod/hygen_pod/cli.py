@@ -401,7 +401,7 @@ def build_parser() -> argparse.ArgumentParser:
         "--yield-to-prompts",
         action="store_true",
         help="budget mode: no offline work in a step that serves an online prompt chunk or "
-        "leaves an online request waiting (profiling sets it for TTFT targets)",
+        "leaves an online request waiting (profiling tries it for TTFT targets)",
     )
     c.set_defaults(func=_cmd_control)
 

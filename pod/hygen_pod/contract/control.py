@@ -30,7 +30,7 @@ class OfflineControl(BaseModel):
     `hygen_pod.policy.online_chunk`). ``yield_to_prompts`` (budget mode): a step that
     carries an online prompt chunk, or leaves an online request waiting, gets no offline
     work, so a new prompt's first token never waits on offline tokens in its own steps
-    (what a TTFT target needs; profiling sets it for one).
+    (for a TTFT target; profiling tries the budget with and without it).
     """
 
     model_config = ConfigDict(extra="forbid")

@@ -60,9 +60,9 @@ class ProfileDocument(BaseModel):
     )
     yield_to_prompts: bool = Field(
         False,
-        description="HyGen: the budget was searched (and applies) with no offline work in "
-        "steps that carry an online prompt chunk or leave an online request waiting (set "
-        "for TTFT targets)",
+        description="HyGen: the budget was found (and applies) with no offline work in "
+        "steps that carry an online prompt chunk or leave an online request waiting (tried "
+        "beside the plain budget for TTFT targets; kept when it did more offline work)",
     )
     reference: Reference = Field(
         "vllm_chunking",
