@@ -131,6 +131,30 @@ class Run:
     finished: dict[str, str] = field(default_factory=dict)
 
 
+def online_split(
+    steps: Iterable[dict[str, int]], online: Iterable[Request]
+) -> list[tuple[int, int, int]]:
+    """(online decodes, online prompt tokens, other tokens) per schedule() call, from the
+    tokens it scheduled: an online request computes its prompt, then one token a step (its
+    prompt must miss the prefix cache, or the count runs behind)."""
+    prompt = {r.request_id: r.num_prompt_tokens for r in online}
+    done = dict.fromkeys(prompt, 0)
+    out = []
+    for step in steps:
+        decodes = prefill = other = 0
+        for rid, n in step.items():
+            if rid not in prompt:
+                other += n
+                continue
+            if done[rid] >= prompt[rid]:
+                decodes += 1
+            else:
+                prefill += min(n, prompt[rid] - done[rid])
+            done[rid] += n
+        out.append((decodes, prefill, other))
+    return out
+
+
 def drive(
     s: Scheduler,
     reqs: Sequence[Request],

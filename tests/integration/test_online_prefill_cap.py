@@ -15,7 +15,14 @@ from vllm.v1.request import Request
 from hygen_pod.contract.control import OfflineControl
 from hygen_pod.policy.predictor import LatencyPredictor
 from hygen_pod.vllm_adapter.scheduler import HyGenScheduler
-from tests.helpers.sched_harness import Run, build, drive, expected_tokens, requests
+from tests.helpers.sched_harness import (
+    Run,
+    build,
+    drive,
+    expected_tokens,
+    online_split,
+    requests,
+)
 
 pytestmark = pytest.mark.engine
 
@@ -37,21 +44,8 @@ def _workload(offline: bool) -> list[Request]:
 
 def _online_split(run: Run, reqs: list[Request]) -> list[tuple[int, int]]:
     """(online decodes, online prefill tokens) per schedule() call."""
-    prompt = {r.request_id: r.num_prompt_tokens for r in reqs if not r.request_id.startswith("off")}
-    done = dict.fromkeys(prompt, 0)
-    out = []
-    for step in run.steps:
-        decodes = prefill = 0
-        for rid, n in step.items():
-            if rid not in prompt:
-                continue
-            if done[rid] >= prompt[rid]:
-                decodes += 1
-            else:
-                prefill += min(n, prompt[rid] - done[rid])
-            done[rid] += n
-        out.append((decodes, prefill))
-    return out
+    online = [r for r in reqs if not r.request_id.startswith("off")]
+    return [(d, p) for d, p, _ in online_split(run.steps, online)]
 
 
 def _run(tiny_model, async_on: bool, control: OfflineControl | None, offline: bool) -> Run:

@@ -15,7 +15,14 @@ from vllm.v1.request import Request
 from hygen_pod.contract.control import OfflineControl
 from hygen_pod.policy.predictor import LatencyPredictor
 from hygen_pod.vllm_adapter.scheduler import HyGenScheduler
-from tests.helpers.sched_harness import Run, build, drive, expected_tokens, requests
+from tests.helpers.sched_harness import (
+    Run,
+    build,
+    drive,
+    expected_tokens,
+    online_split,
+    requests,
+)
 
 pytestmark = pytest.mark.engine
 
@@ -44,18 +51,7 @@ def _run(tiny_model, async_on: bool, yields: bool) -> tuple[Run, list[tuple[int,
     every = [*first, *(r for rs in arrivals.values() for r in rs)]
     assert run.tokens == expected_tokens(every)  # nothing lost, duplicated or mixed up
     online = [r for r in every if not r.request_id.startswith("off")]
-    prompt = {r.request_id: r.num_prompt_tokens for r in online}
-    done = dict.fromkeys(prompt, 0)
-    split = []
-    for step in run.steps:
-        online_prompt = offline = 0
-        for rid, n in step.items():
-            if rid not in prompt:
-                offline += n
-                continue
-            online_prompt += max(0, min(n, prompt[rid] - done[rid]))
-            done[rid] += n
-        split.append((online_prompt, offline))
+    split = [(p, o) for _, p, o in online_split(run.steps, online)]
     return run, split
 
 
