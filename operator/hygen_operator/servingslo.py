@@ -11,7 +11,7 @@ from __future__ import annotations
 import base64
 import time
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Literal
 
 import kopf
 from pydantic import ValidationError
@@ -59,12 +59,12 @@ def targets_text(spec: ServingSLOSpec) -> str:
     return ",".join(f"{m}<{v:g}ms" for m, v in spec.slo.as_metrics().items())
 
 
-def resolve_mode(wanted: str, summary: dict[str, Any]) -> OfflineMode:
+def resolve_mode(wanted: Literal["auto", "budget", "qps"], summary: dict[str, Any]) -> OfflineMode:
     """The offline mode to run: the spec's, or for ``auto`` the one the profile found did
     more offline work within the tolerance (a status profiled before the choice existed
     keeps the budget, the old default)."""
-    if wanted in ("budget", "qps"):
-        return "qps" if wanted == "qps" else "budget"
+    if wanted != "auto":
+        return wanted
     return "qps" if summary.get("bestMode") == "qps" else "budget"
 
 

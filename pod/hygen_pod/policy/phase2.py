@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 from typing import Any, Generic, TypeVar
 
 from hygen_pod.policy.admission import Admitter, OfflineCandidate
+from hygen_pod.policy.batch_shape import BatchShape
 from hygen_pod.policy.offline_queue import OfflineQueue
 from hygen_pod.policy.rate import TokenBucket
 
@@ -29,6 +30,17 @@ class Phase2Result(Generic[T]):
     running: list[T] = field(default_factory=list)  # running offline requests admitted
     started: list[T] = field(default_factory=list)  # popped from the queue: the caller starts them
     progress: bool = False  # a progress chunk (the latency budget was not applied)
+
+
+def step_budget(
+    budget_s: float | None, yield_to_prompts: bool, online: BatchShape, online_waiting: int
+) -> float | None:
+    """This step's latency budget: ``budget_s``, or 0 (no offline work) when yielding to
+    prompts and the step serves an online prompt chunk (``online`` has a prefill) or leaves
+    online requests waiting. None (no latency cap) stays None."""
+    if budget_s is not None and yield_to_prompts and (online.num_prefills or online_waiting):
+        return 0.0
+    return budget_s
 
 
 def fill_offline(

@@ -40,7 +40,7 @@ from hygen_pod.policy.batch_shape import BatchShape
 from hygen_pod.policy.latency import LatencySummary, RequestTiming, summarize
 from hygen_pod.policy.offline_queue import OfflineQueue
 from hygen_pod.policy.online_chunk import OnlinePrefillCap
-from hygen_pod.policy.phase2 import fill_offline
+from hygen_pod.policy.phase2 import fill_offline, step_budget
 from hygen_pod.policy.predictor import LatencyPredictor
 from hygen_pod.policy.rate import TokenBucket
 from hygen_pod.profiling.oracle import MixedBatch
@@ -355,9 +355,7 @@ class _Run:
     def plan_offline(self, shape: BatchShape, tokens: int, idle: bool) -> list[tuple[_Req, int]]:
         """Phase 2 with the engine plugin's own admission code."""
         e, hygen = self.e, self.policy == "hygen"
-        budget = self.budget_s
-        if self.yield_to_prompts and (shape.num_prefills or self.waiting):
-            budget = 0.0  # the step serves a prompt, or one waits: no offline work
+        budget = step_budget(self.budget_s, self.yield_to_prompts, shape, len(self.waiting))
         adm = Admitter(
             self.sim.predictor if hygen else None,
             shape,

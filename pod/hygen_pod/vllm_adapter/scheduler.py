@@ -53,7 +53,7 @@ from hygen_pod.policy.admission import Admitter, Limits, OfflineCandidate, cdiv
 from hygen_pod.policy.batch_shape import BatchShape
 from hygen_pod.policy.offline_queue import OfflineQueue
 from hygen_pod.policy.online_chunk import OnlinePrefillCap
-from hygen_pod.policy.phase2 import fill_offline
+from hygen_pod.policy.phase2 import fill_offline, step_budget
 from hygen_pod.policy.predictor import LatencyPredictor
 from hygen_pod.policy.rate import TokenBucket
 from hygen_pod.policy.step_trace import StepRecord, StepTrace
@@ -507,10 +507,7 @@ class HyGenScheduler(Scheduler):
         # --- Phase 2: admit offline work.
         # Online-only needs no predictor: nothing offline is offered at all.
         budget_s = None if self.control.online_only else self._budget_s()
-        # yielding to prompts: a step that serves one, or leaves one waiting, gets no offline
-        yields = self.control.yield_to_prompts and (online.num_prefills or online_waiting)
-        if budget_s is not None and yields:
-            budget_s = 0.0
+        budget_s = step_budget(budget_s, self.control.yield_to_prompts, online, online_waiting)
         admitter = Admitter(
             self.predictor if budget_s is not None else None,
             online,
