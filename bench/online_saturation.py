@@ -14,14 +14,15 @@ slice plan, noise CV 0.05, async pipeline), the online-only run's
   rest is work in flight at the end);
 * ``at last arrival``: the same share at the last online arrival, which needs no window
   (what a real-engine replay would have);
-* ``TTFT drift``: mean TTFT of the last third of arrivals over the first third.
+* ``TTFT growth``: median TTFT of the last third of arrivals over the first third;
+* ``BEHIND`` where the profiler's check (profiling/online_lag.py: at last arrival under
+  0.9 and TTFT growth of 3 or more) says online work alone fell behind the engine.
 """
 
 from __future__ import annotations
 
 import argparse
 import random
-import statistics
 import sys
 from pathlib import Path
 
@@ -31,6 +32,7 @@ from colocation import DEFAULT_LOADS, _trace
 
 from hygen_pod.policy.latency import RequestTiming
 from hygen_pod.policy.predictor import LatencyPredictor
+from hygen_pod.profiling.online_lag import online_load
 from hygen_pod.profiling.oracle import KernelOracle, random_batches, sample
 from hygen_pod.profiling.simulator import EngineSpec, Simulator, online_requests
 from hygen_pod.profiling.slices import plan_slices
@@ -38,17 +40,10 @@ from hygen_pod.profiling.slices import plan_slices
 MOONCAKE_LOADS = {"a100": [0.5, 1.0, 2.0], "h100": [1.0, 2.0, 3.0], "h200": [1.0, 2.0, 3.0]}
 
 
-def shares(timings: list[RequestTiming], window_s: float) -> tuple[float, float, float]:
-    """(served by the window's end, served by the last arrival, TTFT drift)."""
-    ts = sorted(timings, key=lambda t: t.arrival)
-    third = max(1, len(ts) // 3)
-    first = statistics.mean(t.ttft or 0.0 for t in ts[:third])
-    last = statistics.mean(t.ttft or 0.0 for t in ts[-third:])
-    owed = sum(len(t.token_times) for t in ts)
-    end = ts[-1].arrival
-    by_window = sum(sum(1 for x in t.token_times if x <= window_s) for t in ts)
-    by_last = sum(sum(1 for x in t.token_times if x <= end) for t in ts)
-    return by_window / owed, by_last / owed, last / first if first > 0 else float("inf")
+def served_by(timings: list[RequestTiming], window_s: float) -> float:
+    """The share of owed online output tokens emitted by the window's end."""
+    owed = sum(len(t.token_times) for t in timings)
+    return sum(sum(1 for x in t.token_times if x <= window_s) for t in timings) / owed
 
 
 def main() -> int:
@@ -64,7 +59,8 @@ def main() -> int:
     args = ap.parse_args()
     print(
         f"window {args.window:.0f} s; per slice: served by the window's end / by the last "
-        "arrival / TTFT drift (last third over first); P = profiling, E = evaluation"
+        "arrival / median TTFT growth (last third over first), BEHIND where the profiler's "
+        "check flags it; P = profiling, E = evaluation"
     )
     for name in args.traces:
         trace = _trace(None, name, args.data)
@@ -86,8 +82,11 @@ def main() -> int:
                 for tag, sl in [("P", s) for s in prof] + [("E", ev)]:
                     run = sim.run(online_requests(trace, sl.start, qps, args.window),
                                   "online_only", window_s=args.window)  # fmt: skip
-                    a, b, drift = shares(run.timings, args.window)
-                    cells.append(f"{tag} {a:.2f}/{b:.2f}/x{drift:.1f}")
+                    load = online_load(run.timings)
+                    assert load is not None
+                    flag = " BEHIND" if load.behind else ""
+                    cells.append(f"{tag} {served_by(run.timings, args.window):.2f}/"
+                                 f"{load.served:.2f}/x{load.ttft_growth:.1f}{flag}")  # fmt: skip
                 print(f"{name:<8} {gpu} {qps:>4g} req/s  " + "  ".join(cells), flush=True)
     return 0
 

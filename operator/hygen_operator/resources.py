@@ -185,6 +185,12 @@ class ProfileSummary(Model):
     )
     budget_offline_tps: float | None = Field(None, description="offline tok/s with the budget")
     qps_offline_tps: float | None = Field(None, description="offline tok/s with the QPS")
+    online_behind_slices: int | None = Field(
+        None,
+        ge=0,
+        description="profiling slices on which online work alone fell behind the engine "
+        "(online load exceeds the pod; an OnlineOverload Event names it)",
+    )
     profiled_at: str
     spec_hash: str = Field(description="hash of model/SLO/engine inputs the profile was made for")
     config_map: str = Field(description="ConfigMap holding the full profile document")

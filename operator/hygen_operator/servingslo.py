@@ -215,6 +215,18 @@ async def reconcile(ctx: Context, body: Any, logger: Any) -> dict[str, Any]:
     return with_summary(st)
 
 
+def _behind_message(profile: ProfileDocument) -> str:
+    """The OnlineOverload Event: which profiling slices fell behind, and by how much."""
+    worst = min(profile.online_behind, key=lambda b: b.served)
+    return (
+        f"online work alone fell behind the engine on {len(profile.online_behind)} of "
+        f"{profile.slices} profiling slice(s) (worst: {worst.served:.0%} of its tokens served "
+        f"by the last arrival, median TTFT x{worst.ttft_growth:.1f} over the replay): the "
+        "online load exceeds this pod, so the SLO's reference is itself overloaded; add "
+        "replicas or GPU, or lower the load"
+    )
+
+
 IDLE_MESSAGE = "replicas is 0: no pods run; BatchJobs wait until replicas is raised"
 
 
@@ -264,6 +276,7 @@ async def sync(ctx: Context, body: Any, logger: Any) -> dict[str, Any] | None:
                    "predictorMape": mape, "bestMode": profile.best_mode(),
                    "budgetOfflineTps": round(profile.offline_tps_budget, 1),
                    "qpsOfflineTps": round(profile.offline_tps_qps, 1),
+                   "onlineBehindSlices": len(profile.online_behind),
                    "profiledAt": now(), "specHash": h,
                    "configMap": manifests.profile_configmap_name(name)}  # fmt: skip
         status["budgetMs"], status["qps"] = summary["budgetMs"], summary["qps"]  # reset tuning
@@ -274,15 +287,22 @@ async def sync(ctx: Context, body: Any, logger: Any) -> dict[str, Any] | None:
                   f"predictor MAPE {mape:.1%}; more offline work with "
                   f"{profile.best_mode()} ({profile.offline_tps_budget:.0f} tok/s with the "
                   f"budget, {profile.offline_tps_qps:.0f} with the QPS)")  # fmt: skip
+        if profile.online_behind:
+            kopf.warn(body, reason="OnlineOverload", message=_behind_message(profile))
     st["profile"] = summary
     mode = resolve_mode(spec.offline_mode, summary)
     st["offlineMode"] = mode
     profiled_value = float(summary["budgetMs"] if mode == "budget" else summary["qps"])
     idle = profiled_value <= 0
+    behind = int(summary.get("onlineBehindSlices") or 0)
     conds = set_condition(
-        conds, "Profiled", True, "NoOfflineCapacity" if idle else "Profiled",
-        f"spec hash {h}" + ("; no offline work fits within the tolerance: offline jobs wait until "
-                            "retuning finds room or the tolerance is raised" if idle else ""), gen,
+        conds, "Profiled", True,
+        "OnlineOverload" if behind else "NoOfflineCapacity" if idle else "Profiled",
+        f"spec hash {h}"
+        + (f"; online work alone fell behind the engine on {behind} profiling slice(s): the "
+           "online load exceeds this pod, add replicas or GPU" if behind else "")
+        + ("; no offline work fits within the tolerance: offline jobs wait until "
+           "retuning finds room or the tolerance is raised" if idle else ""), gen,
     )  # fmt: skip
     held = status.get("budgetMs" if mode == "budget" else "qps")
     value = float(held if held is not None else profiled_value)

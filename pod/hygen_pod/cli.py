@@ -192,6 +192,14 @@ def _cmd_profile(args: argparse.Namespace) -> int:
         f"{'HyGen* (qps)' if doc.best_mode() == 'qps' else 'HyGen (budget)'}, which did more "
         "offline work"
     )
+    if doc.online_behind:
+        print(
+            f"warning: online work alone fell behind the engine on {len(doc.online_behind)} "
+            f"of {doc.slices} profiling slice(s): the online load exceeds this engine, so the "
+            "settings above are measured against an overloaded online-only run; add capacity "
+            "or lower the online load (online_behind in the profile)",
+            file=sys.stderr,
+        )
     print(f"wrote {args.out}")
     return 0
 

@@ -67,6 +67,7 @@ def test_servingslo_owns_deployment_service_profile_and_kubectl_shows_columns(cl
     assert json.loads(cm["data"]["profile.json"])["spec_hash"] == h
 
     assert st["profile"]["specHash"] == h and st["readyReplicas"] == 2
+    assert st["profile"]["onlineBehindSlices"] == 0  # 3 req/s: the engine keeps up
     types = {x["type"]: x["status"] for x in st["conditions"]}
     assert types["Ready"] == types["Profiled"] == types["BudgetApplied"] == "True"
     for run in c.kubelet.running("chat"):
@@ -394,3 +395,23 @@ def test_auto_mode_runs_the_profiles_better_mode_and_a_pinned_mode_needs_no_new_
     c.api.patch("servingslos", NS, "chat", {"spec": {"offlineMode": best}}, group="hygen.io")
     c.wait(lambda: on_pods(best), 30, f"pinned {best} on every pod", observe=observe)
     assert c.status("servingslos", "chat")["profile"]["specHash"] == st["profile"]["specHash"]
+
+
+def test_a_profile_where_online_work_alone_falls_behind_warns_and_says_so(cluster: Cluster):
+    """Online load beyond the engine (30 req/s on the H100 oracle): the profile names the
+    slice, the operator posts an OnlineOverload Warning, and the Profiled condition and
+    the status summary say it; at 3 req/s (the other tests) none of it appears."""
+    c = cluster
+    c.api.create(serving_slo(profiling={"oracle": "h100", "iterations": 1, "onlineQps": 30}),
+                 "servingslos")  # fmt: skip
+    st = ready(c, timeout_s=150)
+    profile = json.loads(c.api.get("configmaps", NS, "chat-profile")["data"]["profile.json"])
+    assert [b["slice"] for b in profile["online_behind"]] == [0]
+    assert st["profile"]["onlineBehindSlices"] == 1
+    cond = next(x for x in st["conditions"] if x["type"] == "Profiled")
+    assert cond["reason"] == "OnlineOverload" and "fell behind" in cond["message"]
+    warned = c.wait(
+        lambda: [e for e in c.api.list("events", NS) if e.get("reason") == "OnlineOverload"],
+        30, "an OnlineOverload event",
+    )  # fmt: skip
+    assert warned[0]["type"] == "Warning" and "1 of 1 profiling slice" in warned[0]["message"]

@@ -53,3 +53,30 @@ def test_engine_profile_loads_into_the_scheduler(fresh, tiny_model, tmp_path) ->
     doc.save(path)
     with pytest.raises(ValueError, match="not both"):
         _load_policy(SchedulerSettings(profile_path=str(path), predictor_path=str(path)))
+
+
+def test_online_work_alone_falling_behind_the_real_engine_is_told_apart(fresh) -> None:
+    """The profiler's overload check (profiling/online_lag.py) on real engine timings: an
+    online replay far beyond the CPU engine (40 req/s) is behind, one it serves (3 req/s,
+    the profiling default) is not."""
+    if not (default_data_dir() / "azure-llm-trace-2023").is_dir():
+        pytest.skip("shared data folder not present")
+    from hygen_pod.contract.control import OfflineControl
+    from hygen_pod.profiling.online_lag import online_load
+    from hygen_pod.profiling.traces import azure_conversation
+    from hygen_pod.profiling.workload import cpu_online
+    from hygen_pod.vllm_adapter.engine import Engine, EngineRunner
+
+    azure = azure_conversation()
+    eng = Engine.from_llm(fresh.llm)
+    v = eng.vocab_size
+    slices = [
+        cpu_online(azure, tag="keep", start=0, count=32, qps=3.0, vocab=v, seed=1),
+        cpu_online(azure, tag="over", start=0, count=120, qps=40.0, vocab=v, seed=1),
+    ]
+    runner = EngineRunner(eng, slices, [], [], model="tiny")
+    online_only = OfflineControl(mode="budget", budget_ms=0)
+    keep, over = (online_load(runner.run(online_only, False, k).timings) for k in (0, 1))
+    assert keep is not None and over is not None
+    assert not keep.behind, keep
+    assert over.behind and over.served < 0.9 and over.ttft_growth >= 3, over

@@ -196,3 +196,23 @@ def test_a_ttft_target_also_searches_the_budget_yielding_to_prompts() -> None:
     assert ttft.budget_ms == pytest.approx(best(chosen))
     tbt = _run()  # a P99 TBT target: offline work shares every step
     assert not tbt.yield_to_prompts and not any("yield" in k for k in tbt.probes)
+
+
+def _overloaded(seed: int = 0) -> list[RequestSpec]:
+    """Online arrivals far beyond what one H100 serves (80k prompt tokens a second)."""
+    rng = random.Random(seed)
+    t, out = 0.0, []
+    while (t := t + rng.expovariate(40.0)) < 10:
+        out.append(RequestSpec(t, 2000, rng.randint(20, 100)))
+    return out + [RequestSpec(0.0, 2000, 100, True) for _ in range(50)]
+
+
+def test_the_profile_names_the_slices_where_online_work_alone_fell_behind() -> None:
+    """The online-only reference of an overloaded slice has a queue that grows to the
+    end; the profile says so for that slice only (the operator warns on it)."""
+    cfg = ProfilerSettings(["p99_tbt"], 0.2, iters=2)
+    doc = profile(SimRunner("h100", [_workload(), _overloaded()], window_s=10), cfg)
+    assert [b.slice for b in doc.online_behind] == [1]
+    b = doc.online_behind[0]
+    assert b.served < 0.9 and b.ttft_growth >= 3 and b.requests > 300
+    assert _run().online_behind == []  # 4 req/s: the engine keeps up

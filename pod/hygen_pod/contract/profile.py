@@ -28,6 +28,21 @@ class MetricValues(BaseModel):
     p99_tbt_ms: float
 
 
+class OnlineBehind(BaseModel):
+    """A profiling slice on which online work alone fell behind the engine."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    slice: int = Field(ge=0, description="the slice's index (0 when profiling on one)")
+    requests: int = Field(ge=0, description="online requests replayed")
+    served: float = Field(
+        ge=0, le=1, description="share of their output tokens emitted by the last arrival"
+    )
+    ttft_growth: float = Field(
+        ge=0, description="median TTFT of the last third of arrivals over the first third"
+    )
+
+
 class ProfileDocument(BaseModel):
     """Versioned result of `hygen-pod profile`."""
 
@@ -72,6 +87,12 @@ class ProfileDocument(BaseModel):
     online_only: MetricValues = Field(description="online only, vLLM's chunking")
     online_only_with_cap: MetricValues | None = Field(
         None, description="online only under the budget's online prefill cap"
+    )
+    online_behind: list[OnlineBehind] = Field(
+        default_factory=list,
+        description="slices whose online-only replay fell behind the engine (a queue that "
+        "grew to the end): online load alone exceeds the pod there, so no offline setting "
+        "is meaningful and the pod needs more capacity or less online load",
     )
     with_budget: MetricValues
     with_qps: MetricValues

@@ -38,10 +38,11 @@ from typing import Protocol
 
 from hygen_pod.contract.control import OfflineControl
 from hygen_pod.contract.metrics import BY_NAME
-from hygen_pod.contract.profile import ProfileDocument, Reference
+from hygen_pod.contract.profile import OnlineBehind, ProfileDocument, Reference
 from hygen_pod.policy.batch_shape import BatchShape
 from hygen_pod.policy.latency import LatencySummary, RequestTiming, summarize
 from hygen_pod.policy.predictor import LatencyPredictor
+from hygen_pod.profiling.online_lag import online_load
 from hygen_pod.profiling.simulator import RequestSpec, Simulator
 from hygen_pod.profiling.slices import as_slices
 from hygen_pod.profiling.slo_search import (
@@ -139,6 +140,19 @@ def profile(
 
     base = run_all(OfflineControl(mode="budget", budget_ms=0), with_offline=False)
     progress(f"online-only baseline measured ({n_slices} slice{'s' * (n_slices > 1)})")
+    behind = []
+    for i, o in enumerate(base):
+        load = online_load(o.timings)
+        if load is None:
+            continue
+        progress(
+            f"online only, slice {i}: {load.served:.0%} of its tokens served by the last "
+            f"arrival, median TTFT x{load.ttft_growth:.1f} from the first third of arrivals "
+            f"to the last" + (": online work alone fell behind the engine" if load.behind else "")
+        )
+        if load.behind:
+            behind.append(OnlineBehind(slice=i, requests=load.requests, served=load.served,
+                                       ttft_growth=load.ttft_growth))  # fmt: skip
     # a TTFT target: the budget is also searched yielding the steps that serve (or keep
     # waiting) a prompt, which lets it grow elsewhere; the setting that did more offline
     # work is kept (docs/benchmarks.md, "Yielding to prompts")
@@ -262,6 +276,7 @@ def profile(
         reference=cfg.reference,
         online_only=pooled_base.online.values_ms(),
         online_only_with_cap=capped_base,
+        online_behind=behind,
         with_budget=with_b.online.values_ms(),
         with_qps=with_q.online.values_ms(),
         offline_tps_budget=with_b.offline_tps,
