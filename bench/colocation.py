@@ -32,6 +32,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from hygen_pod.policy.predictor import LatencyPredictor
+from hygen_pod.profiling.online_lag import online_load
 from hygen_pod.profiling.oracle import KernelOracle, random_batches, sample
 from hygen_pod.profiling.simulator import (
     MEASURED_HOST_COSTS,
@@ -253,6 +254,15 @@ def main() -> int:
             for sl in prof_slices:
                 prof = online_requests(online_trace, sl.start, qps, args.window) + prof_offline
                 profs.append((prof, sim.run(prof, "online_only", window_s=args.window)))
+            # the profiler's overload check (profiling/online_lag.py): a cell whose profiling
+            # slices fell behind says little about any setting, so say so beside its rows
+            for k, (_, alone) in enumerate(profs):
+                lag = online_load(alone.timings)
+                if lag is not None and lag.behind:
+                    print(f"warning: {gpu} {qps:g} req/s: online work alone fell behind the "
+                          f"engine on profiling slice {k} ({lag.served:.0%} served by the last "
+                          f"arrival, median TTFT x{lag.ttft_growth:.1f})",
+                          file=sys.stderr)  # fmt: skip
             evalw = online_requests(online_trace, eval_slice.start, qps, args.window) + offline
             base_e = esim.run(evalw, "online_only", window_s=args.window)
             naive = esim.run(evalw, "naive", window_s=args.window)
