@@ -57,3 +57,15 @@ def test_too_few_requests_are_not_judged() -> None:
     assert not load.behind
     assert online_load([]) is None
     assert online_load([RequestTiming(0.0)]) is None  # no token: nothing to judge
+
+
+def test_a_zero_first_ttft_gives_a_finite_growth_the_profile_can_store() -> None:
+    from hygen_pod.contract.profile import OnlineBehind
+
+    ts = [RequestTiming(float(i), [float(i)]) for i in range(6)]  # served at arrival
+    ts += [RequestTiming(6.0 + i, [40.0 + i, 41.0 + i]) for i in range(3)]
+    load = online_load(ts)
+    assert load is not None and load.behind
+    doc = OnlineBehind(slice=0, requests=load.requests, served=load.served,
+                       ttft_growth=load.ttft_growth)  # fmt: skip
+    assert OnlineBehind.model_validate_json(doc.model_dump_json()) == doc

@@ -60,5 +60,6 @@ def online_load(timings: list[RequestTiming]) -> OnlineLoad | None:
     end = ts[-1].arrival
     owed = sum(len(t.token_times) for t in ts)
     served = sum(sum(1 for x in t.token_times if x <= end) for t in ts)
-    growth = last / first if first > 0 else (1.0 if last <= 0 else float("inf"))
-    return OnlineLoad(len(ts), served / owed, growth)
+    # a zero first-third TTFT (no real engine has one) must not make the ratio infinite:
+    # the profile stores it as JSON
+    return OnlineLoad(len(ts), served / owed, last / max(first, 1e-9))

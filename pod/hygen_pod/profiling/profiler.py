@@ -140,7 +140,7 @@ def profile(
 
     base = run_all(OfflineControl(mode="budget", budget_ms=0), with_offline=False)
     progress(f"online-only baseline measured ({n_slices} slice{'s' * (n_slices > 1)})")
-    behind = []
+    behind: list[OnlineBehind] = []
     for i, o in enumerate(base):
         load = online_load(o.timings)
         if load is None:
