@@ -260,8 +260,7 @@ def main() -> int:
                 lag = online_load(alone.timings)
                 if lag is not None and lag.behind:
                     print(f"warning: {gpu} {qps:g} req/s: online work alone fell behind the "
-                          f"engine on profiling slice {k} ({lag.served:.0%} served by the last "
-                          f"arrival, median TTFT x{lag.ttft_growth:.1f})",
+                          f"engine on profiling slice {k} ({lag.describe()})",
                           file=sys.stderr)  # fmt: skip
             evalw = online_requests(online_trace, eval_slice.start, qps, args.window) + offline
             base_e = esim.run(evalw, "online_only", window_s=args.window)

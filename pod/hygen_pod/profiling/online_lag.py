@@ -39,6 +39,13 @@ class OnlineLoad:
     served: float  # share of owed output tokens emitted by the last arrival
     ttft_growth: float  # median TTFT, last third of arrivals over the first third
 
+    def describe(self) -> str:
+        """The two signs in words, for logs and warnings."""
+        return (
+            f"{self.served:.0%} of its tokens served by the last arrival, median TTFT "
+            f"x{self.ttft_growth:.1f} from the first third of arrivals to the last"
+        )
+
     @property
     def behind(self) -> bool:
         """Online work alone fell behind: both signs show (module docstring)."""

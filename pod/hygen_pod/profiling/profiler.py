@@ -146,9 +146,8 @@ def profile(
         if load is None:
             continue
         progress(
-            f"online only, slice {i}: {load.served:.0%} of its tokens served by the last "
-            f"arrival, median TTFT x{load.ttft_growth:.1f} from the first third of arrivals "
-            f"to the last" + (": online work alone fell behind the engine" if load.behind else "")
+            f"online only, slice {i}: {load.describe()}"
+            + (": online work alone fell behind the engine" if load.behind else "")
         )
         if load.behind:
             behind.append(OnlineBehind(slice=i, requests=load.requests, served=load.served,
