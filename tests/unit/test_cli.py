@@ -129,7 +129,8 @@ def test_profile_on_the_gpu_oracle(tmp_path, capsys) -> None:
     assert doc.hardware == "oracle:h100" and doc.targets == ["mean_tbt"]
     assert doc.budget_ms > 0 and doc.with_budget.mean_tbt_ms <= 1.5 * doc.online_only.mean_tbt_ms
     assert doc.offline_tps_budget > 0  # a budget below one online step admits nothing
-    assert "budget" in capsys.readouterr().out
+    run = capsys.readouterr()
+    assert "budget" in run.out and doc.online_behind == [] and "fell behind" not in run.err
     assert main([*args[:-2], "--tolerance", "-1", "--out", str(out)]) == 2
     # two consecutive trace slices: both replayed for every setting, recorded
     assert main([*args, "--slices", "2"]) == 0
@@ -138,6 +139,12 @@ def test_profile_on_the_gpu_oracle(tmp_path, capsys) -> None:
     with pytest.raises(SystemExit):
         main([*args, "--slices", "0"])
     assert "--slices: must be >= 1 slice, not 0" in capsys.readouterr().err
+    # online load beyond the engine (60 req/s on the H100 oracle): the profile names the
+    # slice and the command warns
+    over = [*args, "--online-qps", "60", "--iters", "1"]
+    assert main(over) == 0
+    assert [b.slice for b in ProfileDocument.load(out).online_behind] == [0]
+    assert "warning: online work alone fell behind the engine on 1 of 1" in capsys.readouterr().err
 
 
 def test_serve_needs_a_model_and_names_a_missing_one(tmp_path, capsys) -> None:
