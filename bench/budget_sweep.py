@@ -18,17 +18,14 @@ own limit apart from the profiler's caution.
 from __future__ import annotations
 
 import argparse
-import dataclasses
-import random
 import sys
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from colocation import CAPACITY_GRID, DEFAULT_LOADS, _trace
+from colocation import DEFAULT_LOADS, _trace, bench_predictor, offline_capacity
 
-from hygen_pod.policy.predictor import LatencyPredictor
-from hygen_pod.profiling.oracle import KernelOracle, random_batches, sample
+from hygen_pod.profiling.oracle import KernelOracle
 from hygen_pod.profiling.simulator import (
     EngineSpec,
     SimResult,
@@ -37,7 +34,7 @@ from hygen_pod.profiling.simulator import (
     online_requests,
 )
 from hygen_pod.profiling.slices import plan_slices, split_backlogs
-from hygen_pod.profiling.slo_search import METRICS, check_targets
+from hygen_pod.profiling.slo_search import METRICS, check_targets, within
 
 
 def ratios(run: SimResult, ref: SimResult, targets: list[str]) -> list[float]:
@@ -57,12 +54,6 @@ def main() -> int:
     ap.add_argument("--budgets", nargs="+", type=float, required=True, help="budgets in ms")
     ap.add_argument("--cap", type=int, help="online prefill cap (default: vLLM's chunking)")
     ap.add_argument("--yield-to-prompts", action="store_true")
-    ap.add_argument(
-        "--max-load",
-        type=float,
-        help="the highest load of the colocation run whose slice plan to use (default: the "
-        "GPU's highest default load, as in the full matrix)",
-    )
     ap.add_argument("--profile-slices", type=int, default=3)
     ap.add_argument("--window", type=float, default=180.0, help="simulated seconds per run")
     ap.add_argument("--offline", type=int, default=4000, help="offline backlog size")
@@ -77,9 +68,9 @@ def main() -> int:
             raise ValueError("--cap must be >= 1 token")
         online = _trace(None, args.online_trace, args.data)
         pool = _trace(None, args.offline_set, args.data)
-        max_load = args.max_load or max(DEFAULT_LOADS[args.gpu])
+        # slices start where the colocation bench's start, whatever its loads
         prof_slices, eval_slice = plan_slices(
-            len(online), args.profile_slices, max(max_load, args.load), args.window
+            len(online), args.profile_slices, args.load, args.window
         )
         prof_pool, eval_pool = split_backlogs(pool, args.offline, args.seed)
     except (FileNotFoundError, ValueError) as e:
@@ -87,9 +78,7 @@ def main() -> int:
         return 2
     w, cap = args.window, args.cap
     oracle = KernelOracle(args.gpu)
-    pred, _ = LatencyPredictor.select_and_fit(
-        *sample(oracle, random_batches(random.Random(args.seed), 1000))
-    )
+    pred = bench_predictor(oracle, args.seed)
     engine = EngineSpec()
     # the colocation bench's two noisy GPUs: evaluation draws (seed), profiling (seed + 1)
     esim = Simulator(oracle.step_seconds, engine, predictor=pred, jitter_cv=args.jitter_cv,
@@ -98,12 +87,7 @@ def main() -> int:
                      jitter_seed=args.seed + 1)  # fmt: skip
     offline = offline_requests(eval_pool, len(eval_pool), args.seed)
     prof_offline = offline_requests(prof_pool, len(prof_pool), args.seed)
-    capacity = max(
-        Simulator(oracle.step_seconds,
-                  dataclasses.replace(engine, max_seqs=seqs, max_batched_tokens=tok))
-        .run(offline, "offline_only", window_s=w).offline_tps
-        for seqs, tok in CAPACITY_GRID
-    )  # fmt: skip
+    capacity, _ = offline_capacity(oracle, engine, offline, w)
     evalw = online_requests(online, eval_slice.start, args.load, w) + offline
     profs = [online_requests(online, s.start, args.load, w) + prof_offline for s in prof_slices]
     ref = esim.run(evalw, "online_only", window_s=w, online_prefill_cap=cap)
@@ -124,7 +108,7 @@ def main() -> int:
         opts = {"online_prefill_cap": cap, "yield_to_prompts": args.yield_to_prompts}
         run = esim.run(evalw, "hygen", window_s=w, budget_s=b / 1e3, **opts)
         xs = ratios(run, ref, args.targets)
-        met = all(x <= 1 + args.tolerance for x in xs)
+        met = within(run.online, ref.online, args.targets, args.tolerance)
         if met:
             largest = b if largest is None else max(largest, b)
         prof = [

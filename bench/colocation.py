@@ -69,6 +69,34 @@ DEFAULT_LOADS = {"a100": [1.0, 2.0, 3.0], "h100": [2.0, 4.0, 6.0], "h200": [2.0,
 CAPACITY_GRID = ((64, 2048), (128, 2048), (256, 2048), (64, 8192), (128, 8192), (256, 8192))
 
 
+def bench_predictor(oracle: KernelOracle, seed: int) -> LatencyPredictor:
+    """The predictor HyGen runs with in the simulated benches: fitted on 1,000 random
+    batches timed by ``oracle`` (not given the oracle)."""
+    pred, _ = LatencyPredictor.select_and_fit(
+        *sample(oracle, random_batches(random.Random(seed), 1000))
+    )
+    return pred
+
+
+def offline_capacity(
+    oracle: KernelOracle, engine: EngineSpec, offline: list[RequestSpec], window_s: float
+) -> tuple[float, tuple[int, int]]:
+    """Offline-only tok/s for ``offline`` alone, the best over `CAPACITY_GRID`, with the
+    (max sequences, tokens per step) that reached it."""
+    return max(
+        (
+            Simulator(
+                oracle.step_seconds,
+                dataclasses.replace(engine, max_seqs=seqs, max_batched_tokens=tok),
+            )
+            .run(offline, "offline_only", window_s=window_s)
+            .offline_tps,
+            (seqs, tok),
+        )
+        for seqs, tok in CAPACITY_GRID
+    )
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--data", help="shared data folder (default: $HYGEN_DATA or ../shared/data)")
@@ -221,9 +249,7 @@ def main() -> int:
     t_start = time.perf_counter()
     for gpu in args.gpus:
         oracle = KernelOracle(gpu)
-        pred, _ = LatencyPredictor.select_and_fit(
-            *sample(oracle, random_batches(random.Random(args.seed), 1000))
-        )
+        pred = bench_predictor(oracle, args.seed)
         engine = EngineSpec(
             batch_queue=2 if args.pipeline == "async" else 1,
             host=MEASURED_HOST_COSTS if args.host_costs == "measured" else HostCosts(),
@@ -235,18 +261,7 @@ def main() -> int:
                         jitter_seed=args.seed + 1)  # fmt: skip
         esim = Simulator(oracle.step_seconds, engine, predictor=pred, jitter_cv=args.jitter_cv,
                          jitter_seed=args.seed)  # fmt: skip
-        capacity, cap_limits = max(
-            (
-                Simulator(
-                    oracle.step_seconds,
-                    dataclasses.replace(engine, max_seqs=seqs, max_batched_tokens=tok),
-                )
-                .run(offline, "offline_only", window_s=args.window)
-                .offline_tps,
-                (seqs, tok),
-            )
-            for seqs, tok in CAPACITY_GRID
-        )
+        capacity, cap_limits = offline_capacity(oracle, engine, offline, args.window)
         print(f"{gpu}: offline-only capacity {capacity:.0f} tok/s at max_num_seqs "
               f"{cap_limits[0]}, {cap_limits[1]} tokens per step", file=sys.stderr)  # fmt: skip
         for qps in args.loads or DEFAULT_LOADS[gpu]:

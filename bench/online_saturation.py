@@ -22,18 +22,16 @@ slice plan, noise CV 0.05, async pipeline), the online-only run's
 from __future__ import annotations
 
 import argparse
-import random
 import sys
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from colocation import DEFAULT_LOADS, _trace
+from colocation import DEFAULT_LOADS, _trace, bench_predictor
 
 from hygen_pod.policy.latency import RequestTiming
-from hygen_pod.policy.predictor import LatencyPredictor
 from hygen_pod.profiling.online_lag import online_load
-from hygen_pod.profiling.oracle import KernelOracle, random_batches, sample
+from hygen_pod.profiling.oracle import KernelOracle
 from hygen_pod.profiling.simulator import EngineSpec, Simulator, online_requests
 from hygen_pod.profiling.slices import plan_slices
 
@@ -66,9 +64,7 @@ def main() -> int:
         trace = _trace(None, name, args.data)
         for gpu in args.gpus:
             oracle = KernelOracle(gpu)
-            pred, _ = LatencyPredictor.select_and_fit(
-                *sample(oracle, random_batches(random.Random(args.seed), 1000))
-            )
+            pred = bench_predictor(oracle, args.seed)
             sim = Simulator(oracle.step_seconds, EngineSpec(batch_queue=2), predictor=pred,
                             jitter_cv=args.jitter_cv, jitter_seed=args.seed + 1)  # fmt: skip
             loads = args.loads or (MOONCAKE_LOADS if name == "mooncake" else DEFAULT_LOADS)[gpu]
