@@ -15,7 +15,9 @@ load and SLO tolerance:
     python bench/colocation.py                   # full: A100+H100, 3 loads, 4 tolerances
     python bench/colocation.py --quick           # one GPU, one load, two tolerances
 
-Writes bench/out/colocation.csv (and colocation.png when matplotlib is installed).
+Writes bench/out/colocation.csv after every cell, with the options beside it
+(colocation.options.json); --resume skips the cells already there, so a long matrix
+that was stopped goes on where it stopped. colocation.png when matplotlib is installed.
 Not a pass/fail test: it prints what it measures.
 """
 
@@ -25,6 +27,7 @@ import argparse
 import csv
 import dataclasses
 import itertools
+import json
 import random
 import sys
 import time
@@ -209,6 +212,12 @@ def main() -> int:
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--out", default="bench/out", help="folder for CSV and plot")
     ap.add_argument(
+        "--resume",
+        action="store_true",
+        help="keep the cells already in OUT/colocation.csv (written with the same options) "
+        "and run only the others",
+    )
+    ap.add_argument(
         "--quick", action="store_true", help="h100, one load, P99 TBT, tolerances 10%%/50%%"
     )
     args = ap.parse_args()
@@ -245,9 +254,28 @@ def main() -> int:
         file=sys.stderr,
     )
     target_sets = [args.targets] if args.targets else [[m] for m in METRICS]
-    rows: list[dict] = []
+    out = Path(args.out)
+    try:
+        rows = _saved_rows(out, args) if args.resume else []
+    except ValueError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    done = {_cell(r["gpu"], r["online_qps"], r["target"], r["tolerance"]) for r in rows}
+    if rows:
+        print(f"resuming: {len(done)} cells already in {out / CSV_NAME}", file=sys.stderr)
     t_start = time.perf_counter()
     for gpu in args.gpus:
+        todo = {
+            qps: cells
+            for qps in args.loads or DEFAULT_LOADS[gpu]
+            if (cells := [
+                (targets, tol)
+                for targets, tol in itertools.product(target_sets, args.tolerances)
+                if _cell(gpu, qps, "+".join(targets), tol) not in done
+            ])
+        }  # fmt: skip
+        if not todo:
+            continue
         oracle = KernelOracle(gpu)
         pred = bench_predictor(oracle, args.seed)
         engine = EngineSpec(
@@ -264,7 +292,7 @@ def main() -> int:
         capacity, cap_limits = offline_capacity(oracle, engine, offline, args.window)
         print(f"{gpu}: offline-only capacity {capacity:.0f} tok/s at max_num_seqs "
               f"{cap_limits[0]}, {cap_limits[1]} tokens per step", file=sys.stderr)  # fmt: skip
-        for qps in args.loads or DEFAULT_LOADS[gpu]:
+        for qps, cells in todo.items():
             profs = []
             for sl in prof_slices:
                 prof = online_requests(online_trace, sl.start, qps, args.window) + prof_offline
@@ -295,23 +323,74 @@ def main() -> int:
                 mean_offline_tokens,
                 args.window,
             )
-            for targets, tol in itertools.product(target_sets, args.tolerances):
+            for targets, tol in cells:
                 run_one(load, targets, tol, args, rows)
+                _save_rows(out, args, rows)  # a stopped run keeps every finished cell
                 print(
                     f"[{time.perf_counter() - t_start:6.0f}s] {gpu} qps={qps} "
                     f"tol={tol:.0%} target={'+'.join(targets)}",
                     file=sys.stderr,
                 )
+    if not rows:
+        print("error: no cell to run and none saved", file=sys.stderr)
+        return 2
     print_table(rows, args)
-    out = Path(args.out)
+    plot(rows, out / "colocation.png")
+    print(f"\nwrote {out / CSV_NAME}; run time {time.perf_counter() - t_start:.0f} s")
+    return 0
+
+
+CSV_NAME = "colocation.csv"
+OPTIONS_NAME = "colocation.options.json"
+# what a saved row holds besides numbers (everything else is read back as a float)
+TEXT_FIELDS = ("gpu", "target", "policy", "setting", "slo_met")
+# options that do not change a cell's numbers, so a resumed run may differ in them
+FREE_OPTIONS = ("gpus", "loads", "tolerances", "out", "resume", "quick")
+
+
+def _cell(gpu: str, qps: float, target: str, tol: float) -> tuple[str, float, str, float]:
+    return gpu, float(qps), target, float(tol)
+
+
+def _options(args: argparse.Namespace) -> dict:
+    return {k: v for k, v in sorted(vars(args).items()) if k not in FREE_OPTIONS}
+
+
+def _save_rows(out: Path, args: argparse.Namespace, rows: list[dict]) -> None:
+    """Write every row so far, then swap it in: a run stopped mid-write keeps the last."""
     out.mkdir(parents=True, exist_ok=True)
-    with (out / "colocation.csv").open("w", newline="") as f:
+    tmp = out / (CSV_NAME + ".tmp")
+    with tmp.open("w", newline="") as f:
         w = csv.DictWriter(f, fieldnames=list(rows[0]))
         w.writeheader()
         w.writerows(rows)
-    plot(rows, out / "colocation.png")
-    print(f"\nwrote {out / 'colocation.csv'}; run time {time.perf_counter() - t_start:.0f} s")
-    return 0
+    (out / OPTIONS_NAME).write_text(json.dumps(_options(args), indent=1) + "\n")
+    tmp.replace(out / CSV_NAME)
+
+
+def _saved_rows(out: Path, args: argparse.Namespace) -> list[dict]:
+    """The rows of an earlier run with the same options; ValueError when they differ."""
+    path, opts_path = out / CSV_NAME, out / OPTIONS_NAME
+    if not path.exists():
+        return []
+    if not opts_path.exists():
+        raise ValueError(f"--resume: {opts_path} is missing, so {path} cannot be matched")
+    saved = json.loads(opts_path.read_text())
+    now = json.loads(json.dumps(_options(args)))  # tuples as lists, as saved
+    diff = sorted(k for k in saved.keys() | now.keys() if saved.get(k) != now.get(k))
+    if diff:
+        differ = ", ".join(
+            f"--{k.replace('_', '-')} {saved.get(k)!r} there, {now.get(k)!r} now" for k in diff
+        )
+        raise ValueError(
+            f"--resume: {path} was written with other options ({differ}); "
+            "use another --out or drop --resume"
+        )
+    with path.open(newline="") as f:
+        return [
+            {k: v if k in TEXT_FIELDS else float(v) for k, v in row.items()}
+            for row in csv.DictReader(f)
+        ]
 
 
 def _trace(path: str | None, name: str, data: str | None) -> list[TraceRequest]:
