@@ -35,11 +35,13 @@ time.
 The KV cache is sized so that all N requests run for the whole measurement, and each case
 checks that they did (an earlier version had room for only ~90 of "256").
 
-The GPU step compared with is the kernel-table oracle's H100 step for N decodes
-(Llama-3.1-8B): "% of step" is what HyGen would add if the scheduler did not overlap the
-device at all (in async mode it does overlap). "% of stock" compares it with stock vLLM's
-own scheduling time on the same machine, which carries over to a faster CPU. Times are
-the process's CPU time.
+The GPU step compared with is the kernel-table oracle's H100 step (Llama-3.1-8B) for
+the batches HyGen scheduled in the measured steps (median over them: N decodes in the
+steady cases; decodes and prompt chunks with churn, whose steps are longer than N decodes
+alone), with the N-decode step beside it: "% of step" is what HyGen would add if the
+scheduler did not overlap the device at all (in async mode it does overlap). "% of
+stock" compares it with stock vLLM's own scheduling time on the same machine, which
+carries over to a faster CPU. Times are the process's CPU time.
 """
 
 from __future__ import annotations
@@ -200,9 +202,11 @@ def timed_steps(
     warmup: int,
     steps: int,
     churn: Churn | None = None,
+    batches: list | None = None,
 ) -> tuple[list[float], list[float]]:
     """Per measured step: total seconds of schedule() + update_from_output(), and the
-    part spent in the stock methods (0 for a stock scheduler)."""
+    part spent in the stock methods (0 for a stock scheduler); each measured step's
+    batch appended to ``batches`` (`step_batch`), when given."""
     for r in reqs:
         s.add_request(r)
     gc.collect()
@@ -216,6 +220,8 @@ def timed_steps(
         out = s.schedule()
         spent[n] = (clock() - t0, getattr(s, "base_s", 0.0) - b0)
         queue.appendleft((n, out, model_output(s, out)))
+        if batches is not None and n >= warmup:
+            batches.append(step_batch(s, out))
         n += 1
         if len(queue) < queue_size:
             continue
@@ -230,6 +236,21 @@ def timed_steps(
             churn.after_update(s, k >= warmup)
     gc.unfreeze()
     return totals, bases
+
+
+def step_batch(s: Scheduler, out: Any) -> tuple[tuple[tuple[int, int], ...], tuple[int, ...]]:
+    """What a step computes, as the oracle's MixedBatch takes it: (chunk, computed before)
+    per prompt chunk and the context of each decode. Read right after schedule(), which
+    has already added the step's tokens to each request's computed count."""
+    prefills, decodes = [], []
+    for rid, n in out.num_scheduled_tokens.items():
+        r = s.requests[rid]
+        before = r.num_computed_tokens - n
+        if n == 1 and before >= r.num_prompt_tokens:
+            decodes.append(before + 1)
+        else:
+            prefills.append((n, before))
+    return tuple(prefills), tuple(decodes)
 
 
 def check_running(s: Scheduler, n: int, offline: int = 0) -> None:
@@ -300,13 +321,13 @@ def main() -> int:
         )
         print(f"{'running':>7} {'case':<8} {'stock':>7} {'HyGen':>7} {'in stock':>8} "
               f"{'added':>6} {'added range':>11} {'% of stock':>10} {'H100 step ms':>12} "
-              f"{'added % of step':>15} {'added, no shortcuts':>19} "
-              f"{'HyGen, no shortcuts':>19}")  # fmt: skip
+              f"{'added % of step':>15} {'N-decode step ms':>16} "
+              f"{'added, no shortcuts':>19} {'HyGen, no shortcuts':>19}")  # fmt: skip
         for n in args.running:
             warmup = n * PROMPT // STEP_TOKENS + 20  # all prompts prefilled, decoding steadily
-            gpu_ms = None
+            decode_ms = None
             if oracle is not None:
-                gpu_ms = oracle.step_seconds(MixedBatch((), (PROMPT + 100,) * n)) * 1e3
+                decode_ms = oracle.step_seconds(MixedBatch((), (PROMPT + 100,) * n)) * 1e3
             # KV for every running request to the end of the run, so all N really run
             # (and nobody is preempted) while we measure
             blocks = n * -(-(PROMPT + warmup + args.steps + 64) // 16) + 64
@@ -320,6 +341,7 @@ def main() -> int:
                 }
                 runs: list[tuple[float, float, float, float, float, float]] = []
                 seen = ""
+                batches: list = []  # what HyGen scheduled in its measured steps
                 for _ in range(args.repeats):
                     churn, reqs = fresh(case, n)
                     warm = warmup + (200 if churn else 0)  # past the first generation
@@ -332,7 +354,8 @@ def main() -> int:
                         ours.predictor = PREDICTOR
                         ours.set_control(OfflineControl(mode="budget", budget_ms=1000.0))
                         churn, reqs = fresh(case, n)
-                        total, base = timed_steps(ours, reqs, queue, warm, args.steps, churn)
+                        mine = batches if cls is ours_cls else None
+                        total, base = timed_steps(ours, reqs, queue, warm, args.steps, churn, mine)
                         check(ours, n, case, churn, offline=n - n // 2 if backlog else 0)
                         if churn is not None and cls is ours_cls:
                             seen = churn.summary()
@@ -347,12 +370,18 @@ def main() -> int:
                 cols = [statistics.median(r[i] for r in runs) * 1e6 for i in range(6)]
                 added = cols[3]
                 spread = f"{min(r[3] for r in runs) * 1e6:.0f}-{max(r[3] for r in runs) * 1e6:.0f}"
+                gpu_ms = None
+                if oracle is not None:
+                    gpu_ms = 1e3 * statistics.median(
+                        oracle.step_seconds(MixedBatch(p, d)) for p, d in batches
+                    )
                 share = f"{added / 1e3 / gpu_ms:.2%}" if gpu_ms else "n/a"
                 step = f"{gpu_ms:.2f}" if gpu_ms else "n/a"
+                decode_step = f"{decode_ms:.2f}" if decode_ms else "n/a"
                 print(
                     f"{n:>7} {case:<8} {cols[0]:>7.0f} {cols[1]:>7.0f} {cols[2]:>8.0f} "
                     f"{added:>6.0f} {spread:>11} {added / cols[0]:>10.1%} {step:>12} {share:>15} "
-                    f"{cols[4]:>19.0f} {cols[5]:>19.0f}{seen}"
+                    f"{decode_step:>16} {cols[4]:>19.0f} {cols[5]:>19.0f}{seen}"
                 )
     return 0
 
