@@ -263,6 +263,8 @@ def main() -> int:
     done = {_cell(r["gpu"], r["online_qps"], r["target"], r["tolerance"]) for r in rows}
     if rows:
         print(f"resuming: {len(done)} cells already in {out / CSV_NAME}", file=sys.stderr)
+    else:
+        _start_csv(out, args)
     t_start = time.perf_counter()
     for gpu in args.gpus:
         todo = {
@@ -325,7 +327,7 @@ def main() -> int:
             )
             for targets, tol in cells:
                 run_one(load, targets, tol, args, rows)
-                _save_rows(out, args, rows)  # a stopped run keeps every finished cell
+                _save_rows(out, rows)  # a stopped run keeps every finished cell
                 print(
                     f"[{time.perf_counter() - t_start:6.0f}s] {gpu} qps={qps} "
                     f"tol={tol:.0%} target={'+'.join(targets)}",
@@ -356,15 +358,23 @@ def _options(args: argparse.Namespace) -> dict:
     return {k: v for k, v in sorted(vars(args).items()) if k not in FREE_OPTIONS}
 
 
-def _save_rows(out: Path, args: argparse.Namespace, rows: list[dict]) -> None:
-    """Write every row so far, then swap it in: a run stopped mid-write keeps the last."""
+def _start_csv(out: Path, args: argparse.Namespace) -> None:
+    """Before a run's first cell: drop an older CSV, then record this run's options, so a
+    CSV on disk is never paired with options it was not written with."""
     out.mkdir(parents=True, exist_ok=True)
+    (out / CSV_NAME).unlink(missing_ok=True)
+    tmp = out / (OPTIONS_NAME + ".tmp")
+    tmp.write_text(json.dumps(_options(args), indent=1) + "\n")
+    tmp.replace(out / OPTIONS_NAME)
+
+
+def _save_rows(out: Path, rows: list[dict]) -> None:
+    """Write every row so far, then swap it in: a run stopped mid-write keeps the last."""
     tmp = out / (CSV_NAME + ".tmp")
     with tmp.open("w", newline="") as f:
         w = csv.DictWriter(f, fieldnames=list(rows[0]))
         w.writeheader()
         w.writerows(rows)
-    (out / OPTIONS_NAME).write_text(json.dumps(_options(args), indent=1) + "\n")
     tmp.replace(out / CSV_NAME)
 
 
