@@ -26,6 +26,7 @@ from __future__ import annotations
 import argparse
 import csv
 import dataclasses
+import io
 import itertools
 import json
 import random
@@ -34,6 +35,7 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from hygen_pod.contract.jsonio import read_json, write_atomic
 from hygen_pod.policy.predictor import LatencyPredictor
 from hygen_pod.profiling.online_lag import online_load
 from hygen_pod.profiling.oracle import KernelOracle, random_batches, sample
@@ -361,21 +363,17 @@ def _options(args: argparse.Namespace) -> dict:
 def _start_csv(out: Path, args: argparse.Namespace) -> None:
     """Before a run's first cell: drop an older CSV, then record this run's options, so a
     CSV on disk is never paired with options it was not written with."""
-    out.mkdir(parents=True, exist_ok=True)
     (out / CSV_NAME).unlink(missing_ok=True)
-    tmp = out / (OPTIONS_NAME + ".tmp")
-    tmp.write_text(json.dumps(_options(args), indent=1) + "\n")
-    tmp.replace(out / OPTIONS_NAME)
+    write_atomic(out / OPTIONS_NAME, json.dumps(_options(args), indent=1) + "\n")
 
 
 def _save_rows(out: Path, rows: list[dict]) -> None:
     """Write every row so far, then swap it in: a run stopped mid-write keeps the last."""
-    tmp = out / (CSV_NAME + ".tmp")
-    with tmp.open("w", newline="") as f:
-        w = csv.DictWriter(f, fieldnames=list(rows[0]))
-        w.writeheader()
-        w.writerows(rows)
-    tmp.replace(out / CSV_NAME)
+    text = io.StringIO(newline="")
+    w = csv.DictWriter(text, fieldnames=list(rows[0]))
+    w.writeheader()
+    w.writerows(rows)
+    write_atomic(out / CSV_NAME, text.getvalue())
 
 
 def _saved_rows(out: Path, args: argparse.Namespace) -> list[dict]:
@@ -385,7 +383,7 @@ def _saved_rows(out: Path, args: argparse.Namespace) -> list[dict]:
         return []
     if not opts_path.exists():
         raise ValueError(f"--resume: {opts_path} is missing, so {path} cannot be matched")
-    saved = json.loads(opts_path.read_text())
+    saved = read_json(opts_path)
     now = json.loads(json.dumps(_options(args)))  # tuples as lists, as saved
     diff = sorted(k for k in saved.keys() | now.keys() if saved.get(k) != now.get(k))
     if diff:
