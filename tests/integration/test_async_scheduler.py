@@ -7,6 +7,8 @@ shows what async mode does to the schedule and the outputs.
 
 from __future__ import annotations
 
+from typing import Any
+
 import pytest
 
 pytest.importorskip("vllm")
@@ -146,7 +148,7 @@ def _case(control: OfflineControl, **kw: object) -> dict:
     base = {"blocks": 2000, "seqs": 256, "threshold": 0, "online": 4, "offline": 24,
             "online_out": 30, "offline_out": 50, "offline_prompt": 120, "online_prompt": 90,
             "arrivals": (), "arrival_prompt": 0, "stops": False,
-            "bulk": False}  # fmt: skip
+            "bulk": False, "prompts": False, "distinct": False}  # fmt: skip
     return {"control": control, **base, **kw}
 
 
@@ -165,7 +167,7 @@ _CHURN = _case(
     arrivals=tuple(range(4, 120, 2)),
     arrival_prompt=120,
     stops=True,
-    bulk=True,
+    prompts=True,
 )
 
 # Each case reaches the steady state (everything decoding) under one of the conditions the
@@ -173,7 +175,7 @@ _CHURN = _case(
 SHORTCUT_CASES = {
     # online prompts arriving mid-run, KV tight enough to preempt, the prefill cap
     "mixed": _case(_budget(4.0), blocks=160, arrivals=(5, 17, 40), bulk=True),
-    "mixed-cap": _case(_budget(4.0, cap=64), blocks=160, arrivals=(5, 17, 40)),
+    "mixed-cap": _case(_budget(4.0, cap=64), blocks=160, arrivals=(5, 17, 40), bulk=True),
     # the budget admits some of the running offline decodes only
     "budget-binds": _case(_budget(2.2), seqs=16, offline=30, online_out=150, offline_out=150),
     # offline work alone: the first decode carries the step's intercept
@@ -220,12 +222,43 @@ SHORTCUT_CASES = {
         offline_out=450,
     ),
     # a busy server: online prompts arriving every other step while offline work decodes,
-    # so most steps run the general method with every offline decode admitted at once,
-    # some requests stopping early
+    # some requests stopping early: the steady-state step plans the waiting prompts, and
+    # (async) leaves out requests with only their last token in flight
     "churn": _CHURN,
     # the same with a KV cache that runs short: offline work is preempted for online
-    # decodes at block boundaries between bulk admissions (16 preemptions)
+    # decodes at block boundaries between steady-state steps (16 preemptions)
     "churn-kv": {**_CHURN, "blocks": 120},
+    # the online prefill cap (64 tokens) over 40-token prompts arriving one every 4 steps,
+    # and four at once every 8: the second is cut (the step's last item), the others
+    # wait, and no offline prompt (400 tokens) starts after the cut one
+    "churn-cap": {
+        **_CHURN,
+        "control": _budget(50.0, cap=64),
+        "seqs": 24,
+        "offline": 60,
+        "offline_prompt": 400,
+        "arrivals": tuple(range(4, 120, 4)) + tuple(range(8, 120, 8)) * 3,
+        "arrival_prompt": 40,
+        "distinct": True,
+    },
+    # offline prompts of 480 tokens: whole beside the decodes alone, but not beside a
+    # started online prompt, where a partial chunk may not follow it
+    "churn-partial": {
+        **_CHURN,
+        "seqs": 24,
+        "blocks": 2000,
+        "offline": 60,
+        "offline_prompt": 480,
+        "arrivals": tuple(range(4, 160)),
+        "arrival_prompt": 40,
+        "distinct": True,
+    },
+    # yielding to prompts: a step that starts an online prompt takes no offline work
+    "churn-yield": {
+        **_CHURN,
+        "control": OfflineControl(mode="budget", budget_ms=50.0, yield_to_prompts=True),
+        "prompts": False,
+    },
     # HyGen*: queued work starts at a rate
     "qps": _case(
         OfflineControl(mode="qps", qps=40.0),
@@ -234,7 +267,6 @@ SHORTCUT_CASES = {
         online=3,
         offline=16,
         arrivals=(9,),
-        bulk=True,
     ),
 }
 
@@ -298,6 +330,30 @@ def _count_bulk_admissions(monkeypatch: pytest.MonkeyPatch) -> list[int]:
     return taken
 
 
+def _count_steady_shapes(s: HyGenScheduler) -> dict[str, int]:
+    """Count the steady-state steps that planned online prompts from the waiting queue,
+    and those that left offline requests out with only their last token in flight."""
+    seen = {"prompts": 0, "idle": 0}
+    inner, plan = s._schedule_steady, s._step_plan
+
+    def planned(items: dict, prefills: list, *a: Any, **kw: Any) -> Any:
+        seen["plan"] = bool(prefills)  # online prompts, before offline starts join them
+        return plan(items, prefills, *a, **kw)
+
+    def counted(throttle_prefills: bool) -> Any:
+        seen["plan"] = False
+        idle = [r for r in s.running if r.request_id in s.offline_ids]
+        out = inner(throttle_prefills)
+        if out is not None:
+            seen["prompts"] += seen["plan"]
+            seen["idle"] += any(r.request_id not in out.num_scheduled_tokens for r in idle)
+        return out
+
+    s._step_plan = planned  # type: ignore[method-assign]
+    s._schedule_steady = counted  # type: ignore[method-assign]
+    return seen
+
+
 def _count_steady_steps(s: HyGenScheduler) -> list[int]:
     """Count the steps the steady-state shortcut scheduled (it returns None otherwise)."""
     taken = [0]
@@ -345,11 +401,19 @@ def test_the_per_step_shortcuts_change_no_step_and_no_record(
         if c["stops"]:
             _stop_early(online, 15, 7)
             _stop_early(offline, 25, 3)
-        late = {
-            k: requests(1, prompt=c["arrival_prompt"] or 300 + 10 * k, out=12, prefix=f"late{k}-")
-            for k in c["arrivals"]
-        }
+        late: dict[int, list] = {}  # a step listed j + 1 times gets j + 1 arrivals
+        for i, k in enumerate(c["arrivals"]):
+            j = len(late.get(k, ()))
+            late.setdefault(k, []).extend(
+                requests(
+                    1, prompt=c["arrival_prompt"] or 300 + 10 * k, out=12,
+                    prefix=f"late{k}-" if not j else f"late{k}.{j}-",
+                    # else they share a cached prefix (and offline prompts use 0 ..)
+                    start=1000 + i if c["distinct"] else 0,
+                )
+            )  # fmt: skip
         steady = _count_steady_steps(s)
+        shapes = _count_steady_shapes(s)
         run = drive(s, online + offline, 2 if async_on else 1, arrivals=late)
         recs = [r.model_dump(exclude={"measured_s"}) for r in s.trace.records]
         runs.append((run.steps, run.tokens, recs))
@@ -360,6 +424,10 @@ def test_the_per_step_shortcuts_change_no_step_and_no_record(
                 assert carried["dropped"] > 0, "no carried scan took out a stopped request"
             if c["bulk"]:
                 assert bulk[0] > 0, "no general step admitted the offline decodes at once"
+            if c["prompts"]:
+                assert shapes["prompts"] > 0, "no steady-state step planned a waiting prompt"
+                if async_on:
+                    assert shapes["idle"] > 0, "no steady-state step left an idle request out"
     assert runs[0][0] == runs[1][0]
     assert runs[0][1] == runs[1][1]
     assert runs[0][2] == runs[1][2]

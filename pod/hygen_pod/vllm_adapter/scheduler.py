@@ -107,6 +107,17 @@ class OfflineDecodes:
     edge: list[tuple[Request, int]] = field(default_factory=list)
 
 
+@dataclass(slots=True)
+class _WaitingShadow:
+    """What phase 1's shadow of the online waiting queues leaves (`_shadow_waiting`)."""
+
+    tokens_left: int
+    slots_left: int
+    kv_need: int  # KV blocks online work needs this step, the started prompts included
+    started: int  # online prompts the base method will start
+    cut: Request | None  # the prompt the online prefill cap cut short, if any
+
+
 class HyGenScheduler(Scheduler):
     """Online-first scheduler that fills each iteration with offline work up to a budget."""
 
@@ -442,55 +453,16 @@ class HyGenScheduler(Scheduler):
         slots_left = (
             self.max_num_active_reqs - len(online_run) - self.num_waiting_for_streaming_input
         )
-        online_wait_sched = 0
         pool = self.kv_cache_manager.block_pool
         free_now = pool.get_num_free_blocks() - self.kv_cache_manager.watermark_blocks
-        reclaimable: int | None = None  # free blocks once all offline KV is freed
-        for queue, r in itertools.chain(
-            ((self.kv_holding_waiting, r) for r in self.kv_holding_waiting),
-            ((self.waiting, r) for r in self.waiting),
-        ):
-            if chunk.stopped:
-                hidden_wait.append((queue, r))
-                continue
-            if tokens_left <= 0 or slots_left <= 0:
-                break
-            if self._is_blocked_waiting_status(r.status) or r in self.deferred_waiting:
-                continue
-            cached = self._cached_tokens(r)
-            n = r.num_tokens - cached
-            if cap:
-                n = min(n, cap)
-            n = min(n, tokens_left)
-            if n <= 0:
-                continue
-            got = chunk.peek(n, partial_ok)
-            if got <= 0:
-                chunk.grant(n, partial_ok)  # records that online prefills stop here
-                hidden_wait.append((queue, r))
-                continue
-            blocks = cdiv(cached + got, bs)  # conservative: its cached blocks count as new
-            # The base admits a new request only if its KV fits, and with vLLM's
-            # scheduler_reserve_full_isl (the default) only if its whole prompt fits: free
-            # that much (below), and stop where the base would stop even with every
-            # offline block freed, or a long prompt would hold the step's tokens forever.
-            full = cdiv(self._start_tokens(r), bs)
-            blocks, fits = max(blocks, full), max(blocks, full) - cached // bs
-            if kv_need + fits > free_now:  # free blocks alone are short: count the rest
-                if reclaimable is None:
-                    reclaimable = free_now + sum(self._held_blocks(o) for o in offline_run)
-                if kv_need + fits > reclaimable:
-                    break
-            if chunk.grant(n, partial_ok) < n:
-                cut = r
-            n = got
-            online.add(n, cached, r.num_prompt_tokens)
-            plan[r.request_id] = n
-            planned_prefills.append(r.request_id)
-            kv_need += blocks
-            tokens_left -= n
-            slots_left -= 1
-            online_wait_sched += 1
+        wait = self._shadow_waiting(
+            chunk, cap, partial_ok, online, plan, planned_prefills, hidden_wait,
+            tokens_left, slots_left, kv_need, free_now, offline_run,
+        )  # fmt: skip
+        tokens_left, slots_left, kv_need = wait.tokens_left, wait.slots_left, wait.kv_need
+        online_wait_sched = wait.started
+        if wait.cut is not None:
+            cut = wait.cut
         online_tokens = stock_tokens - tokens_left
 
         # --- KV for online first: preempt offline (newest first) if short.
@@ -577,14 +549,86 @@ class HyGenScheduler(Scheduler):
             hidden_wait, hidden_online + idle[room:], online_tokens + granted,
         )  # fmt: skip
 
+    def _shadow_waiting(
+        self,
+        chunk: OnlinePrefillCap,
+        cap: int,
+        partial_ok: bool,
+        online: BatchShape,
+        plan: dict[str, int],
+        planned_prefills: list[str],
+        hidden_wait: list[tuple[Any, Request]],
+        tokens_left: int,
+        slots_left: int,
+        kv_need: int,
+        free_now: int,
+        offline_run: list[Request],
+    ) -> _WaitingShadow:
+        """Phase 1's shadow of the online waiting queues (KV-holding first, then waiting):
+        which prompts the base method will start, and with how many tokens, after the
+        running online work took ``tokens_left``, ``slots_left`` and ``kv_need`` blocks.
+        Adds each to ``online``, ``plan`` and ``planned_prefills``; those the online
+        prefill cap holds back go to ``hidden_wait``. Changes no scheduler state."""
+        bs = self.block_size
+        online_wait_sched = 0
+        cut: Request | None = None
+        reclaimable: int | None = None  # free blocks once all offline KV is freed
+        for queue, r in itertools.chain(
+            ((self.kv_holding_waiting, r) for r in self.kv_holding_waiting),
+            ((self.waiting, r) for r in self.waiting),
+        ):
+            if chunk.stopped:
+                hidden_wait.append((queue, r))
+                continue
+            if tokens_left <= 0 or slots_left <= 0:
+                break
+            if self._is_blocked_waiting_status(r.status) or r in self.deferred_waiting:
+                continue
+            cached = self._cached_tokens(r)
+            n = r.num_tokens - cached
+            if cap:
+                n = min(n, cap)
+            n = min(n, tokens_left)
+            if n <= 0:
+                continue
+            got = chunk.peek(n, partial_ok)
+            if got <= 0:
+                chunk.grant(n, partial_ok)  # records that online prefills stop here
+                hidden_wait.append((queue, r))
+                continue
+            blocks = cdiv(cached + got, bs)  # conservative: its cached blocks count as new
+            # The base admits a new request only if its KV fits, and with vLLM's
+            # scheduler_reserve_full_isl (the default) only if its whole prompt fits: free
+            # that much (below), and stop where the base would stop even with every
+            # offline block freed, or a long prompt would hold the step's tokens forever.
+            full = cdiv(self._start_tokens(r), bs)
+            blocks, fits = max(blocks, full), max(blocks, full) - cached // bs
+            if kv_need + fits > free_now:  # free blocks alone are short: count the rest
+                if reclaimable is None:
+                    reclaimable = free_now + sum(self._held_blocks(o) for o in offline_run)
+                if kv_need + fits > reclaimable:
+                    break
+            if chunk.grant(n, partial_ok) < n:
+                cut = r
+            n = got
+            online.add(n, cached, r.num_prompt_tokens)
+            plan[r.request_id] = n
+            planned_prefills.append(r.request_id)
+            kv_need += blocks
+            tokens_left -= n
+            slots_left -= 1
+            online_wait_sched += 1
+        return _WaitingShadow(tokens_left, slots_left, kv_need, online_wait_sched, cut)
+
     def _schedule_steady(self, throttle_prefills: bool):
         """The steady state, with the general method's decisions at a fraction of its cost:
-        every running request decodes one token, nothing online waits, the KV cache has
-        room for every decode, and every running offline decode fits the step (budget,
-        tokens, slots, blocks). Then phase 1 gives each online decode its token and
-        phase 2 admits every running offline decode, so both are worked out from one pass
-        over the running list (`steady_scan`, or carried from the last step); the queue's
-        head is then offered as usual.
+        every running request decodes one token, the KV cache has room for every decode
+        and every online prompt the base method will start, and every running offline
+        decode fits the step (budget, tokens, slots, blocks). Then phase 1 gives each
+        online decode its token and phase 2 admits every running offline decode, so both
+        are worked out from one pass over the running list (`steady_scan`, or carried from
+        the last step); online prompts that wait are planned as the general method plans
+        them (`_shadow_waiting`), and the offline queue's head is then offered as usual.
         Returns None, having changed nothing, when any condition fails (the general method
         runs).
 
@@ -592,7 +636,7 @@ class HyGenScheduler(Scheduler):
         phase 2's per-candidate budget check passes for all of them exactly when it passes
         for the last (costs are non-negative, so the running sum never falls), and the
         predicted sum is accumulated in the same order. The shortcut test compares both."""
-        if self.waiting or self.kv_holding_waiting or self.num_waiting_for_streaming_input:
+        if self.num_waiting_for_streaming_input:
             return None
         control = self.control
         if control.online_only or not self.offline_ids:
@@ -607,11 +651,11 @@ class HyGenScheduler(Scheduler):
             if scan is None:
                 return None
         online_run, offline_run = scan.online_run, scan.offline_run
-        n_on, n_off = len(online_run), len(offline_run)
+        n_on, n_off = len(online_run) - scan.online_idle, len(offline_run)  # decodes
         if not n_off:
             return None
         stock_tokens = self.max_num_scheduled_tokens
-        slots = self.max_num_active_reqs - n_on
+        slots = self.max_num_active_reqs - len(online_run)
         if n_on + n_off > stock_tokens or n_off > slots:
             return None
         held = self._held_blocks
@@ -620,19 +664,35 @@ class HyGenScheduler(Scheduler):
             kv_need += max(0, (c + lookahead + bs) // bs - held(r))
         pool = self.kv_cache_manager.block_pool
         free = pool.get_num_free_blocks() - self.kv_cache_manager.watermark_blocks
-        if kv_need > free:
-            return None  # offline work must give way: the general method preempts
         on_sum, on_sq = scan.on_sum, scan.on_sq
         online = BatchShape()
         online.add_decodes(n_on, on_sum, on_sq)
-        budget_s = self._budget_s()
+        plan, prefills = scan.plan, []
+        hidden_wait: list[tuple[Any, Request]] = []
+        online_waiting = len(self.waiting) + len(self.kv_holding_waiting)
+        # as the general method sizes it
+        cap = self._long_prefill_cap(len(online_run) + online_waiting)
+        tokens_left = stock_tokens - n_on
+        chunk = OnlinePrefillCap(control.online_prefill_cap, bool(online_run))
+        started = 0
+        if online_waiting:
+            wait = self._shadow_waiting(
+                chunk, cap, bool(self.scheduler_config.enable_chunked_prefill), online, plan,
+                prefills, hidden_wait, tokens_left, slots, kv_need, free, offline_run,
+            )  # fmt: skip
+            tokens_left, slots, kv_need, started = (
+                wait.tokens_left, wait.slots_left, wait.kv_need, wait.started,
+            )  # fmt: skip
+        if kv_need > free:
+            return None  # offline work must give way: the general method preempts
+        budget_s = step_budget(self._budget_s(), control.yield_to_prompts, online, online_waiting)
         limits = Limits(
             budget_s=budget_s,
-            tokens=stock_tokens - n_on,
+            tokens=tokens_left,
             free_blocks=max(0, free - kv_need),
             slots=max(0, slots),
             block_size=bs,
-            allow_partial=True,
+            allow_partial=started == 0 and not chunk.cut,
         )
         admitter = Admitter(self.predictor if budget_s is not None else None, online, limits)
         if admitter.closed:
@@ -643,7 +703,6 @@ class HyGenScheduler(Scheduler):
         ):
             return None
         # --- Committed: every running request runs its decode.
-        cap = self._long_prefill_cap(n_on)  # as the general method sizes it (none waits)
         got = fill_offline(
             admitter,
             [],
@@ -652,19 +711,21 @@ class HyGenScheduler(Scheduler):
             lambda r: self._waiting_candidate(r, cap),
             bucket=self._bucket if control.mode == "qps" else None,
             progress_chunk=None,  # offline decodes were admitted
-            start_new=True,
+            start_new=not chunk.cut,
         )
         self._progress_step = False
         granted = n_off + admitter.granted_tokens
+        online_tokens = stock_tokens - tokens_left
         if self._carry_ok:
             self._steady_step = (scan, carry)
         self._plan = self._step_plan(
-            scan.plan, [], (n_on + n_off, on_sum + off_sum, on_sq + off_sq), admitter, n_on,
-            granted, bulk=n_off,
+            plan, prefills, (n_on + n_off, on_sum + off_sum, on_sq + off_sq), admitter,
+            online_tokens, granted, bulk=n_off,
         )  # fmt: skip
+        idle, room = scan.offline_idle, max(0, admitter.slots)
         return self._run_arranged(
-            throttle_prefills, online_run, offline_run, [], [], got.started, [], [],
-            n_on + granted,
+            throttle_prefills, online_run, offline_run, idle[:room], [], got.started,
+            hidden_wait, idle[room:], online_tokens + granted,
         )  # fmt: skip
 
     def _run_arranged(

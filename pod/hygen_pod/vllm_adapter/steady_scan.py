@@ -14,7 +14,7 @@ the request objects after vLLM's own step (docs/benchmarks.md, "Scheduler overhe
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from vllm.v1.request import Request
 
@@ -34,6 +34,12 @@ class SteadyScan:
     shift: int  # add to each of ``off_ctx``
     online_edge: list[tuple[Request, int]]  # (request, computed) at a block boundary
     offline_edge: list[tuple[Request, int]]
+    # Async: requests with only their last token in flight compute nothing this step (the
+    # base skips them, as the general method's `_split_wants` counts them): online ones
+    # stay in ``online_run`` (``online_idle`` of them), offline ones are apart. A scan
+    # with idle requests is not carried.
+    online_idle: int = 0
+    offline_idle: list[Request] = field(default_factory=list)
     # For a carry, from a full scan only: each scanned request's computed tokens (in the
     # scanned list's order), the largest, and the fewest tokens any has left to its end.
     scanned: list[Request] | None = None
@@ -47,21 +53,22 @@ def steady_scan(
 ) -> SteadyScan | None:
     """One pass over the running list: None unless every request decodes exactly one
     token past its prompt (as the general method counts it), short of the model length,
-    and, with tokens in flight (async), none has only its last token left; else each
-    side's requests, context sums and the requests whose next token (with the look-ahead)
-    needs a block past those covering their computed tokens (only those may be short).
+    or (async) has only its last token left, in flight (idle this step); else each side's
+    requests, context sums and the requests whose next token (with the look-ahead) needs a
+    block past those covering their computed tokens (only those may be short).
 
     A plain loop: CPython 3.11 specializes its attribute reads, which makes it several
     times cheaper than the ~20 `map`/`attrgetter` passes it replaced (the overhead bench)."""
     online_run: list[Request] = []
     offline_run: list[Request] = []
+    offline_idle: list[Request] = []
     ids: list[str] = []
     off_ctx: list[int] = []
     computed: list[int] = []
     online_edge: list[tuple[Request, int]] = []
     offline_edge: list[tuple[Request, int]] = []
     on_sum = on_sq = off_sum = off_sq = 0
-    in_flight = near_end = False
+    online_idle = 0
     last = max_model_len - 2
     max_c = 0
     min_left = 1 << 62
@@ -69,13 +76,18 @@ def steady_scan(
         c = r.num_computed_tokens
         ph = r.num_output_placeholders
         prompt = r.num_prompt_tokens
-        if r.num_tokens_with_spec + ph - c != 1 or c < prompt or c >= last:
+        if r.num_tokens_with_spec + ph - c != 1 or c < prompt:
             return None
-        if ph:
-            in_flight = True
         left = prompt + r.max_tokens - c
-        if left <= 2 - ph:
-            near_end = True
+        if ph and left <= 2 - ph:  # its last token is in flight: the base skips it
+            if r.request_id in offline_ids:
+                offline_idle.append(r)
+            else:
+                online_run.append(r)
+                online_idle += 1
+            continue
+        if c >= last:
+            return None
         if left < min_left:
             min_left = left
         if c > max_c:
@@ -98,11 +110,11 @@ def steady_scan(
             on_sq += x * x
             if edge:
                 online_edge.append((r, c))
-    if in_flight and near_end:
-        return None
+    carried = not online_idle and not offline_idle
     return SteadyScan(
         online_run, offline_run, dict.fromkeys(ids, 1), on_sum, on_sq, off_sum, off_sq,
-        off_ctx, 0, online_edge, offline_edge, running, computed, max_c, min_left,
+        off_ctx, 0, online_edge, offline_edge, online_idle, offline_idle,
+        running if carried else None, computed if carried else None, max_c, min_left,
     )  # fmt: skip
 
 
