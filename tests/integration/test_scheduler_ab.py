@@ -1,0 +1,50 @@
+"""bench/scheduler_ab.py: a git revision's scheduler runs beside the working tree's, and a
+difference in any step's schedule is caught."""
+
+from __future__ import annotations
+
+import importlib.util
+import sys
+from pathlib import Path
+
+import pytest
+
+pytest.importorskip("vllm")
+
+_PATH = Path(__file__).resolve().parents[2] / "bench" / "scheduler_ab.py"
+_spec = importlib.util.spec_from_file_location("scheduler_ab_bench", _PATH)
+assert _spec is not None and _spec.loader is not None
+ab = importlib.util.module_from_spec(_spec)
+sys.modules[_spec.name] = ab
+_spec.loader.exec_module(ab)
+
+
+@pytest.fixture(scope="module")
+def head(tmp_path_factory: pytest.TempPathFactory):
+    return ab.load_revision("HEAD", tmp_path_factory.mktemp("rev"))
+
+
+def test_an_unknown_revision_is_refused_by_name(tmp_path: Path) -> None:
+    with pytest.raises(SystemExit, match="no-such-revision"):
+        ab.load_revision("no-such-revision", tmp_path)
+
+
+def test_a_revision_runs_beside_the_tree_and_a_changed_decision_shows(head) -> None:
+    sched, control, pred = head
+    stock = ab.so._ProbedAsync
+
+    class Rev(ab.so._OwnInsideBase, sched.HyGenScheduler, stock):  # type: ignore[misc,name-defined]
+        pass
+
+    weights = (["intercept", "num_decodes"], [0.001, 1e-6])
+
+    def rev(budget_ms: float) -> tuple:
+        return ("HEAD", Rev, control.OfflineControl(mode="budget", budget_ms=budget_ms),
+                pred.LatencyPredictor(*weights))  # fmt: skip
+
+    a, b = ab.run_case("churn", 16, 30, True, [rev(1000.0), rev(1000.0)])
+    assert a["outs"] and a["outs"] == b["outs"]
+    assert len(a["added"]) == len(b["total"]) == 30
+    # a budget that admits only a few offline decodes: other schedules, and the run sees it
+    a, b = ab.run_case("churn", 16, 30, True, [rev(1000.0), rev(1.005)])
+    assert a["outs"] != b["outs"]
