@@ -673,9 +673,11 @@ class HyGenScheduler(Scheduler):
         # as the general method sizes it
         cap = self._long_prefill_cap(len(online_run) + online_waiting)
         tokens_left = stock_tokens - n_on
-        chunk = OnlinePrefillCap(control.online_prefill_cap, bool(online_run))
+        budget_s = self._budget_s()
+        cut = False  # the online prefill cap cut a prompt: it is the step's last item
         started = 0
-        if online_waiting:
+        if online_waiting:  # as the general method's phase 1, then its step budget
+            chunk = OnlinePrefillCap(control.online_prefill_cap, bool(online_run))
             wait = self._shadow_waiting(
                 chunk, cap, bool(self.scheduler_config.enable_chunked_prefill), online, plan,
                 prefills, hidden_wait, tokens_left, slots, kv_need, free, offline_run,
@@ -683,16 +685,17 @@ class HyGenScheduler(Scheduler):
             tokens_left, slots, kv_need, started = (
                 wait.tokens_left, wait.slots_left, wait.kv_need, wait.started,
             )  # fmt: skip
+            cut = chunk.cut
+            budget_s = step_budget(budget_s, control.yield_to_prompts, online, online_waiting)
         if kv_need > free:
             return None  # offline work must give way: the general method preempts
-        budget_s = step_budget(self._budget_s(), control.yield_to_prompts, online, online_waiting)
         limits = Limits(
             budget_s=budget_s,
             tokens=tokens_left,
             free_blocks=max(0, free - kv_need),
             slots=max(0, slots),
             block_size=bs,
-            allow_partial=started == 0 and not chunk.cut,
+            allow_partial=started == 0 and not cut,
         )
         admitter = Admitter(self.predictor if budget_s is not None else None, online, limits)
         if admitter.closed:
@@ -711,7 +714,7 @@ class HyGenScheduler(Scheduler):
             lambda r: self._waiting_candidate(r, cap),
             bucket=self._bucket if control.mode == "qps" else None,
             progress_chunk=None,  # offline decodes were admitted
-            start_new=not chunk.cut,
+            start_new=not cut,
         )
         self._progress_step = False
         granted = n_off + admitter.granted_tokens
