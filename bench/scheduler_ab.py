@@ -30,10 +30,8 @@ import subprocess
 import sys
 import tarfile
 import tempfile
-from collections import deque
 from pathlib import Path
 from types import ModuleType
-from typing import Any
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
@@ -43,7 +41,7 @@ import scheduler_overhead as so  # noqa: E402
 
 from hygen_pod.contract.control import OfflineControl  # noqa: E402
 from hygen_pod.policy.predictor import LatencyPredictor  # noqa: E402
-from tests.helpers.sched_harness import build, model_output  # noqa: E402
+from tests.helpers.sched_harness import build  # noqa: E402
 
 CASES = ("churn", "backlog", "online")
 
@@ -70,69 +68,37 @@ def load_revision(rev: str, into: Path) -> tuple[ModuleType, ModuleType, ModuleT
     )
 
 
-def _variant(name: str, cls: type, control: Any, predictor: Any, model: Path, kw: dict) -> dict:
-    s = build(cls, model, **kw)
-    s.predictor = predictor
-    s.set_control(control)
-    return {"name": name, "s": s, "queue": deque(), "spent": {}, "added": [], "total": [],
-            "outs": []}  # fmt: skip
-
-
 def run_case(case: str, n: int, steps: int, async_on: bool, variants: list[tuple]) -> list[dict]:
-    """Both schedulers on ``case`` with ``n`` running, one step each in turn."""
-    warm = n * so.PROMPT // so.STEP_TOKENS + 20 + (200 if case == "churn" else 0)
-    blocks = n * -(-(so.PROMPT + warm + steps + 64) // 16) + 64
-    kw = {"async_scheduling": async_on, "max_seqs": n, "num_blocks": blocks,
+    """Both schedulers on ``case`` with ``n`` running, one step each in turn; each
+    variant's name and its `scheduler_overhead.Stepper`, all outputs back."""
+    warm = so.warmup_steps(n, case)
+    kw = {"async_scheduling": async_on, "max_seqs": n, "num_blocks": so.kv_blocks(n, steps),
           "max_tokens": so.STEP_TOKENS}  # fmt: skip
-    queue = 2 if async_on else 1
     with tempfile.TemporaryDirectory() as tmp:
         model = Path(tmp) / "tiny"
         so.build_tiny_llama(model)
         runs = []
         for name, cls, control, predictor in variants:
-            v = _variant(name, cls, control, predictor, model, kw)
-            v["churn"], reqs = so.fresh(case, n)
+            s = build(cls, model, **kw)
+            s.predictor = predictor
+            s.set_control(control)
+            churn, reqs = so.fresh(case, n)
             for r in reqs:
-                v["s"].add_request(r)
-            runs.append(v)
+                s.add_request(r)
+            runs.append({"name": name, "run": so.Stepper(s, 2 if async_on else 1, warm, churn,
+                                                         keep_outs=True)})  # fmt: skip
         gc.collect()
         gc.freeze()
         try:
             for k in range(warm + steps):
                 for v in runs if k % 2 else runs[::-1]:
-                    _step(v, k, warm, queue)
+                    v["run"].step(k)
             for v in runs:  # the last steps' outputs, still in flight
-                while v["queue"]:
-                    _update(v, warm)
+                while v["run"].queue:
+                    v["run"].update()
         finally:
             gc.unfreeze()
     return runs
-
-
-def _step(v: dict, k: int, warm: int, queue: int) -> None:
-    s = v["s"]
-    b0, t0 = s.base_s, so.clock()
-    out = s.schedule()
-    v["spent"][k] = (so.clock() - t0, s.base_s - b0)
-    v["queue"].appendleft((k, out, model_output(s, out)))
-    if len(v["queue"]) >= queue:
-        _update(v, warm)
-
-
-def _update(v: dict, warm: int) -> None:
-    s = v["s"]
-    j, o, res = v["queue"].pop()
-    b0, t0 = s.base_s, so.clock()
-    s.update_from_output(o, res)
-    total, base = v["spent"].pop(j)
-    total += so.clock() - t0
-    base += s.base_s - b0
-    if j >= warm:
-        v["added"].append(total - base)
-        v["total"].append(total)
-        v["outs"].append(sorted(o.num_scheduled_tokens.items()))
-    if v["churn"] is not None:
-        v["churn"].after_update(s, j >= warm)
 
 
 def main() -> int:
@@ -176,14 +142,18 @@ def main() -> int:
                     # odd runs build the revision's scheduler first: the one built first
                     # ran ~100 us slower at 256 against an identical revision
                     order = variants if i % 2 == 0 else variants[::-1]
-                    got = {v["name"]: v for v in run_case(case, n, args.steps, async_on, order)}
+                    got = {
+                        v["name"]: v["run"] for v in run_case(case, n, args.steps, async_on, order)
+                    }
                     a, b = got["tree"], got[args.against]
-                    if a["outs"] != b["outs"]:
+                    if a.outs != b.outs:
                         raise SystemExit(f"{case} at {n}: the two schedulers scheduled differently")
                     med = statistics.median
-                    per_run.append(
-                        (med(a["added"]), med(b["added"]), med(a["total"]), med(b["total"]))
-                    )
+                    per_run.append((
+                        med(t - x for t, x in zip(a.totals, a.bases, strict=True)),
+                        med(t - x for t, x in zip(b.totals, b.bases, strict=True)),
+                        med(a.totals), med(b.totals),
+                    ))  # fmt: skip
                 cols = [statistics.median(r[i] for r in per_run) * 1e6 for i in range(4)]
                 ratios = " ".join(f"{r[0] / r[1]:.2f}" for r in per_run)
                 print(f"{n:>7} {case:<8} {cols[0]:>11.0f} {cols[1]:>10.0f} "

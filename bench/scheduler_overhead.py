@@ -195,6 +195,70 @@ def _short(k: int) -> int:
     return 32 + (k * 37) % 97
 
 
+class Stepper:
+    """Drives a scheduler as the engine core does, with ``queue_size`` batches in flight:
+    `step` schedules step k and gives back the oldest output once the queue is full. Per
+    measured step (k >= ``warmup``) it keeps the seconds of schedule() +
+    update_from_output() (``totals``), the part spent in the stock methods (``bases``, 0
+    for a stock scheduler) and, with ``keep_outs``, what was scheduled (``outs``); each
+    measured step's batch goes to ``batches`` (`step_batch`), when given."""
+
+    def __init__(
+        self,
+        s: Scheduler,
+        queue_size: int,
+        warmup: int,
+        churn: Churn | None = None,
+        batches: list | None = None,
+        keep_outs: bool = False,
+    ) -> None:
+        self.s, self.queue_size, self.warmup = s, queue_size, warmup
+        self.churn, self.batches, self.keep_outs = churn, batches, keep_outs
+        self.queue: deque = deque()
+        self.spent: dict[int, tuple[float, float]] = {}
+        self.totals: list[float] = []
+        self.bases: list[float] = []
+        self.outs: list[list[tuple[str, int]]] = []
+
+    def step(self, k: int) -> None:
+        s = self.s
+        b0, t0 = getattr(s, "base_s", 0.0), clock()
+        out = s.schedule()
+        self.spent[k] = (clock() - t0, getattr(s, "base_s", 0.0) - b0)
+        self.queue.appendleft((k, out, model_output(s, out)))
+        if self.batches is not None and k >= self.warmup:
+            self.batches.append(step_batch(s, out))
+        if len(self.queue) >= self.queue_size:
+            self.update()
+
+    def update(self) -> None:
+        """Give back the oldest output in flight."""
+        s = self.s
+        k, o, res = self.queue.pop()
+        b0, t0 = getattr(s, "base_s", 0.0), clock()
+        s.update_from_output(o, res)
+        total, base = self.spent.pop(k)
+        if k >= self.warmup:
+            self.totals.append(total + clock() - t0)
+            self.bases.append(base + getattr(s, "base_s", 0.0) - b0)
+            if self.keep_outs:
+                self.outs.append(sorted(o.num_scheduled_tokens.items()))
+        if self.churn is not None:
+            self.churn.after_update(s, k >= self.warmup)
+
+
+def warmup_steps(n: int, case: str) -> int:
+    """Steps before measuring: all prompts prefilled and decoding steadily; with churn,
+    past the first generation of requests too."""
+    return n * PROMPT // STEP_TOKENS + 20 + (200 if case == "churn" else 0)
+
+
+def kv_blocks(n: int, steps: int) -> int:
+    """KV for every running request to the end of the run, so all N really run (and
+    nobody is preempted) while we measure."""
+    return n * -(-(PROMPT + warmup_steps(n, "backlog") + steps + 64) // 16) + 64
+
+
 def timed_steps(
     s: Scheduler,
     reqs: list,
@@ -204,38 +268,17 @@ def timed_steps(
     churn: Churn | None = None,
     batches: list | None = None,
 ) -> tuple[list[float], list[float]]:
-    """Per measured step: total seconds of schedule() + update_from_output(), and the
-    part spent in the stock methods (0 for a stock scheduler); each measured step's
-    batch appended to ``batches`` (`step_batch`), when given."""
+    """`Stepper`'s per-step times (totals, stock part) for ``steps`` measured steps of
+    ``s`` running ``reqs``; the last outputs stay in flight, as in a running engine."""
     for r in reqs:
         s.add_request(r)
     gc.collect()
     gc.freeze()  # as vLLM's engine core does after start-up
-    queue: deque = deque()
-    spent: dict[int, tuple[float, float]] = {}
-    totals, bases = [], []
-    n = 0
-    while n < warmup + steps:
-        b0, t0 = getattr(s, "base_s", 0.0), clock()
-        out = s.schedule()
-        spent[n] = (clock() - t0, getattr(s, "base_s", 0.0) - b0)
-        queue.appendleft((n, out, model_output(s, out)))
-        if batches is not None and n >= warmup:
-            batches.append(step_batch(s, out))
-        n += 1
-        if len(queue) < queue_size:
-            continue
-        k, o, res = queue.pop()
-        b0, t0 = getattr(s, "base_s", 0.0), clock()
-        s.update_from_output(o, res)
-        total, base = spent.pop(k)
-        if k >= warmup:
-            totals.append(total + clock() - t0)
-            bases.append(base + getattr(s, "base_s", 0.0) - b0)
-        if churn is not None:
-            churn.after_update(s, k >= warmup)
+    run = Stepper(s, queue_size, warmup, churn, batches)
+    for k in range(warmup + steps):
+        run.step(k)
     gc.unfreeze()
-    return totals, bases
+    return run.totals, run.bases
 
 
 def step_batch(s: Scheduler, out: Any) -> tuple[tuple[tuple[int, int], ...], tuple[int, ...]]:
@@ -324,13 +367,10 @@ def main() -> int:
               f"{'added % of step':>15} {'N-decode step ms':>16} "
               f"{'added, no shortcuts':>19} {'HyGen, no shortcuts':>19}")  # fmt: skip
         for n in args.running:
-            warmup = n * PROMPT // STEP_TOKENS + 20  # all prompts prefilled, decoding steadily
             decode_ms = None
             if oracle is not None:
                 decode_ms = oracle.step_seconds(MixedBatch((), (PROMPT + 100,) * n)) * 1e3
-            # KV for every running request to the end of the run, so all N really run
-            # (and nobody is preempted) while we measure
-            blocks = n * -(-(PROMPT + warmup + args.steps + 64) // 16) + 64
+            blocks = kv_blocks(n, args.steps)
             for case in args.cases:
                 backlog = case == "backlog"
                 kw = {
@@ -344,7 +384,7 @@ def main() -> int:
                 batches: list = []  # what HyGen scheduled in its measured steps
                 for _ in range(args.repeats):
                     churn, reqs = fresh(case, n)
-                    warm = warmup + (200 if churn else 0)  # past the first generation
+                    warm = warmup_steps(n, case)
                     stock = build(stock_cls, model, **kw)
                     t_stock, _ = timed_steps(stock, reqs, queue, warm, args.steps, churn)
                     check(stock, n, case, churn)

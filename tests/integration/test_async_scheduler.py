@@ -330,10 +330,11 @@ def _count_bulk_admissions(monkeypatch: pytest.MonkeyPatch) -> list[int]:
     return taken
 
 
-def _count_steady_shapes(s: HyGenScheduler) -> dict[str, int]:
-    """Count the steady-state steps that planned online prompts from the waiting queue,
-    and those that left offline requests out with only their last token in flight."""
-    seen = {"prompts": 0, "idle": 0}
+def _count_steady_steps(s: HyGenScheduler) -> dict[str, int]:
+    """Count the steps the steady-state shortcut scheduled (it returns None otherwise),
+    those of them that planned online prompts from the waiting queue, and those that left
+    offline requests out with only their last token in flight."""
+    seen = {"steps": 0, "prompts": 0, "idle": 0}
     inner, plan = s._schedule_steady, s._step_plan
 
     def planned(items: dict, prefills: list, *a: Any, **kw: Any) -> Any:
@@ -345,6 +346,7 @@ def _count_steady_shapes(s: HyGenScheduler) -> dict[str, int]:
         idle = [r for r in s.running if r.request_id in s.offline_ids]
         out = inner(throttle_prefills)
         if out is not None:
+            seen["steps"] += 1
             seen["prompts"] += seen["plan"]
             seen["idle"] += any(r.request_id not in out.num_scheduled_tokens for r in idle)
         return out
@@ -352,20 +354,6 @@ def _count_steady_shapes(s: HyGenScheduler) -> dict[str, int]:
     s._step_plan = planned  # type: ignore[method-assign]
     s._schedule_steady = counted  # type: ignore[method-assign]
     return seen
-
-
-def _count_steady_steps(s: HyGenScheduler) -> list[int]:
-    """Count the steps the steady-state shortcut scheduled (it returns None otherwise)."""
-    taken = [0]
-    inner = s._schedule_steady
-
-    def counted(throttle_prefills: bool):
-        out = inner(throttle_prefills)
-        taken[0] += out is not None
-        return out
-
-    s._schedule_steady = counted  # type: ignore[method-assign]
-    return taken
 
 
 @pytest.mark.parametrize("async_on", [True, False], ids=["async", "sync"])
@@ -413,21 +401,20 @@ def test_the_per_step_shortcuts_change_no_step_and_no_record(
                 )
             )  # fmt: skip
         steady = _count_steady_steps(s)
-        shapes = _count_steady_shapes(s)
         run = drive(s, online + offline, 2 if async_on else 1, arrivals=late)
         recs = [r.model_dump(exclude={"measured_s"}) for r in s.trace.records]
         runs.append((run.steps, run.tokens, recs))
         if s.fast_paths:  # the case reached the steady state: the comparison covers it
-            assert steady[0] > 0, "the steady-state step never ran"
+            assert steady["steps"] > 0, "the steady-state step never ran"
             assert carried["carried"] > 0, "no step used a carried scan"
             if c["stops"]:
                 assert carried["dropped"] > 0, "no carried scan took out a stopped request"
             if c["bulk"]:
                 assert bulk[0] > 0, "no general step admitted the offline decodes at once"
             if c["prompts"]:
-                assert shapes["prompts"] > 0, "no steady-state step planned a waiting prompt"
+                assert steady["prompts"] > 0, "no steady-state step planned a waiting prompt"
                 if async_on:
-                    assert shapes["idle"] > 0, "no steady-state step left an idle request out"
+                    assert steady["idle"] > 0, "no steady-state step left an idle request out"
     assert runs[0][0] == runs[1][0]
     assert runs[0][1] == runs[1][1]
     assert runs[0][2] == runs[1][2]

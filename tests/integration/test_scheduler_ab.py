@@ -47,9 +47,9 @@ def test_a_revision_runs_beside_the_tree_and_a_changed_decision_shows(head) -> N
         return ("HEAD", Rev, control.OfflineControl(mode="budget", budget_ms=budget_ms),
                 pred.LatencyPredictor(*weights))  # fmt: skip
 
-    a, b = ab.run_case("churn", 16, 30, True, [rev(1000.0), rev(1000.0)])
-    assert a["outs"] and a["outs"] == b["outs"]
-    assert len(a["added"]) == len(b["total"]) == 30
+    a, b = (v["run"] for v in ab.run_case("churn", 16, 30, True, [rev(1000.0), rev(1000.0)]))
+    assert a.outs and a.outs == b.outs
+    assert len(a.totals) == len(b.bases) == len(a.outs) == 30
     # a budget that admits only a few offline decodes: other schedules, and the run sees it
-    a, b = ab.run_case("churn", 16, 30, True, [rev(1000.0), rev(1.005)])
-    assert a["outs"] != b["outs"]
+    a, b = (v["run"] for v in ab.run_case("churn", 16, 30, True, [rev(1000.0), rev(1.005)]))
+    assert a.outs != b.outs
