@@ -188,11 +188,12 @@ def main() -> int:
         "--online-prefill-caps",
         nargs="*",
         type=int,
-        default=[512, 256],
+        default=[1024, 768, 512, 384, 256],
         metavar="TOKENS",
         help="online prefill caps searched jointly with HyGen's budget and HyGen*'s QPS "
         "(vLLM's chunking is always a candidate and has its own HyGen row); give the "
-        "option with no value for vLLM's chunking only",
+        "option with no value for vLLM's chunking only (default: 1024 768 512 384 256; "
+        "before 2026-12-02: 512 256)",
     )
     ap.add_argument(
         "--reference",

@@ -93,7 +93,8 @@ class Profiling(Model):
         default_factory=list,
         max_length=8,
         description="online prefill caps (tokens) to search jointly with the budget; vLLM's "
-        "own chunking is always tried too. E.g. [512, 256] for a P99 TBT target",
+        "own chunking is always tried too. E.g. [1024, 768, 512, 384, 256] for a P99 TBT "
+        "target (each accepted cap adds a budget search to profiling)",
     )
     tolerance_reference: Literal["vllmChunking", "chosenChunking"] = Field(
         "vllmChunking",

@@ -367,7 +367,7 @@ def build_parser() -> argparse.ArgumentParser:
         default=[],
         metavar="TOKENS",
         help="online prefill caps to search jointly with the budget and QPS (vLLM's own "
-        "chunking is always tried too); e.g. 512 256 for P99 TBT targets",
+        "chunking is always tried too); e.g. 1024 768 512 384 256 for P99 TBT targets",
     )
     pr.add_argument(
         "--reference",
