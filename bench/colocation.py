@@ -192,8 +192,8 @@ def main() -> int:
         metavar="TOKENS",
         help="online prefill caps searched jointly with HyGen's budget and HyGen*'s QPS "
         "(vLLM's chunking is always a candidate and has its own HyGen row); give the "
-        "option with no value for vLLM's chunking only (default: 1024 768 512 384 256; "
-        "before 2026-12-02: 512 256)",
+        "option with no value for vLLM's chunking only (default: %(default)s; before "
+        "2026-12-02: [512, 256])",
     )
     ap.add_argument(
         "--reference",
