@@ -16,6 +16,18 @@ printed. Against an identical revision (`--against HEAD`, clean tree) at 256 run
 the ratio came out 0.98-1.00 and the total difference -78 to +124 us: read smaller
 differences as noise. The run fails unless both schedulers made the same schedule in
 every measured step: a speed-up must not change a decision.
+
+    python bench/scheduler_ab.py --stock --running 64 256 --cases churn backlog online
+
+With ``--stock`` the other side is stock vLLM (``AsyncScheduler``, or ``Scheduler`` with
+``--sync``) replaying HyGen's schedule: an untimed run of HyGen first records which
+offline requests it started in each step, and the stock scheduler gets each of them as
+an ordinary request just before that step (online requests arrive as for HyGen). Its
+FCFS order then starts the same requests in the same steps, which the same every-step
+check enforces. "tree - stock" is then what HyGen adds to the whole step on the same
+schedule, with the cache misses its own passes take off vLLM's loops counted both ways;
+"added" (HyGen's time outside the stock methods) bounds it from above. It is also
+printed as a share of the kernel-table oracle's H100 step for the batches scheduled.
 """
 
 from __future__ import annotations
@@ -40,10 +52,64 @@ sys.path.insert(0, str(ROOT / "bench"))
 import scheduler_overhead as so  # noqa: E402
 
 from hygen_pod.contract.control import OfflineControl  # noqa: E402
+from hygen_pod.contract.settings import request_class  # noqa: E402
 from hygen_pod.policy.predictor import LatencyPredictor  # noqa: E402
 from tests.helpers.sched_harness import build  # noqa: E402
 
 CASES = ("churn", "backlog", "online")
+STOCK = "stock"  # a variant's name: stock vLLM replaying HyGen's offline starts
+REPLAY_SLACK = 0.1  # the share of measured steps the replay may schedule otherwise
+
+
+class Replay(so.Stepper):
+    """Steps a stock scheduler that gets each offline request (``due``: step -> requests)
+    just before the step in which HyGen started it."""
+
+    def __init__(self, *args, due: dict[int, list], **kw) -> None:  # type: ignore[no-untyped-def]
+        super().__init__(*args, **kw)
+        self.due = due
+
+    def step(self, k: int) -> None:
+        for r in self.due.pop(k, ()):
+            self.s.add_request(r)
+        super().step(k)
+
+
+def _offline(r) -> bool:  # type: ignore[no-untyped-def]
+    return request_class(r.sampling_params.extra_args) == "offline"
+
+
+def offline_starts(case: str, n: int, steps: int, async_on: bool, variant: tuple) -> dict:
+    """Step -> ids of the offline requests ``variant`` (HyGen) started in it, from an
+    untimed run of ``case``; what `Replay` feeds stock vLLM."""
+    _, cls, control, predictor = variant
+    kw = {"async_scheduling": async_on, "max_seqs": n, "num_blocks": so.kv_blocks(n, steps),
+          "max_tokens": so.STEP_TOKENS}  # fmt: skip
+    starts: dict[int, list[str]] = {}
+    with tempfile.TemporaryDirectory() as tmp:
+        model = Path(tmp) / "tiny"
+        so.build_tiny_llama(model)
+        s = build(cls, model, **kw)
+        s.predictor = predictor
+        s.set_control(control)
+        churn, reqs = so.fresh(case, n)
+        for r in reqs:
+            s.add_request(r)
+        run = so.Stepper(s, 2 if async_on else 1, so.warmup_steps(n, case), churn)
+        schedule = s.schedule
+        k = 0
+
+        def recording_schedule(*a, **kwargs):  # type: ignore[no-untyped-def]
+            out = schedule(*a, **kwargs)
+            new = [d.req_id for d in out.scheduled_new_reqs if d.req_id in s.offline_ids]
+            if new:
+                starts[k] = new
+            return out
+
+        s.schedule = recording_schedule  # type: ignore[method-assign]
+        for k in range(so.warmup_steps(n, case) + steps):  # k: read by recording_schedule
+            run.step(k)
+    return starts
 
 
 def load_revision(rev: str, into: Path) -> tuple[ModuleType, ModuleType, ModuleType]:
@@ -68,9 +134,19 @@ def load_revision(rev: str, into: Path) -> tuple[ModuleType, ModuleType, ModuleT
     )
 
 
-def run_case(case: str, n: int, steps: int, async_on: bool, variants: list[tuple]) -> list[dict]:
+def run_case(
+    case: str,
+    n: int,
+    steps: int,
+    async_on: bool,
+    variants: list[tuple],
+    starts: dict | None = None,
+    batches: list | None = None,
+) -> list[dict]:
     """Both schedulers on ``case`` with ``n`` running, one step each in turn; each
-    variant's name and its `scheduler_overhead.Stepper`, all outputs back."""
+    variant's name and its `scheduler_overhead.Stepper`, all outputs back. A variant named
+    `STOCK` is a stock scheduler replaying ``starts`` (`offline_starts`); the first HyGen
+    variant's measured batches go to ``batches`` (`scheduler_overhead.step_batch`)."""
     warm = so.warmup_steps(n, case)
     kw = {"async_scheduling": async_on, "max_seqs": n, "num_blocks": so.kv_blocks(n, steps),
           "max_tokens": so.STEP_TOKENS}  # fmt: skip
@@ -79,14 +155,29 @@ def run_case(case: str, n: int, steps: int, async_on: bool, variants: list[tuple
         so.build_tiny_llama(model)
         runs = []
         for name, cls, control, predictor in variants:
-            s = build(cls, model, **kw)
-            s.predictor = predictor
-            s.set_control(control)
+            # HyGen gives the request slot of an offline request whose last token is in
+            # flight (async) to a new one; stock waits for it to finish. The replay only
+            # holds the requests HyGen started, so more slots let it start them when HyGen
+            # did (the every-step check catches any other effect).
+            seqs = n + max(8, n // 8) if name == STOCK else n
+            s = build(cls, model, **{**kw, "max_seqs": seqs})
             churn, reqs = so.fresh(case, n)
-            for r in reqs:
-                s.add_request(r)
-            runs.append({"name": name, "run": so.Stepper(s, 2 if async_on else 1, warm, churn,
-                                                         keep_outs=True)})  # fmt: skip
+            queue = 2 if async_on else 1
+            if name == STOCK:
+                by_id = {r.request_id: r for r in reqs}
+                due = {k: [by_id[rid] for rid in ids] for k, ids in (starts or {}).items()}
+                for r in reqs:
+                    if not _offline(r):
+                        s.add_request(r)
+                run = Replay(s, queue, warm, churn, keep_outs=True, due=due)
+            else:
+                s.predictor = predictor
+                s.set_control(control)
+                for r in reqs:
+                    s.add_request(r)
+                run = so.Stepper(s, queue, warm, churn, batches, keep_outs=True)
+                batches = None  # the first HyGen variant's batches only
+            runs.append({"name": name, "run": run})
         gc.collect()
         gc.freeze()
         try:
@@ -103,7 +194,11 @@ def run_case(case: str, n: int, steps: int, async_on: bool, variants: list[tuple
 
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("--against", required=True, help="git revision to compare with")
+    side = ap.add_mutually_exclusive_group(required=True)
+    side.add_argument("--against", help="git revision to compare with")
+    side.add_argument(
+        "--stock", action="store_true", help="compare with stock vLLM replaying HyGen's schedule"
+    )
     ap.add_argument("--running", type=int, nargs="+", default=[256])
     ap.add_argument("--cases", nargs="+", default=["churn"], choices=CASES)
     ap.add_argument("--steps", type=int, default=300, help="measured steps per run")
@@ -113,41 +208,52 @@ def main() -> int:
     ap.add_argument("--sync", action="store_true", help="vLLM's synchronous Scheduler")
     args = ap.parse_args()
     async_on = not args.sync
+    stock = so._ProbedAsync if async_on else so._ProbedSync
+    ours = so.ProbedHyGenAsync if async_on else so.ProbedHyGenSync
+    budget = {"mode": "budget", "budget_ms": 1000.0}
+    weights = (["intercept", "num_decodes"], [0.001, 1e-6])
+    tree = ("tree", ours, OfflineControl(**budget), LatencyPredictor(*weights))
     with tempfile.TemporaryDirectory() as tmp:
-        rev_sched, rev_control, rev_pred = load_revision(args.against, Path(tmp))
-        stock = so._ProbedAsync if async_on else so._ProbedSync
+        if args.stock:
+            other = STOCK
+            variants = [tree, (STOCK, stock, None, None)]
+        else:
+            other = args.against
+            rev_sched, rev_control, rev_pred = load_revision(args.against, Path(tmp))
 
-        class Rev(so._OwnInsideBase, rev_sched.HyGenScheduler, stock):  # type: ignore[misc,name-defined]
-            pass
+            class Rev(so._OwnInsideBase, rev_sched.HyGenScheduler, stock):  # type: ignore[misc,name-defined]
+                pass
 
-        ours = so.ProbedHyGenAsync if async_on else so.ProbedHyGenSync
-        budget = {"mode": "budget", "budget_ms": 1000.0}
-        weights = (["intercept", "num_decodes"], [0.001, 1e-6])
-        variants = [
-            ("tree", ours, OfflineControl(**budget), LatencyPredictor(*weights)),
-            (args.against, Rev, rev_control.OfflineControl(**budget),
-             rev_pred.LatencyPredictor(*weights)),
-        ]  # fmt: skip
+            variants = [tree, (args.against, Rev, rev_control.OfflineControl(**budget),
+                               rev_pred.LatencyPredictor(*weights))]  # fmt: skip
+        oracle = _oracle()
         mode = "async (batch queue 2)" if async_on else "sync"
-        print(f"mode: {mode}; working tree vs {args.against}, one step each in turn; per run the "
+        versus = "stock vLLM replaying its schedule" if args.stock else args.against
+        print(f"mode: {mode}; working tree vs {versus}, one step each in turn; per run the "
               f"median of {args.steps} steps, then the median of {args.repeats} runs; "
               "microseconds of CPU time")  # fmt: skip
-        print(f"{'running':>7} {'case':<8} {'added, tree':>11} {'added, rev':>10} "
-              f"{'tree/rev':>8} {'total, tree':>11} {'total, rev':>10} {'tree - rev':>10}"
-              "  runs (added tree/rev)")  # fmt: skip
+        print(f"{'running':>7} {'case':<8} {'added, tree':>11} {'added, other':>12} "
+              f"{'total, tree':>11} {'total, other':>12} {'tree - other':>12} "
+              f"{'H100 step ms':>12} {'diff % of step':>14}  runs (tree - other)")  # fmt: skip
         for n in args.running:
             for case in args.cases:
                 per_run = []
+                tokens_differ = reqs_differ = 0
+                batches: list = []
+                starts = offline_starts(case, n, args.steps, async_on, tree) if args.stock else None
                 for i in range(args.repeats):
-                    # odd runs build the revision's scheduler first: the one built first
-                    # ran ~100 us slower at 256 against an identical revision
+                    # odd runs build the other scheduler first: the one built first ran
+                    # ~100 us slower at 256 against an identical revision
                     order = variants if i % 2 == 0 else variants[::-1]
-                    got = {
-                        v["name"]: v["run"] for v in run_case(case, n, args.steps, async_on, order)
-                    }
-                    a, b = got["tree"], got[args.against]
-                    if a.outs != b.outs:
-                        raise SystemExit(f"{case} at {n}: the two schedulers scheduled differently")
+                    runs = run_case(case, n, args.steps, async_on, order, dict(starts or {}),
+                                    batches if i == 0 else None)  # fmt: skip
+                    got = {v["name"]: v["run"] for v in runs}
+                    a, b = got["tree"], got[other]
+                    why, tokens, reqs = same_schedule(a.outs, b.outs, exact=not args.stock)
+                    if why:
+                        raise SystemExit(f"{case} at {n}: {why}")
+                    tokens_differ += tokens
+                    reqs_differ += reqs
                     med = statistics.median
                     per_run.append((
                         med(t - x for t, x in zip(a.totals, a.bases, strict=True)),
@@ -155,11 +261,59 @@ def main() -> int:
                         med(a.totals), med(b.totals),
                     ))  # fmt: skip
                 cols = [statistics.median(r[i] for r in per_run) * 1e6 for i in range(4)]
-                ratios = " ".join(f"{r[0] / r[1]:.2f}" for r in per_run)
-                print(f"{n:>7} {case:<8} {cols[0]:>11.0f} {cols[1]:>10.0f} "
-                      f"{cols[0] / cols[1]:>8.2f} {cols[2]:>11.0f} {cols[3]:>10.0f} "
-                      f"{cols[2] - cols[3]:>+10.0f}  {ratios}")  # fmt: skip
+                diffs = " ".join(f"{(r[2] - r[3]) * 1e6:+.0f}" for r in per_run)
+                diff = cols[2] - cols[3]
+                step = "n/a"
+                share = "n/a"
+                if oracle is not None and batches:
+                    gpu_ms = 1e3 * statistics.median(
+                        oracle.step_seconds(oracle_batch(p, d)) for p, d in batches
+                    )
+                    step, share = f"{gpu_ms:.2f}", f"{diff / 1e3 / gpu_ms:.2%}"
+                print(f"{n:>7} {case:<8} {cols[0]:>11.0f} {cols[1]:>12.0f} "
+                      f"{cols[2]:>11.0f} {cols[3]:>12.0f} {diff:>+12.0f} "
+                      f"{step:>12} {share:>14}  {diffs}")  # fmt: skip
+                if tokens_differ:
+                    print(f"{'':>16} (the replay differed in {tokens_differ} of "
+                          f"{args.repeats * args.steps} steps, in its requests in "
+                          f"{reqs_differ})")  # fmt: skip
     return 0
+
+
+def same_schedule(a: list, b: list, exact: bool) -> tuple[str, int, int]:
+    """Why two runs' measured steps (`Stepper.outs`) are too far apart to compare ("" if
+    they are not), with the steps that differ in any way and in their requests. A
+    revision must schedule exactly as the tree. The stock replay may differ in a few
+    steps (at most `REPLAY_SLACK` of them): stock allocates KV blocks in its own running
+    order, so the prefix cache evicts other blocks, a prompt's cached tokens differ, and
+    HyGen, which plans offline prompts from its own cache lookup, may then grant one a
+    chunk short of the whole, finishing it a step later."""
+    tokens = sum(x != y for x, y in zip(a, b, strict=True))
+    reqs = sum([rid for rid, _ in x] != [rid for rid, _ in y] for x, y in zip(a, b, strict=True))
+    allowed = 0 if exact else int(REPLAY_SLACK * len(a))
+    if tokens > allowed:
+        return (
+            f"the two schedulers scheduled differently in {tokens} of {len(a)} measured "
+            f"steps (other requests in {reqs}; {allowed} allowed)",
+            tokens,
+            reqs,
+        )
+    return "", tokens, reqs
+
+
+def _oracle():  # type: ignore[no-untyped-def]
+    """The kernel-table oracle's H100 (Llama-3.1-8B), or None where it cannot load."""
+    try:
+        from hygen_pod.profiling.oracle import KernelOracle
+    except ImportError:
+        return None
+    return KernelOracle("h100")
+
+
+def oracle_batch(prefills, decodes):  # type: ignore[no-untyped-def]
+    from hygen_pod.profiling.oracle import MixedBatch
+
+    return MixedBatch(prefills, decodes)
 
 
 if __name__ == "__main__":

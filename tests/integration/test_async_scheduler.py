@@ -402,7 +402,7 @@ def test_the_per_step_shortcuts_change_no_step_and_no_record(
             )  # fmt: skip
         steady = _count_steady_steps(s)
         run = drive(s, online + offline, 2 if async_on else 1, arrivals=late)
-        recs = [r.model_dump(exclude={"measured_s"}) for r in s.trace.records]
+        recs = [r.to_dict(exclude={"measured_s"}) for r in s.trace.records]
         runs.append((run.steps, run.tokens, recs))
         if s.fast_paths:  # the case reached the steady state: the comparison covers it
             assert steady["steps"] > 0, "the steady-state step never ran"

@@ -53,3 +53,23 @@ def test_a_revision_runs_beside_the_tree_and_a_changed_decision_shows(head) -> N
     # a budget that admits only a few offline decodes: other schedules, and the run sees it
     a, b = (v["run"] for v in ab.run_case("churn", 16, 30, True, [rev(1000.0), rev(1.005)]))
     assert a.outs != b.outs
+
+
+def test_stock_replays_hygens_schedule_and_a_late_replay_shows() -> None:
+    from hygen_pod.contract.control import OfflineControl
+    from hygen_pod.policy.predictor import LatencyPredictor
+
+    tree = ("tree", ab.so.ProbedHyGenAsync, OfflineControl(mode="budget", budget_ms=1000.0),
+            LatencyPredictor(["intercept", "num_decodes"], [0.001, 1e-6]))  # fmt: skip
+    stock = (ab.STOCK, ab.so._ProbedAsync, None, None)
+    starts = ab.offline_starts("churn", 16, 30, True, tree)
+    assert sum(map(len, starts.values())) > 16, "HyGen started too few offline requests"
+    batches: list = []
+    a, b = (v["run"] for v in ab.run_case("churn", 16, 30, True, [tree, stock], starts, batches))
+    why, _, reqs = ab.same_schedule(a.outs, b.outs, exact=False)
+    assert not why and reqs == 0
+    assert len(batches) == 30 and b.totals and not b.due  # every offline request was fed
+    # each offline request a step late: stock starts them later, and the check sees it
+    late = {k + 1: ids for k, ids in ab.offline_starts("churn", 16, 30, True, tree).items()}
+    a, b = (v["run"] for v in ab.run_case("churn", 16, 30, True, [tree, stock], late))
+    assert ab.same_schedule(a.outs, b.outs, exact=False)[0]

@@ -10,7 +10,7 @@ from hygen_pod.cli import main
 from hygen_pod.contract.control import ControlFile
 from hygen_pod.policy.batch_shape import BatchShape
 from hygen_pod.policy.predictor import LatencyPredictor
-from hygen_pod.policy.step_trace import StepRecord
+from hygen_pod.policy.step_trace import STEP_RECORD, StepRecord
 
 
 def _trace(path, n=200, seed=0):
@@ -26,7 +26,7 @@ def _trace(path, n=200, seed=0):
                 s.add_decode(5)
             secs = 2e-3 + 1e-5 * s.prefill_tokens + 1e-4 * s.num_decodes
             rec = StepRecord(step=i, shape=s.as_dict(), measured_s=secs * rng.uniform(0.97, 1.03))
-            f.write(rec.model_dump_json() + "\n")
+            f.write(STEP_RECORD.dump_json(rec).decode() + "\n")
 
 
 def test_fit_predictor_from_trace(tmp_path, capsys) -> None:

@@ -991,8 +991,7 @@ class HyGenScheduler(Scheduler):
                     on_reqs += 1
             shape.add_decodes(nd, ctx, ctx2)
         empty = shape.empty
-        # One constructor call (validated in Rust, 6 us; model_construct is Python and
-        # slower): each attribute set on a pydantic model afterwards costs as much again.
+        # A plain dataclass (1.8 us): the trace validates it as a document when written.
         rec = StepRecord(
             step=self._step,
             mode=self.control.mode,
