@@ -1,4 +1,4 @@
-"""HyGen's scheduler against an earlier revision of itself, step by step in one process.
+"""HyGen's scheduler against a revision of itself or stock vLLM replaying its schedule.
 
     python bench/scheduler_ab.py --against HEAD~1                 # churn at 256, async
     python bench/scheduler_ab.py --against v0.1 --running 64 256 --cases churn backlog
@@ -226,7 +226,6 @@ def main() -> int:
 
             variants = [tree, (args.against, Rev, rev_control.OfflineControl(**budget),
                                rev_pred.LatencyPredictor(*weights))]  # fmt: skip
-        oracle = _oracle()
         mode = "async (batch queue 2)" if async_on else "sync"
         versus = "stock vLLM replaying its schedule" if args.stock else args.against
         print(f"mode: {mode}; working tree vs {versus}, one step each in turn; per run the "
@@ -263,12 +262,9 @@ def main() -> int:
                 cols = [statistics.median(r[i] for r in per_run) * 1e6 for i in range(4)]
                 diffs = " ".join(f"{(r[2] - r[3]) * 1e6:+.0f}" for r in per_run)
                 diff = cols[2] - cols[3]
-                step = "n/a"
-                share = "n/a"
-                if oracle is not None and batches:
-                    gpu_ms = 1e3 * statistics.median(
-                        oracle.step_seconds(oracle_batch(p, d)) for p, d in batches
-                    )
+                step = share = "n/a"
+                gpu_ms = gpu_step_ms(batches) if batches else None
+                if gpu_ms:
                     step, share = f"{gpu_ms:.2f}", f"{diff / 1e3 / gpu_ms:.2%}"
                 print(f"{n:>7} {case:<8} {cols[0]:>11.0f} {cols[1]:>12.0f} "
                       f"{cols[2]:>11.0f} {cols[3]:>12.0f} {diff:>+12.0f} "
@@ -301,19 +297,15 @@ def same_schedule(a: list, b: list, exact: bool) -> tuple[str, int, int]:
     return "", tokens, reqs
 
 
-def _oracle():  # type: ignore[no-untyped-def]
-    """The kernel-table oracle's H100 (Llama-3.1-8B), or None where it cannot load."""
+def gpu_step_ms(batches: list) -> float | None:
+    """The kernel-table oracle's H100 step (Llama-3.1-8B), median over ``batches``
+    (`scheduler_overhead.step_batch`), or None where the oracle cannot load."""
     try:
-        from hygen_pod.profiling.oracle import KernelOracle
+        from hygen_pod.profiling.oracle import KernelOracle, MixedBatch
     except ImportError:
         return None
-    return KernelOracle("h100")
-
-
-def oracle_batch(prefills, decodes):  # type: ignore[no-untyped-def]
-    from hygen_pod.profiling.oracle import MixedBatch
-
-    return MixedBatch(prefills, decodes)
+    oracle = KernelOracle("h100")
+    return 1e3 * statistics.median(oracle.step_seconds(MixedBatch(p, d)) for p, d in batches)
 
 
 if __name__ == "__main__":
