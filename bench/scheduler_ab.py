@@ -37,6 +37,7 @@ import argparse
 import gc
 import importlib
 import io
+import itertools
 import re
 import statistics
 import subprocess
@@ -82,34 +83,21 @@ def _offline(r) -> bool:  # type: ignore[no-untyped-def]
 
 def offline_starts(case: str, n: int, steps: int, async_on: bool, variant: tuple) -> dict:
     """Step -> ids of the offline requests ``variant`` (HyGen) started in it, from an
-    untimed run of ``case``; what `Replay` feeds stock vLLM."""
-    _, cls, control, predictor = variant
-    kw = {"async_scheduling": async_on, "max_seqs": n, "num_blocks": so.kv_blocks(n, steps),
-          "max_tokens": so.STEP_TOKENS}  # fmt: skip
+    untimed `run_case` of ``case`` alone; what `Replay` feeds stock vLLM."""
+    name, cls, control, predictor = variant
     starts: dict[int, list[str]] = {}
-    with tempfile.TemporaryDirectory() as tmp:
-        model = Path(tmp) / "tiny"
-        so.build_tiny_llama(model)
-        s = build(cls, model, **kw)
-        s.predictor = predictor
-        s.set_control(control)
-        churn, reqs = so.fresh(case, n)
-        for r in reqs:
-            s.add_request(r)
-        run = so.Stepper(s, 2 if async_on else 1, so.warmup_steps(n, case), churn)
-        schedule = s.schedule
-        k = 0
+    calls = itertools.count()  # one schedule() per step, in order
 
-        def recording_schedule(*a, **kwargs):  # type: ignore[no-untyped-def]
-            out = schedule(*a, **kwargs)
-            new = [d.req_id for d in out.scheduled_new_reqs if d.req_id in s.offline_ids]
+    class Recording(cls):  # type: ignore[misc,valid-type]
+        def schedule(self, *a, **kw):  # type: ignore[no-untyped-def]
+            out = super().schedule(*a, **kw)
+            k = next(calls)
+            new = [d.req_id for d in out.scheduled_new_reqs if d.req_id in self.offline_ids]
             if new:
                 starts[k] = new
             return out
 
-        s.schedule = recording_schedule  # type: ignore[method-assign]
-        for k in range(so.warmup_steps(n, case) + steps):  # k: read by recording_schedule
-            run.step(k)
+    run_case(case, n, steps, async_on, [(name, Recording, control, predictor)])
     return starts
 
 
@@ -227,6 +215,7 @@ def main() -> int:
 
             variants = [tree, (args.against, Rev, rev_control.OfflineControl(**budget),
                                rev_pred.LatencyPredictor(*weights))]  # fmt: skip
+        oracle = so.load_oracle()
         mode = "async (batch queue 2)" if async_on else "sync"
         versus = "stock vLLM replaying its schedule" if args.stock else args.against
         print(f"mode: {mode}; working tree vs {versus}, one step each in turn; per run the "
@@ -246,7 +235,7 @@ def main() -> int:
                     # odd runs build the other scheduler first: the one built first ran
                     # ~100 us slower at 256 against an identical revision
                     order = variants if i % 2 == 0 else variants[::-1]
-                    runs = run_case(case, n, args.steps, async_on, order, dict(starts or {}),
+                    runs = run_case(case, n, args.steps, async_on, order, starts,
                                     batches if i == 0 else None)  # fmt: skip
                     got = {v["name"]: v["run"] for v in runs}
                     a, b = got["tree"], got[other]
@@ -267,7 +256,7 @@ def main() -> int:
                     diffs += "; added " + " ".join(f"{r[0] / r[1]:.2f}" for r in per_run)
                 diff = cols[2] - cols[3]
                 step = share = "n/a"
-                gpu_ms = gpu_step_ms(batches) if batches else None
+                gpu_ms = so.gpu_step_ms(batches, oracle)
                 if gpu_ms:
                     step, share = f"{gpu_ms:.2f}", f"{diff / 1e3 / gpu_ms:.2%}"
                 print(f"{n:>7} {case:<8} {cols[0]:>11.0f} {cols[1]:>12.0f} "
@@ -299,17 +288,6 @@ def same_schedule(a: list, b: list, exact: bool) -> tuple[str, int, int]:
             reqs,
         )
     return "", tokens, reqs
-
-
-def gpu_step_ms(batches: list) -> float | None:
-    """The kernel-table oracle's H100 step (Llama-3.1-8B), median over ``batches``
-    (`scheduler_overhead.step_batch`), or None where the oracle cannot load."""
-    try:
-        from hygen_pod.profiling.oracle import KernelOracle, MixedBatch
-    except ImportError:
-        return None
-    oracle = KernelOracle("h100")
-    return 1e3 * statistics.median(oracle.step_seconds(MixedBatch(p, d)) for p, d in batches)
 
 
 if __name__ == "__main__":

@@ -296,6 +296,25 @@ def step_batch(s: Scheduler, out: Any) -> tuple[tuple[tuple[int, int], ...], tup
     return tuple(prefills), tuple(decodes)
 
 
+def load_oracle() -> Any:
+    """The kernel-table oracle's H100 (Llama-3.1-8B), or None where it cannot load."""
+    try:
+        from hygen_pod.profiling.oracle import KernelOracle
+    except ImportError:
+        return None
+    return KernelOracle("h100")
+
+
+def gpu_step_ms(batches: list, oracle: Any) -> float | None:
+    """``oracle``'s step in ms, median over ``batches`` (`step_batch`); None without an
+    oracle or batches."""
+    if oracle is None or not batches:
+        return None
+    from hygen_pod.profiling.oracle import MixedBatch
+
+    return 1e3 * statistics.median(oracle.step_seconds(MixedBatch(p, d)) for p, d in batches)
+
+
 def check_running(s: Scheduler, n: int, offline: int = 0) -> None:
     """The case measured what it says: N requests running, ``offline`` of them offline."""
     off = sum(1 for r in s.running if r.request_id in getattr(s, "offline_ids", ()))
@@ -348,12 +367,7 @@ def main() -> int:
     stock_cls = AsyncScheduler if async_on else Scheduler
     ours_cls = ProbedHyGenAsync if async_on else ProbedHyGenSync
     plain_cls = ProbedPlainAsync if async_on else ProbedPlainSync
-    try:
-        from hygen_pod.profiling.oracle import KernelOracle, MixedBatch
-
-        oracle = KernelOracle("h100")
-    except ImportError:
-        oracle = None
+    oracle = load_oracle()
     with tempfile.TemporaryDirectory() as tmp:
         model = Path(tmp) / "tiny"
         build_tiny_llama(model)
@@ -367,9 +381,7 @@ def main() -> int:
               f"{'added % of step':>15} {'N-decode step ms':>16} "
               f"{'added, no shortcuts':>19} {'HyGen, no shortcuts':>19}")  # fmt: skip
         for n in args.running:
-            decode_ms = None
-            if oracle is not None:
-                decode_ms = oracle.step_seconds(MixedBatch((), (PROMPT + 100,) * n)) * 1e3
+            decode_ms = gpu_step_ms([((), (PROMPT + 100,) * n)], oracle)  # N decodes
             blocks = kv_blocks(n, args.steps)
             for case in args.cases:
                 backlog = case == "backlog"
@@ -410,11 +422,7 @@ def main() -> int:
                 cols = [statistics.median(r[i] for r in runs) * 1e6 for i in range(6)]
                 added = cols[3]
                 spread = f"{min(r[3] for r in runs) * 1e6:.0f}-{max(r[3] for r in runs) * 1e6:.0f}"
-                gpu_ms = None
-                if oracle is not None:
-                    gpu_ms = 1e3 * statistics.median(
-                        oracle.step_seconds(MixedBatch(p, d)) for p, d in batches
-                    )
+                gpu_ms = gpu_step_ms(batches, oracle)
                 share = f"{added / 1e3 / gpu_ms:.2%}" if gpu_ms else "n/a"
                 step = f"{gpu_ms:.2f}" if gpu_ms else "n/a"
                 decode_step = f"{decode_ms:.2f}" if decode_ms else "n/a"
