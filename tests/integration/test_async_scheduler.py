@@ -288,13 +288,18 @@ def _stop_early(reqs: list, first: int, every: int) -> None:
 
 
 def _count_carried_steps(monkeypatch: pytest.MonkeyPatch) -> dict[str, int]:
-    """Count the steps that used a carried scan, and those that first took requests out."""
-    seen = {"carried": 0, "dropped": 0}
+    """Count the steps that used a carried scan, those that first took requests out, those
+    that took in requests the step before started, and those with idle requests."""
+    seen = {"carried": 0, "dropped": 0, "joined": 0, "idle": 0}
     at, drop = SteadyCarry.at, SteadyCarry._drop_gone
 
     def counted_at(self: SteadyCarry, *a: object) -> object:
+        joining = bool(self.joins)
         out = at(self, *a)
-        seen["carried"] += out is not None
+        if out is not None:
+            seen["carried"] += 1
+            seen["joined"] += joining
+            seen["idle"] += bool(out.online_idle or out.offline_idle)
         return out
 
     def counted_drop(self: SteadyCarry, *a: object) -> bool:
@@ -413,8 +418,10 @@ def test_the_per_step_shortcuts_change_no_step_and_no_record(
                 assert bulk[0] > 0, "no general step admitted the offline decodes at once"
             if c["prompts"]:
                 assert steady["prompts"] > 0, "no steady-state step planned a waiting prompt"
+                assert carried["joined"] > 0, "no carried scan took in a started request"
                 if async_on:
                     assert steady["idle"] > 0, "no steady-state step left an idle request out"
+                    assert carried["idle"] > 0, "no carried scan had an idle request"
     assert runs[0][0] == runs[1][0]
     assert runs[0][1] == runs[1][1]
     assert runs[0][2] == runs[1][2]

@@ -59,71 +59,162 @@ def test_a_carried_scan_equals_a_fresh_one_as_requests_decode_and_leave(lookahea
     reqs, offline = _running(60, seed=lookahead)
     scan = steady_scan(reqs, offline, BS, lookahead, MAX_LEN)
     assert scan is not None
-    carry = SteadyCarry.start(scan, 1, BS, lookahead, MAX_LEN)
+    carry = SteadyCarry.start(scan, 1, BS, lookahead, MAX_LEN, offline)
     assert carry is not None
     running = scan.online_run + scan.offline_run  # the order the step leaves
-    carry.ran(1, running)
+    assert carry.ran(1, running, scan)
     rng = random.Random(7)
     for step in range(2, 120):
         for r in running:
             r.step()
         if step % 5 == 0:  # some finish
             running = [r for r in running if rng.random() > 0.05]
-        got = carry.at(step, running, BS)
+        got = carry.at(step, running)
         want = steady_scan(running, offline, BS, lookahead, MAX_LEN)
         assert got is not None and want is not None
         assert _fields(got) == _fields(want), step
-        carry.ran(step, running)
+        assert carry.ran(step, running, got)
+
+
+@dataclass(eq=False)
+class _AsyncReq(_Req):
+    """A request under async scheduling: its last sampled token is in flight at each
+    step's start (one placeholder), so the token list trails the computed count."""
+
+    num_output_placeholders: int = 1
+
+    @property
+    def num_tokens_with_spec(self) -> int:
+        return self.num_computed_tokens
+
+
+@pytest.mark.parametrize("lookahead", [0, 3])
+def test_a_carried_scan_equals_a_fresh_one_as_requests_start_finish_and_idle(
+    lookahead,
+) -> None:
+    """A busy async server: each step some requests reach their last token (idle while it
+    is in flight, gone the step after), and new ones started by the step join at the end
+    of the list. Every carried step must equal a fresh scan, and the carry must survive."""
+    rng = random.Random(lookahead)
+    offline: set[str] = set()
+    made = [0]
+
+    def fresh() -> _AsyncReq:
+        i = made[0]
+        made[0] += 1
+        prompt = rng.randint(10, 300)
+        r = _AsyncReq(f"r{i}", prompt, prompt, rng.randint(2, 40))
+        if rng.random() < 0.5:
+            offline.add(r.request_id)
+        return r
+
+    running: list[_Req] = [fresh() for _ in range(40)]
+    scan = steady_scan(running, offline, BS, lookahead, MAX_LEN)
+    assert scan is not None
+    carry = SteadyCarry.start(scan, 1, BS, lookahead, MAX_LEN, offline)
+    assert carry is not None
+    carried = idled = joined = 0
+    for step in range(1, 200):
+        assert scan is not None
+        # the step: idle requests' last tokens come back (they leave), the others decode,
+        # and the step starts new requests, which join the list behind the arranged ones
+        idle = set(scan.offline_idle) | {
+            r for r in scan.online_run if r.request_id not in scan.plan
+        }
+        starts = [fresh() for _ in range(rng.randint(0, 3))]
+        arranged = scan.online_run + scan.offline_run + scan.offline_idle + starts
+        if carry is not None:
+            assert carry.ran(step, arranged, scan)
+        running = [r for r in arranged if r not in idle]
+        for r in running:
+            if r not in starts:
+                r.step()
+        idled += len(idle)
+        joined += len(starts)
+        want = steady_scan(running, offline, BS, lookahead, MAX_LEN)
+        got = carry.at(step + 1, running) if carry is not None else None
+        assert want is not None
+        if got is not None:
+            carried += 1
+            assert _fields(got) == _fields(want), step
+            assert (got.online_idle, got.offline_idle) == (want.online_idle, want.offline_idle)
+            scan = got
+        else:
+            carry = SteadyCarry.start(want, step + 1, BS, lookahead, MAX_LEN, offline)
+            scan = want
+    assert idled > 100 and joined > 100
+    assert carried >= 190, carried  # only a start from a scan of idle requests may break it
 
 
 def test_a_carry_refuses_what_it_cannot_derive() -> None:
     reqs, offline = _running(20, seed=3)
     scan = steady_scan(reqs, offline, BS, LOOKAHEAD, MAX_LEN)
     assert scan is not None
-    carry = SteadyCarry.start(scan, 1, BS, LOOKAHEAD, MAX_LEN)
+    carry = SteadyCarry.start(scan, 1, BS, LOOKAHEAD, MAX_LEN, offline)
     assert carry is not None
     running = scan.online_run + scan.offline_run
-    carry.ran(1, running)
+    assert not carry.ran(1, list(reversed(running)), scan)  # the step changed the order
+    assert carry.ran(1, running, scan)
     for r in running:
         r.step()
-    assert carry.at(3, running, BS) is None  # a step in between did not run from it
+    assert carry.at(3, running) is None  # a step in between did not run from it
     joined = [*running, _Req("new", 50, 50, 100)]
-    assert carry.at(2, joined, BS) is None  # a request joined
-    assert carry.at(2, list(reversed(running)), BS) is None  # the order changed
-    assert carry.at(2, running, BS) is not None
+    assert carry.at(2, joined) is None  # a request joined that no step started
+    assert carry.at(2, list(reversed(running))) is None  # the order changed
+    assert carry.at(2, running) is not None
 
 
-def test_a_carry_ends_before_a_request_is_down_to_its_last_tokens() -> None:
-    """With a token in flight a fresh scan refuses a request with 2 tokens left (the base
-    skips its last one); the carry stops one step before that, placeholders or not."""
-    near = _Req("near", 110, 100, 20)  # 10 tokens left at step 1
-    scan = steady_scan([near], set(), BS, LOOKAHEAD, MAX_LEN)
+def test_a_started_request_that_is_not_a_decode_ends_the_carry() -> None:
+    reqs, offline = _running(10, seed=5)
+    scan = steady_scan(reqs, offline, BS, LOOKAHEAD, MAX_LEN)
     assert scan is not None
-    carry = SteadyCarry.start(scan, 1, BS, LOOKAHEAD, MAX_LEN)
+    carry = SteadyCarry.start(scan, 1, BS, LOOKAHEAD, MAX_LEN, offline)
     assert carry is not None
-    carry.ran(1, [near])
-    for step in range(2, 9):  # 9 .. 3 tokens left
-        near.step()
-        assert carry.at(step, [near], BS) is not None, step
-        carry.ran(step, [near])
-    near.step()  # 2 left
-    assert carry.at(9, [near], BS) is None
+    chunked = _Req("chunked", 64, 200, 100)  # its prompt only partly computed
+    running = scan.online_run + scan.offline_run + [chunked]
+    assert carry.ran(1, running, scan)
+    for r in running:
+        r.step()
+    assert steady_scan(running, offline, BS, LOOKAHEAD, MAX_LEN) is None
+    assert carry.at(2, running) is None
+
+
+def test_an_idle_request_that_does_not_leave_ends_the_carry() -> None:
+    """A request idle at one step (its last token in flight) finishes when the token
+    comes back; if it is still there next step, the carry cannot tell what it is."""
+    near = _AsyncReq("near", 110, 100, 12)  # 2 tokens left: decodes at step 2
+    other = _AsyncReq("other", 100, 100, 50)
+    scan = steady_scan([near, other], set(), BS, LOOKAHEAD, MAX_LEN)
+    assert scan is not None and scan.online_idle == 0
+    carry = SteadyCarry.start(scan, 1, BS, LOOKAHEAD, MAX_LEN, set())
+    assert carry is not None and carry.ran(1, [near, other], scan)
+    near.step()
+    other.step()
+    got = carry.at(2, [near, other])  # 1 token left, in flight: idle
+    assert got is not None and got.online_idle == 1 and "near" not in got.plan
+    assert carry.ran(2, [near, other], got)
+    other.step()
+    assert carry.at(3, [near, other]) is None  # it did not finish
+    got = carry.at(3, [other])  # it did: the carry goes on without it
+    want = steady_scan([other], set(), BS, LOOKAHEAD, MAX_LEN)
+    assert got is not None and want is not None and _fields(got) == _fields(want)
 
 
 def test_a_carry_ends_where_a_fresh_scan_would_stop_at_the_model_length() -> None:
     long = _Req("long", MAX_LEN - 10, 100, 1 << 20)
     scan = steady_scan([long], set(), BS, LOOKAHEAD, MAX_LEN)
     assert scan is not None
-    carry = SteadyCarry.start(scan, 1, BS, LOOKAHEAD, MAX_LEN)
+    carry = SteadyCarry.start(scan, 1, BS, LOOKAHEAD, MAX_LEN, set())
     assert carry is not None
-    carry.ran(1, [long])
+    assert carry.ran(1, [long], scan)
     step = 1
     while True:
         long.step()
-        if carry.at(step + 1, [long], BS) is None:
+        got = carry.at(step + 1, [long])
+        if got is None:
             break
         step += 1
-        carry.ran(step, [long])
+        assert carry.ran(step, [long], got)
     assert steady_scan([long], set(), BS, LOOKAHEAD, MAX_LEN) is None  # it stopped in time
     long.num_computed_tokens -= 1
     assert steady_scan([long], set(), BS, LOOKAHEAD, MAX_LEN) is not None  # not too early

@@ -310,21 +310,20 @@ class HyGenScheduler(Scheduler):
         return out
 
     def _carry_steady(self) -> None:
-        """After a steady-state step that ran as planned and started nothing, keep its
-        scan for the next step (`SteadyCarry`); otherwise the next step scans again."""
+        """After a steady-state step that ran as planned, keep its scan for the next step
+        (`SteadyCarry`, which takes in the requests it started); otherwise the next step
+        scans again."""
         done, self._steady_step = self._steady_step, None
         if done is None or not self._plan_ran or self._updated_through < self._stale_through:
             return
         scan, carry = done
-        if self.running != scan.online_run + scan.offline_run:  # something started
-            return
         if carry is None:
             carry = SteadyCarry.start(
-                scan, self._step, self.block_size, self.num_lookahead_tokens, self.max_model_len
-            )
-        if carry is not None:
-            carry.ran(self._step, self.running)
-        self._carry = carry
+                scan, self._step, self.block_size, self.num_lookahead_tokens,
+                self.max_model_len, self.offline_ids,
+            )  # fmt: skip
+        if carry is not None and carry.ran(self._step, self.running, scan):
+            self._carry = carry
 
     def _call_base(self, throttle_prefills: bool):
         """Run the stock schedule(), showing it the online (running, waiting) counts."""
@@ -644,7 +643,7 @@ class HyGenScheduler(Scheduler):
         running = self.running
         bs, lookahead = self.block_size, self.num_lookahead_tokens
         carry, self._carry = self._carry, None
-        scan = carry.at(self._step, running, bs) if carry is not None else None
+        scan = carry.at(self._step, running) if carry is not None else None
         if scan is None:
             carry = None
             scan = steady_scan(running, self.offline_ids, bs, lookahead, self.max_model_len)

@@ -6,10 +6,13 @@ requests at a block boundary). `SteadyCarry` keeps that scan after a step that r
 exactly as planned, so the next step derives the same values from it without touching
 each request again: every context grew by the steps since, the sums follow in closed
 form, and the requests at a block boundary are found by their computed tokens modulo the
-block size. Requests that left the running list (finished, aborted) are taken out; any
-other change, or a step that did not run as planned, drops the carry and the next step
-scans again. The scan in place costs 300-600 us at 256 requests, mostly cache misses on
-the request objects after vLLM's own step (docs/benchmarks.md, "Scheduler overhead").
+block size. Only a few requests are read again: those the last step started (they join
+at the end), and those down to their last token, which (async) have nothing to compute
+while it is in flight and leave the list next step. Requests that left (finished,
+aborted) are taken out; any other change, or a step that did not run as planned, drops
+the carry and the next step scans again. The scan in place costs 200-600 us at 256
+requests (docs/benchmarks.md, "Scheduler overhead"); a busy server starts and finishes
+requests every step, so the carry has to survive both to matter there.
 """
 
 from __future__ import annotations
@@ -36,16 +39,15 @@ class SteadyScan:
     offline_edge: list[tuple[Request, int]]
     # Async: requests with only their last token in flight compute nothing this step (the
     # base skips them, as the general method's `_split_wants` counts them): online ones
-    # stay in ``online_run`` (``online_idle`` of them), offline ones are apart. A scan
-    # with idle requests is not carried.
+    # stay in ``online_run`` (``online_idle`` of them), offline ones are apart.
     online_idle: int = 0
     offline_idle: list[Request] = field(default_factory=list)
-    # For a carry, from a full scan only: each scanned request's computed tokens (in the
-    # scanned list's order), the largest, and the fewest tokens any has left to its end.
-    scanned: list[Request] | None = None
+    # For a carry, from a full scan only: the decoding requests in running order, each
+    # one's computed tokens and tokens left to its end, and the largest computed count.
+    decoding: list[Request] | None = None
     computed: list[int] | None = None
+    lefts: list[int] | None = None
     max_computed: int = 0
-    min_left: int = 0
 
 
 def steady_scan(
@@ -64,14 +66,15 @@ def steady_scan(
     offline_idle: list[Request] = []
     ids: list[str] = []
     off_ctx: list[int] = []
+    decoding: list[Request] = []
     computed: list[int] = []
+    lefts: list[int] = []
     online_edge: list[tuple[Request, int]] = []
     offline_edge: list[tuple[Request, int]] = []
     on_sum = on_sq = off_sum = off_sq = 0
     online_idle = 0
     last = max_model_len - 2
     max_c = 0
-    min_left = 1 << 62
     for r in running:
         c = r.num_computed_tokens
         ph = r.num_output_placeholders
@@ -88,11 +91,11 @@ def steady_scan(
             continue
         if c >= last:
             return None
-        if left < min_left:
-            min_left = left
         if c > max_c:
             max_c = c
+        decoding.append(r)
         computed.append(c)
+        lefts.append(left)
         rid = r.request_id
         ids.append(rid)
         x = c + 1
@@ -110,11 +113,10 @@ def steady_scan(
             on_sq += x * x
             if edge:
                 online_edge.append((r, c))
-    carried = not online_idle and not offline_idle
     return SteadyScan(
         online_run, offline_run, dict.fromkeys(ids, 1), on_sum, on_sq, off_sum, off_sq,
         off_ctx, 0, online_edge, offline_edge, online_idle, offline_idle,
-        running if carried else None, computed if carried else None, max_c, min_left,
+        decoding, computed, lefts, max_c,
     )  # fmt: skip
 
 
@@ -128,61 +130,107 @@ def _edge_residues(bs: int, lookahead: int) -> list[int]:
 @dataclass(slots=True)
 class SteadyCarry:
     """A full scan from step ``base``, carried over steps that each ran one decode per
-    request. Valid at step ``last + 1`` only, through step ``until``."""
+    request, took in the requests each step started and let finished ones go. Valid at
+    step ``last + 1`` only, through step ``until`` (the model length)."""
 
-    online_run: list[Request]
-    offline_run: list[Request]
+    bs: int
+    lookahead: int
+    last_computed: int  # a request at this many computed tokens stops the steady state
+    offline_ids: set[str]
+    online_run: list[Request]  # decoding and idle, in running order
+    offline_run: list[Request]  # decoding only
+    off_ctx: list[int]  # contexts as of ``base`` (may be < 1 for a late joiner)
     plan: dict[str, int]
+    n_on: int  # online requests decoding
     on_sum: int  # sums as of ``base``
     on_sq: int
     off_sum: int
     off_sq: int
-    off_ctx: list[int]
     base: int
     last: int
     until: int
     running: list[Request]  # the running list as step ``last`` left it
-    computed: dict[Request, int]  # computed tokens at ``base``
-    offline: set[Request]
+    computed: dict[Request, int]  # decoding requests' computed tokens as of ``base``
+    offline: set[Request]  # the decoding offline requests
     by_residue: list[dict[Request, None]]  # by computed tokens at ``base`` mod block size
+    by_left: dict[int, list[Request]]  # by tokens left at ``base``: read again near the end
     edge_residues: list[int]
+    idle: set[Request] = field(default_factory=set)  # idle last step: must be gone now
+    joins: list[Request] = field(default_factory=list)  # started by step ``last``
 
     @classmethod
     def start(
-        cls, scan: SteadyScan, step: int, bs: int, lookahead: int, max_model_len: int
+        cls,
+        scan: SteadyScan,
+        step: int,
+        bs: int,
+        lookahead: int,
+        max_model_len: int,
+        offline_ids: set[str],
     ) -> SteadyCarry | None:
         """Carry a full scan of step ``step`` (which ran as planned) to the next steps;
         None for a scan that is itself carried."""
-        if scan.scanned is None or scan.computed is None:
+        if scan.decoding is None or scan.computed is None or scan.lefts is None:
             return None
-        computed = dict(zip(scan.scanned, scan.computed, strict=True))
+        computed = dict(zip(scan.decoding, scan.computed, strict=True))
         by_residue: list[dict[Request, None]] = [{} for _ in range(bs)]
-        for r, c in computed.items():
+        by_left: dict[int, list[Request]] = {}
+        for r, c, left in zip(scan.decoding, scan.computed, scan.lefts, strict=True):
+            if left <= 1:
+                return None  # a decode on its last token without one in flight (no such)
             by_residue[c % bs][r] = None
-        # The last step whose scan would still pass: computed tokens stay below the
-        # model-length limit, and (in flight or not, so without the placeholders, which
-        # only delay it) no request is down to its last token.
-        steps = min(max_model_len - 2 - scan.max_computed, scan.min_left - 2) - 1
+            by_left.setdefault(left, []).append(r)
+        idle = set(scan.offline_idle)
+        if scan.online_idle:
+            idle.update(r for r in scan.online_run if r not in computed)
+        last_computed = max_model_len - 2
         return cls(
-            scan.online_run, scan.offline_run, dict(scan.plan), scan.on_sum, scan.on_sq,
-            scan.off_sum, scan.off_sq, scan.off_ctx, step, step, step + steps,
-            scan.online_run + scan.offline_run, computed, set(scan.offline_run), by_residue,
-            _edge_residues(bs, lookahead),
+            bs, lookahead, last_computed, offline_ids, scan.online_run, scan.offline_run,
+            scan.off_ctx, dict(scan.plan), len(scan.online_run) - scan.online_idle,
+            scan.on_sum, scan.on_sq, scan.off_sum, scan.off_sq, step, step,
+            step + last_computed - scan.max_computed - 1, [], computed,
+            set(scan.offline_run), by_residue, by_left, _edge_residues(bs, lookahead), idle,
         )  # fmt: skip
 
-    def at(self, step: int, running: list[Request], bs: int) -> SteadyScan | None:
+    def at(self, step: int, running: list[Request]) -> SteadyScan | None:
         """The scan at ``step`` (the one after ``last``), or None when it cannot be carried:
-        the step is out of range, or the running list changed other than by requests
-        leaving it (they are taken out)."""
+        the step is out of range, the running list changed other than by requests leaving
+        it, a request idle last step is still there, or one the last step started (or one
+        at its last token) is not as `steady_scan` would carry it."""
         if step != self.last + 1 or step > self.until:
             return None
         if running != self.running and not self._drop_gone(running):
             return None
+        if self.idle:
+            return None
         d = step - self.base
-        n_on, n_off = len(self.online_run), len(self.offline_run)
+        online_idle = 0
+        offline_idle: list[Request] = []
+        for r in self.by_left.pop(d + 1, ()):  # one token left: in flight, or not carried
+            if r in self.computed:
+                off = r in self.offline
+                if not self._goes_idle(r, d):
+                    return None
+                if off:
+                    offline_idle.append(r)
+                else:
+                    online_idle += 1
+        if offline_idle:  # out of the offline decodes, in one pass
+            gone = set(offline_idle)
+            pairs = zip(self.offline_run, self.off_ctx, strict=True)
+            kept = [(q, x) for q, x in pairs if q not in gone]
+            self.offline_run = [q for q, _ in kept]
+            self.off_ctx = [x for _, x in kept]
+        if self.joins:
+            joined = self._join(d)
+            if joined is None:
+                return None
+            online_idle += joined[0]
+            offline_idle += joined[1]
+        n_on, n_off = self.n_on, len(self.offline_run)
         online_edge: list[tuple[Request, int]] = []
         offline_edge: list[tuple[Request, int]] = []
-        computed, offline = self.computed, self.offline
+        computed, offline, bs = self.computed, self.offline, self.bs
         for rho in self.edge_residues:
             for r in self.by_residue[(rho - d) % bs]:
                 c = computed[r] + d
@@ -191,13 +239,98 @@ class SteadyCarry:
             self.online_run, self.offline_run, dict(self.plan),
             self.on_sum + n_on * d, self.on_sq + 2 * d * self.on_sum + n_on * d * d,
             self.off_sum + n_off * d, self.off_sq + 2 * d * self.off_sum + n_off * d * d,
-            self.off_ctx, d, online_edge, offline_edge,
+            self.off_ctx, d, online_edge, offline_edge, online_idle, offline_idle,
         )  # fmt: skip
 
-    def ran(self, step: int, running: list[Request]) -> None:
-        """Step ``step`` ran the carried scan as planned and left ``running``."""
+    def ran(self, step: int, running: list[Request], scan: SteadyScan) -> bool:
+        """Step ``step`` ran ``scan`` as planned and left ``running``: its decoding and idle
+        requests first, in the scan's order (the offline idle ones anywhere after), then
+        the requests it started, which join at the next step. False if it left anything
+        else (the carry cannot follow)."""
+        on, off = scan.online_run, scan.offline_run
+        n, m = len(on), len(on) + len(off)
+        if running[:n] != on or running[n:m] != off:
+            return False
+        idle = self.idle
+        self.joins = [r for r in running[m:] if r not in idle]
         self.last = step
         self.running = list(running)
+        return True
+
+    def _take_out(self, r: Request, c: int) -> None:
+        """Take a decoding request out of the sums (``c``: its computed tokens at ``base``,
+        already popped from ``computed``)."""
+        self.by_residue[c % self.bs].pop(r, None)
+        del self.plan[r.request_id]
+        x = c + 1
+        if r in self.offline:
+            self.offline.discard(r)
+            self.off_sum -= x
+            self.off_sq -= x * x
+        else:
+            self.n_on -= 1
+            self.on_sum -= x
+            self.on_sq -= x * x
+
+    def _goes_idle(self, r: Request, d: int) -> bool:
+        """A carried decode down to one token left: read again, it must be idle (its last
+        token in flight, as `steady_scan` tests it); it then leaves the sums (`at` takes
+        it out of the offline list) and must be gone next step."""
+        c0 = self.computed[r]
+        c, ph = r.num_computed_tokens, r.num_output_placeholders
+        if c != c0 + d or not (ph and r.num_prompt_tokens + r.max_tokens - c <= 2 - ph):
+            return False
+        del self.computed[r]
+        self._take_out(r, c0)
+        self.idle.add(r)
+        return True
+
+    def _join(self, d: int) -> tuple[int, list[Request]] | None:
+        """Read the requests the last step started, as `steady_scan` would, and add them
+        at the end of their side (where a fresh scan of the running list puts them);
+        returns the online and offline ones idle this step, or None if any is not a
+        decode the carry can follow."""
+        online_idle = 0
+        offline_idle: list[Request] = []
+        bs, step = self.bs, self.base + d
+        for r in self.joins:
+            c = r.num_computed_tokens
+            ph = r.num_output_placeholders
+            prompt = r.num_prompt_tokens
+            if r.num_tokens_with_spec + ph - c != 1 or c < prompt:
+                return None
+            left = prompt + r.max_tokens - c
+            off = r.request_id in self.offline_ids
+            if ph and left <= 2 - ph:
+                self.idle.add(r)
+                if off:
+                    offline_idle.append(r)
+                else:
+                    self.online_run.append(r)
+                    online_idle += 1
+                continue
+            if c >= self.last_computed or left <= 1:
+                return None
+            cb = c - d  # as of ``base``
+            x = cb + 1
+            self.computed[r] = cb
+            self.by_residue[cb % bs][r] = None
+            self.by_left.setdefault(left + d, []).append(r)
+            self.plan[r.request_id] = 1
+            self.until = min(self.until, step + self.last_computed - c - 1)
+            if off:
+                self.offline.add(r)
+                self.offline_run.append(r)
+                self.off_ctx.append(x)
+                self.off_sum += x
+                self.off_sq += x * x
+            else:
+                self.online_run.append(r)
+                self.n_on += 1
+                self.on_sum += x
+                self.on_sq += x * x
+        self.joins = []
+        return online_idle, offline_idle
 
     def _drop_gone(self, running: list[Request]) -> bool:
         """Take out the requests that left the running list; False if it changed otherwise
@@ -206,24 +339,16 @@ class SteadyCarry:
         kept = [r for r in self.running if r in now]
         if len(kept) != len(running) or kept != running:
             return False
-        for r in self.running:
-            if r in now:
-                continue
-            c = self.computed.pop(r)
-            self.by_residue[c % len(self.by_residue)].pop(r, None)
-            del self.plan[r.request_id]
-            x = c + 1
-            if r in self.offline:
-                self.offline.discard(r)
-                self.off_sum -= x
-                self.off_sq -= x * x
-            else:
-                self.on_sum -= x
-                self.on_sq -= x * x
+        for r in [r for r in self.running if r not in now]:
+            c = self.computed.pop(r, None)
+            if c is not None:
+                self._take_out(r, c)
+            self.idle.discard(r)
         if len(self.offline_run) != len(self.offline):
             pairs = zip(self.offline_run, self.off_ctx, strict=True)
             self.off_ctx = [x for r, x in pairs if r in now]
             self.offline_run = [r for r in self.offline_run if r in now]
         self.online_run = [r for r in self.online_run if r in now]
+        self.joins = [r for r in self.joins if r in now]
         self.running = kept
         return True
