@@ -84,14 +84,25 @@ def token(request_id: str, position: int) -> int:
 
 
 def requests(
-    n: int, prompt: int, out: int, prefix: str = "r", offline: bool = False, start: int = 0
+    n: int,
+    prompt: int,
+    out: int,
+    prefix: str = "r",
+    offline: bool = False,
+    start: int = 0,
+    shared: int = 0,
+    group: int = 0,
 ) -> list[Request]:
-    """Requests ``{prefix}{i}`` for i from ``start``, each prompt a function of i."""
+    """Requests ``{prefix}{i}`` for i from ``start``, each prompt a function of i after
+    its first ``shared`` tokens, which are the same for all requests of a ``group``."""
     extra = {"hygen_class": "offline"} if offline else None
     return [
         Request(
             f"{prefix}{i}",
-            [(i * 7 + k) % (VOCAB - 2) + 2 for k in range(prompt)],
+            [
+                (group * 1009 + k if k < shared else i * 7 + k) % (VOCAB - 2) + 2
+                for k in range(prompt)
+            ],
             SamplingParams(max_tokens=out, ignore_eos=True, extra_args=extra),
             None,
             block_hasher=_HASHER,
