@@ -67,9 +67,11 @@ def test_a_carried_scan_equals_a_fresh_one_as_requests_decode_and_leave(lookahea
     for step in range(2, 120):
         for r in running:
             r.step()
+        freed = []
         if step % 5 == 0:  # some finish
-            running = [r for r in running if rng.random() > 0.05]
-        got = carry.at(step, running)
+            freed = [r for r in running if rng.random() < 0.05]
+            running = [r for r in running if r not in freed]
+        got = carry.at(step, running, freed)
         want = steady_scan(running, offline, BS, lookahead, MAX_LEN)
         assert got is not None and want is not None
         assert _fields(got) == _fields(want), step
@@ -132,7 +134,7 @@ def test_a_carried_scan_equals_a_fresh_one_as_requests_start_finish_and_idle(
         idled += len(idle)
         joined += len(starts)
         want = steady_scan(running, offline, BS, lookahead, MAX_LEN)
-        got = carry.at(step + 1, running) if carry is not None else None
+        got = carry.at(step + 1, running, list(idle)) if carry is not None else None
         assert want is not None
         if got is not None:
             carried += 1
@@ -157,11 +159,15 @@ def test_a_carry_refuses_what_it_cannot_derive() -> None:
     assert carry.ran(1, running, scan)
     for r in running:
         r.step()
-    assert carry.at(3, running) is None  # a step in between did not run from it
+    assert carry.at(3, running, []) is None  # a step in between did not run from it
     joined = [*running, _Req("new", 50, 50, 100)]
-    assert carry.at(2, joined) is None  # a request joined that no step started
-    assert carry.at(2, list(reversed(running))) is None  # the order changed
-    assert carry.at(2, running) is not None
+    assert carry.at(2, joined, []) is None  # a request joined that no step started
+    assert carry.at(2, list(reversed(running)), []) is None  # the order changed
+    assert carry.at(2, running[1:], []) is None  # one left without being freed
+    assert carry.at(2, running, running[:1]) is None  # one freed that did not leave
+    got = carry.at(2, running[1:], running[:1])  # one freed that left
+    want = steady_scan(running[1:], offline, BS, LOOKAHEAD, MAX_LEN)
+    assert got is not None and want is not None and _fields(got) == _fields(want)
 
 
 def test_a_started_request_that_is_not_a_decode_ends_the_carry() -> None:
@@ -176,7 +182,7 @@ def test_a_started_request_that_is_not_a_decode_ends_the_carry() -> None:
     for r in running:
         r.step()
     assert steady_scan(running, offline, BS, LOOKAHEAD, MAX_LEN) is None
-    assert carry.at(2, running) is None
+    assert carry.at(2, running, []) is None
 
 
 def test_an_idle_request_that_does_not_leave_ends_the_carry() -> None:
@@ -190,12 +196,12 @@ def test_an_idle_request_that_does_not_leave_ends_the_carry() -> None:
     assert carry is not None and carry.ran(1, [near, other], scan)
     near.step()
     other.step()
-    got = carry.at(2, [near, other])  # 1 token left, in flight: idle
+    got = carry.at(2, [near, other], [])  # 1 token left, in flight: idle
     assert got is not None and got.online_idle == 1 and "near" not in got.plan
     assert carry.ran(2, [near, other], got)
     other.step()
-    assert carry.at(3, [near, other]) is None  # it did not finish
-    got = carry.at(3, [other])  # it did: the carry goes on without it
+    assert carry.at(3, [near, other], []) is None  # it did not finish
+    got = carry.at(3, [other], [near])  # it did: the carry goes on without it
     want = steady_scan([other], set(), BS, LOOKAHEAD, MAX_LEN)
     assert got is not None and want is not None and _fields(got) == _fields(want)
 
@@ -210,7 +216,7 @@ def test_a_carry_ends_where_a_fresh_scan_would_stop_at_the_model_length() -> Non
     step = 1
     while True:
         long.step()
-        got = carry.at(step + 1, [long])
+        got = carry.at(step + 1, [long], [])
         if got is None:
             break
         step += 1

@@ -204,6 +204,10 @@ class HyGenScheduler(Scheduler):
             and getattr(self, "num_sampled_tokens_per_step", 1) == 1
         )
         self._carry: SteadyCarry | None = None
+        # Requests freed (finished, aborted) while a carry is kept: it takes them out of
+        # its running list (`SteadyCarry.at`); those of the step before this one.
+        self._freed: list[Request] = []
+        self._freed_before: list[Request] = []
         # Block hashes that prompts planned earlier in this step will have cached when the
         # base method starts the next one (`_cached_tokens`), where that is exact: one
         # full-attention group hashed at its block size, no KV connector, no context
@@ -279,6 +283,8 @@ class HyGenScheduler(Scheduler):
             self.offline_queue.remove(request.request_id)
             self.offline_ids.discard(request.request_id)
             self._offline_reqs.discard(request)
+        if self._carry is not None:
+            self._freed.append(request)
         return super()._free_request(request, delay_free_blocks=delay_free_blocks)
 
     def _preempt_request(self, request: Request, timestamp: float, **kw: Any) -> None:
@@ -330,6 +336,7 @@ class HyGenScheduler(Scheduler):
         self._plan = None
         self._plan_ran = False
         self._steady_step = None
+        self._freed_before, self._freed = self._freed, []
         if self._pending:
             self._pending.clear()
         self._noted = 0
@@ -705,7 +712,7 @@ class HyGenScheduler(Scheduler):
         running = self.running
         bs, lookahead = self.block_size, self.num_lookahead_tokens
         carry, self._carry = self._carry, None
-        scan = carry.at(self._step, running) if carry is not None else None
+        scan = carry.at(self._step, running, self._freed_before) if carry is not None else None
         if scan is None:
             carry = None
             scan = steady_scan(running, self.offline_ids, bs, lookahead, self.max_model_len)

@@ -17,6 +17,7 @@ requests every step, so the carry has to survive both to matter there.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 from vllm.v1.request import Request
@@ -155,8 +156,10 @@ class SteadyCarry:
     by_residue: list[dict[Request, None]]  # by computed tokens at ``base`` mod block size
     by_left: dict[int, list[Request]]  # by tokens left at ``base``: read again near the end
     edge_residues: list[int]
-    idle: set[Request] = field(default_factory=set)  # idle last step: must be gone now
+    # idle last step (-> offline or not): each must be gone now
+    idle: dict[Request, bool] = field(default_factory=dict)
     joins: list[Request] = field(default_factory=list)  # started by step ``last``
+    plan_dels: int = 0  # keys deleted from ``plan`` since it was last compacted
 
     @classmethod
     def start(
@@ -180,9 +183,9 @@ class SteadyCarry:
                 return None  # a decode on its last token without one in flight (no such)
             by_residue[c % bs][r] = None
             by_left.setdefault(left, []).append(r)
-        idle = set(scan.offline_idle)
+        idle = dict.fromkeys(scan.offline_idle, True)
         if scan.online_idle:
-            idle.update(r for r in scan.online_run if r not in computed)
+            idle.update((r, False) for r in scan.online_run if r not in computed)
         last_computed = max_model_len - 2
         return cls(
             bs, lookahead, last_computed, offline_ids, scan.online_run, scan.offline_run,
@@ -192,14 +195,15 @@ class SteadyCarry:
             set(scan.offline_run), by_residue, by_left, _edge_residues(bs, lookahead), idle,
         )  # fmt: skip
 
-    def at(self, step: int, running: list[Request]) -> SteadyScan | None:
+    def at(self, step: int, running: list[Request], freed: Sequence[Request]) -> SteadyScan | None:
         """The scan at ``step`` (the one after ``last``), or None when it cannot be carried:
-        the step is out of range, the running list changed other than by requests leaving
-        it, a request idle last step is still there, or one the last step started (or one
-        at its last token) is not as `steady_scan` would carry it."""
+        the step is out of range, the running list changed other than by requests in
+        ``freed`` (those the scheduler freed since) leaving it, a request idle last step is
+        still there, or one the last step started (or one at its last token) is not as
+        `steady_scan` would carry it."""
         if step != self.last + 1 or step > self.until:
             return None
-        if running != self.running and not self._drop_gone(running):
+        if (freed or running != self.running) and not self._drop_gone(running, freed):
             return None
         if self.idle:
             return None
@@ -208,19 +212,14 @@ class SteadyCarry:
         offline_idle: list[Request] = []
         for r in self.by_left.pop(d + 1, ()):  # one token left: in flight, or not carried
             if r in self.computed:
-                off = r in self.offline
                 if not self._goes_idle(r, d):
                     return None
-                if off:
+                if self.idle[r]:
                     offline_idle.append(r)
                 else:
                     online_idle += 1
-        if offline_idle:  # out of the offline decodes, in one pass
-            gone = set(offline_idle)
-            pairs = zip(self.offline_run, self.off_ctx, strict=True)
-            kept = [(q, x) for q, x in pairs if q not in gone]
-            self.offline_run = [q for q, _ in kept]
-            self.off_ctx = [x for _, x in kept]
+        if offline_idle:
+            self._remove(set(offline_idle), offline=True)
         if self.joins:
             joined = self._join(d)
             if joined is None:
@@ -235,8 +234,10 @@ class SteadyCarry:
             for r in self.by_residue[(rho - d) % bs]:
                 c = computed[r] + d
                 (offline_edge if r in offline else online_edge).append((r, c))
+        if self.plan_dels * 3 > len(self.plan):  # else its copy takes the slow path
+            self.plan, self.plan_dels = dict(self.plan), 0
         return SteadyScan(
-            self.online_run, self.offline_run, dict(self.plan),
+            self.online_run, self.offline_run, self.plan.copy(),
             self.on_sum + n_on * d, self.on_sq + 2 * d * self.on_sum + n_on * d * d,
             self.off_sum + n_off * d, self.off_sq + 2 * d * self.off_sum + n_off * d * d,
             self.off_ctx, d, online_edge, offline_edge, online_idle, offline_idle,
@@ -258,10 +259,12 @@ class SteadyCarry:
         return True
 
     def _take_out(self, r: Request, c: int) -> None:
-        """Take a decoding request out of the sums (``c``: its computed tokens at ``base``,
-        already popped from ``computed``)."""
+        """Take a decoding request out of the sums (``c``: its computed tokens at
+        ``base``, already popped from ``computed``); the caller takes it out of the lists
+        (`_remove`)."""
         self.by_residue[c % self.bs].pop(r, None)
         del self.plan[r.request_id]
+        self.plan_dels += 1
         x = c + 1
         if r in self.offline:
             self.offline.discard(r)
@@ -275,14 +278,15 @@ class SteadyCarry:
     def _goes_idle(self, r: Request, d: int) -> bool:
         """A carried decode down to one token left: read again, it must be idle (its last
         token in flight, as `steady_scan` tests it); it then leaves the sums (`at` takes
-        it out of the offline list) and must be gone next step."""
+        an offline one out of the offline decodes; an online one stays in ``online_run``,
+        as in a fresh scan) and must be gone next step."""
         c0 = self.computed[r]
         c, ph = r.num_computed_tokens, r.num_output_placeholders
         if c != c0 + d or not (ph and r.num_prompt_tokens + r.max_tokens - c <= 2 - ph):
             return False
         del self.computed[r]
+        self.idle[r] = r in self.offline
         self._take_out(r, c0)
-        self.idle.add(r)
         return True
 
     def _join(self, d: int) -> tuple[int, list[Request]] | None:
@@ -302,7 +306,7 @@ class SteadyCarry:
             left = prompt + r.max_tokens - c
             off = r.request_id in self.offline_ids
             if ph and left <= 2 - ph:
-                self.idle.add(r)
+                self.idle[r] = off
                 if off:
                     offline_idle.append(r)
                 else:
@@ -332,23 +336,44 @@ class SteadyCarry:
         self.joins = []
         return online_idle, offline_idle
 
-    def _drop_gone(self, running: list[Request]) -> bool:
-        """Take out the requests that left the running list; False if it changed otherwise
-        (a request joined, or the order changed)."""
-        now = set(running)
-        kept = [r for r in self.running if r in now]
-        if len(kept) != len(running) or kept != running:
+    def _remove(self, gone: set[Request], offline: bool) -> None:
+        """Take ``gone`` out of the offline decodes (and their contexts) or of
+        ``online_run``, in place. By identity: a list's own search would call vLLM's
+        ``Request`` comparison (a Python method) for every other request."""
+        lst = self.offline_run if offline else self.online_run
+        at = [i for i, q in enumerate(lst) if q in gone]
+        for i in reversed(at):
+            del lst[i]
+            if offline:
+                del self.off_ctx[i]
+
+    def _drop_gone(self, running: list[Request], freed: Sequence[Request]) -> bool:
+        """Take out the requests in ``freed`` that were in the carried running list; False
+        unless what is left is exactly ``running`` (anything else changed it). Only the
+        few freed requests are handled one by one; the lists are filtered by identity."""
+        computed, idle, joins = self.computed, self.idle, self.joins
+        gone = [r for r in freed if r in computed or r in idle or r in joins]
+        if len(self.running) - len(gone) != len(running):
             return False
-        for r in [r for r in self.running if r not in now]:
-            c = self.computed.pop(r, None)
+        g = set(gone)
+        kept = [q for q in self.running if q not in g] if g else self.running
+        if kept != running:
+            return False
+        online = offline = False
+        for r in gone:
+            c = computed.pop(r, None)
             if c is not None:
+                off = r in self.offline
                 self._take_out(r, c)
-            self.idle.discard(r)
-        if len(self.offline_run) != len(self.offline):
-            pairs = zip(self.offline_run, self.off_ctx, strict=True)
-            self.off_ctx = [x for r, x in pairs if r in now]
-            self.offline_run = [r for r in self.offline_run if r in now]
-        self.online_run = [r for r in self.online_run if r in now]
-        self.joins = [r for r in self.joins if r in now]
+                offline |= off
+                online |= not off
+            elif r in idle:
+                online |= not idle.pop(r)  # an online idle one is in online_run
+        if online:
+            self._remove(g, offline=False)
+        if offline:
+            self._remove(g, offline=True)
+        if joins:
+            self.joins = [r for r in joins if r not in g]
         self.running = kept
         return True
