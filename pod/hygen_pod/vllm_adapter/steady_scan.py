@@ -290,51 +290,44 @@ class SteadyCarry:
         return True
 
     def _join(self, d: int) -> tuple[int, list[Request]] | None:
-        """Read the requests the last step started, as `steady_scan` would, and add them
-        at the end of their side (where a fresh scan of the running list puts them);
-        returns the online and offline ones idle this step, or None if any is not a
-        decode the carry can follow."""
-        online_idle = 0
-        offline_idle: list[Request] = []
-        bs, step = self.bs, self.base + d
-        for r in self.joins:
-            c = r.num_computed_tokens
-            ph = r.num_output_placeholders
-            prompt = r.num_prompt_tokens
-            if r.num_tokens_with_spec + ph - c != 1 or c < prompt:
-                return None
-            left = prompt + r.max_tokens - c
-            off = r.request_id in self.offline_ids
-            if ph and left <= 2 - ph:
-                self.idle[r] = off
-                if off:
-                    offline_idle.append(r)
-                else:
-                    self.online_run.append(r)
-                    online_idle += 1
-                continue
-            if c >= self.last_computed or left <= 1:
-                return None
+        """Read the requests the last step started with `steady_scan` itself (the same
+        rules as a fresh scan) and add them at the end of their side, where a fresh scan
+        of the running list puts them; returns the online and offline ones idle this
+        step, or None if any is not a decode the carry can follow."""
+        joined = steady_scan(
+            self.joins, self.offline_ids, self.bs, self.lookahead, self.last_computed + 2
+        )
+        self.joins = []
+        if joined is None or joined.decoding is None or joined.computed is None:
+            return None
+        if joined.lefts is None or any(left <= 1 for left in joined.lefts):
+            return None  # a decode on its last token without one in flight (no such)
+        for r in joined.offline_idle:
+            self.idle[r] = True
+        for r in joined.online_run:
+            if r.request_id not in joined.plan:
+                self.idle[r] = False
+        self.online_run += joined.online_run
+        self.offline_run += joined.offline_run
+        self.off_ctx += [x - d for x in joined.off_ctx]
+        self.offline.update(joined.offline_run)
+        self.plan.update(joined.plan)
+        self.until = min(self.until, self.base + d + self.last_computed - joined.max_computed - 1)
+        bs = self.bs
+        for r, c, left in zip(joined.decoding, joined.computed, joined.lefts, strict=True):
             cb = c - d  # as of ``base``
             x = cb + 1
             self.computed[r] = cb
             self.by_residue[cb % bs][r] = None
             self.by_left.setdefault(left + d, []).append(r)
-            self.plan[r.request_id] = 1
-            self.until = min(self.until, step + self.last_computed - c - 1)
-            if off:
-                self.offline.add(r)
-                self.offline_run.append(r)
-                self.off_ctx.append(x)
+            if r in self.offline:
                 self.off_sum += x
                 self.off_sq += x * x
             else:
-                self.online_run.append(r)
                 self.n_on += 1
                 self.on_sum += x
                 self.on_sq += x * x
-        self.joins = []
-        return online_idle, offline_idle
+        return joined.online_idle, joined.offline_idle
 
     def _remove(self, gone: set[Request], offline: bool) -> None:
         """Take ``gone`` out of the offline decodes (and their contexts) or of
