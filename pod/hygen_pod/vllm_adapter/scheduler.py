@@ -211,7 +211,7 @@ class HyGenScheduler(Scheduler):
         # Block hashes that prompts planned earlier in this step will have cached when the
         # base method starts the next one (`_cached_tokens`), where that is exact: one
         # full-attention group hashed at its block size, no KV connector, no context
-        # parallelism. ``_noted`` counts the phase-2 allocations already added.
+        # parallelism, prefix caching on. ``_noted`` counts the phase-2 allocations added.
         self._pending: set[Any] = set()
         self._noted = 0
         coord = self.kv_cache_manager.coordinator
@@ -222,6 +222,7 @@ class HyGenScheduler(Scheduler):
             and self.connector is None
             and getattr(self, "dcp_world_size", 1) == 1
             and getattr(self, "pcp_world_size", 1) == 1
+            and self.kv_cache_manager.enable_caching
         )
         self._steady_step: tuple[SteadyScan, SteadyCarry | None] | None = None
         # Outputs of steps up to this one may still deliver tokens to a preempted request
@@ -433,7 +434,7 @@ class HyGenScheduler(Scheduler):
         """A prompt chunk planned for this step: the full blocks it will have cached
         (vLLM's ``allocate_slots`` caches up to computed + new tokens) count as hits for
         prompts the base method starts after it."""
-        if self._pending_ok and self.kv_cache_manager.enable_caching:
+        if self._pending_ok:
             k = min(computed + n, request.num_tokens) // self.block_size
             if k:
                 self._pending.update(request.block_hashes[:k])
@@ -975,11 +976,12 @@ class HyGenScheduler(Scheduler):
 
     def _waiting_candidate(self, r: Request, cap: int, admitter: Admitter) -> OfflineCandidate:
         # the prompt chunks admitted before it cache their blocks before the base starts it
-        allocations = admitter.allocations
-        for c, n in allocations[self._noted :]:
-            if not c.running or c.computed < c.num_prompt_tokens:
-                self._note_cached(c.ref, c.computed, n)
-        self._noted = len(allocations)
+        if self._pending_ok:
+            allocations = admitter.allocations
+            for c, n in allocations[self._noted :]:
+                if not c.running or c.computed < c.num_prompt_tokens:
+                    self._note_cached(c.ref, c.computed, n)
+            self._noted = len(allocations)
         cached = self._cached_tokens(r)
         wanted = r.num_tokens - cached
         return OfflineCandidate(
