@@ -40,7 +40,6 @@ from collections import deque
 from dataclasses import dataclass, field
 from typing import Any
 
-from vllm.v1.core.kv_cache_coordinator import UnitaryKVCacheCoordinator
 from vllm.v1.core.sched.async_scheduler import AsyncScheduler
 from vllm.v1.core.sched.request_queue import SchedulingPolicy
 from vllm.v1.core.sched.scheduler import Scheduler
@@ -58,6 +57,7 @@ from hygen_pod.policy.phase2 import fill_offline, step_budget
 from hygen_pod.policy.predictor import LatencyPredictor
 from hygen_pod.policy.rate import TokenBucket
 from hygen_pod.policy.step_trace import StepRecord, StepTrace
+from hygen_pod.vllm_adapter.prefix_hits import PrefixHits
 from hygen_pod.vllm_adapter.steady_scan import SteadyCarry, SteadyScan, steady_scan
 
 logger = logging.getLogger("hygen.scheduler")
@@ -74,26 +74,6 @@ def _async_scheduling(args: tuple[Any, ...], kwargs: dict[str, Any]) -> bool:
     config = kwargs.get("vllm_config", args[0] if args else None)
     sched = getattr(config, "scheduler_config", None)
     return bool(getattr(sched, "async_scheduling", False))
-
-
-class _PendingPool:
-    """The KV block pool as the base method will see it later in this step: a block that
-    a prompt planned earlier in the step will have cached by then counts as cached. Its
-    stand-in blocks are only counted, never used (`HyGenScheduler._cached_tokens`)."""
-
-    __slots__ = ("_pending", "_pool")
-
-    def __init__(self, pool: Any, pending: set[Any]) -> None:
-        self._pool, self._pending = pool, pending
-
-    def __getattr__(self, name: str) -> Any:
-        return getattr(self._pool, name)
-
-    def get_cached_block(self, block_hash: Any, kv_cache_group_ids: list[int]) -> Any:
-        got = self._pool.get_cached_block(block_hash, kv_cache_group_ids)
-        if got is None and block_hash in self._pending:
-            return [None] * len(kv_cache_group_ids)
-        return got
 
 
 @dataclass(slots=True)
@@ -208,22 +188,14 @@ class HyGenScheduler(Scheduler):
         # its running list (`SteadyCarry.at`); those of the step before this one.
         self._freed: list[Request] = []
         self._freed_before: list[Request] = []
-        # Block hashes that prompts planned earlier in this step will have cached when the
-        # base method starts the next one (`_cached_tokens`), where that is exact: one
-        # full-attention group hashed at its block size, no KV connector, no context
-        # parallelism, prefix caching on. ``_noted`` counts the phase-2 allocations added.
-        self._pending: set[Any] = set()
+        # Prefix-cache hits with the blocks that prompts planned earlier in this step will
+        # have cached when the base method starts the next one (`PrefixHits`).
+        # ``_noted`` counts the phase-2 allocations noted.
+        self._hits = PrefixHits(
+            self.kv_cache_manager, self.connector,
+            getattr(self, "dcp_world_size", 1), getattr(self, "pcp_world_size", 1),
+        )  # fmt: skip
         self._noted = 0
-        coord = self.kv_cache_manager.coordinator
-        spec = getattr(coord, "kv_cache_spec", None)
-        self._pending_ok = (
-            isinstance(coord, UnitaryKVCacheCoordinator)
-            and getattr(spec, "block_size", None) == coord.block_pool.hash_block_size
-            and self.connector is None
-            and getattr(self, "dcp_world_size", 1) == 1
-            and getattr(self, "pcp_world_size", 1) == 1
-            and self.kv_cache_manager.enable_caching
-        )
         self._steady_step: tuple[SteadyScan, SteadyCarry | None] | None = None
         # Outputs of steps up to this one may still deliver tokens to a preempted request
         # (vLLM's stale outputs); no scan is carried until they are all back.
@@ -338,8 +310,7 @@ class HyGenScheduler(Scheduler):
         self._plan_ran = False
         self._steady_step = None
         self._freed_before, self._freed = self._freed, []
-        if self._pending:
-            self._pending.clear()
+        self._hits.clear()
         self._noted = 0
         if not self.offline_ids and self.control.online_prefill_cap is None:
             out = self._call_base(throttle_prefills)
@@ -413,31 +384,13 @@ class HyGenScheduler(Scheduler):
         but without that method's side effects: with KV cache events in "full" report mode
         it emits a BlockStored event per hit, and this lookup is HyGen's, not a start.
         Blocks that prompts planned earlier in this step will have cached by the time the
-        base method reaches ``request`` count as hits (`_note_cached`): prompts that share
-        a prefix and start in the same step run as their suffixes, and are planned so."""
+        base method reaches ``request`` count as hits (`PrefixHits.note`): prompts that
+        share a prefix and start in the same step run as their suffixes, and are planned so."""
         if request.num_computed_tokens:
             return request.num_computed_tokens
-        mgr = self.kv_cache_manager
-        if not mgr.prefix_cache_lookup_enabled(request):
+        if not self.kv_cache_manager.prefix_cache_lookup_enabled(request):
             return 0
-        coord = mgr.coordinator
-        if not self._pending:
-            return coord.find_longest_cache_hit(request.block_hashes, request.num_tokens - 1)[1]
-        pool = coord.block_pool
-        coord.block_pool = _PendingPool(pool, self._pending)
-        try:
-            return coord.find_longest_cache_hit(request.block_hashes, request.num_tokens - 1)[1]
-        finally:
-            coord.block_pool = pool
-
-    def _note_cached(self, request: Request, computed: int, n: int) -> None:
-        """A prompt chunk planned for this step: the full blocks it will have cached
-        (vLLM's ``allocate_slots`` caches up to computed + new tokens) count as hits for
-        prompts the base method starts after it."""
-        if self._pending_ok:
-            k = min(computed + n, request.num_tokens) // self.block_size
-            if k:
-                self._pending.update(request.block_hashes[:k])
+        return self._hits.tokens(request)
 
     def _is_decode(self, r: Request) -> bool:
         """Past its prompt (and any recompute after preemption): one token a step."""
@@ -451,7 +404,7 @@ class HyGenScheduler(Scheduler):
             out = self._schedule_steady(throttle_prefills)
             if out is not None:
                 return out
-            self._pending.clear()  # what the steady attempt noted, if it fell back
+            self._hits.clear()  # what the steady attempt noted, if it fell back
             self._noted = 0
         bs = self.block_size
         running = self.running
@@ -512,7 +465,7 @@ class HyGenScheduler(Scheduler):
                 online.add(n, comp, r.num_prompt_tokens)
                 plan[r.request_id] = n
                 planned_prefills.append(r.request_id)
-                self._note_cached(r, comp, n)
+                self._hits.note(r, comp, n)
             need = -(-(comp + n + lookahead) // bs)
             if need > -(-comp // bs):
                 kv_need += max(0, need - held(r))
@@ -682,7 +635,7 @@ class HyGenScheduler(Scheduler):
             online.add(n, cached, r.num_prompt_tokens)
             plan[r.request_id] = n
             planned_prefills.append(r.request_id)
-            self._note_cached(r, cached, n)
+            self._hits.note(r, cached, n)
             kv_need += blocks
             tokens_left -= n
             slots_left -= 1
@@ -976,11 +929,11 @@ class HyGenScheduler(Scheduler):
 
     def _waiting_candidate(self, r: Request, cap: int, admitter: Admitter) -> OfflineCandidate:
         # the prompt chunks admitted before it cache their blocks before the base starts it
-        if self._pending_ok:
+        if self._hits.same_step:
             allocations = admitter.allocations
             for c, n in allocations[self._noted :]:
                 if not c.running or c.computed < c.num_prompt_tokens:
-                    self._note_cached(c.ref, c.computed, n)
+                    self._hits.note(c.ref, c.computed, n)
             self._noted = len(allocations)
         cached = self._cached_tokens(r)
         wanted = r.num_tokens - cached
