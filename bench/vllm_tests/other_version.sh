@@ -4,7 +4,7 @@
 # the GPU wheel, so no model runs) and put first on the path, with the CPU platform forced.
 #   1. every vLLM name the pod imports resolves, with the signatures it calls;
 #   2. the async/sync scheduler harness tests (test_async_scheduler.py, test_steady_carry.py,
-#      test_shared_prefix_starts.py);
+#      test_shared_prefix_starts.py, test_prefix_hits.py);
 #   3. vLLM's own scheduler tests of that release, stock and with HyGen substituted (run.sh).
 #
 #   bash bench/vllm_tests/other_version.sh 0.33.0     # ~340 MB download, ~5 minutes
@@ -27,6 +27,7 @@ echo "== 1. the pod's vLLM imports"
 echo "== 2. scheduler harness"
 "$PY" -m pytest -q -p no:cacheprovider tests/integration/test_async_scheduler.py \
   tests/integration/test_steady_carry.py tests/integration/test_shared_prefix_starts.py \
+  tests/integration/test_prefix_hits.py \
   2>&1 | tail -1
 echo "== 3. vLLM's own scheduler tests"
 PY="$PY" WORK="$WORK" bash bench/vllm_tests/run.sh
