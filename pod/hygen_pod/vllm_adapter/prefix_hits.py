@@ -72,8 +72,7 @@ class PrefixHits:
             self.same_step
             and len(managers) == 1
             and type(managers[0]) is FullAttentionManager
-            and not getattr(coord, "eagle_group_ids", None)
-            and not getattr(coord, "use_eagle", False)
+            and getattr(coord, "eagle_group_ids", None) == set()  # known, and none
             and make_block_hash_with_group_id(b"\x01", 0) == b"\x01" + self._suffix
         )
 
