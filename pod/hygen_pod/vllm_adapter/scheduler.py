@@ -1,7 +1,7 @@
 """HyGen's two-phase scheduler as a vLLM v1 ``--scheduler-cls`` plugin.
 
-This is the one module that imports vLLM. It wraps the stock
-``Scheduler.schedule()`` rather than forking it:
+It wraps the stock ``Scheduler.schedule()`` rather than forking it (vLLM is imported
+only in this package, ``vllm_adapter``; an import-linter contract keeps it so):
 
 1. *Phase 1 (online)*: offline requests are taken out of the stock queues, so the
    base method sees only online work and schedules it exactly as stock vLLM
