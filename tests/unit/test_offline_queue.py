@@ -153,3 +153,36 @@ def test_a_peek_is_always_what_the_queue_would_choose_now(ops_list, k, max_wait)
             n += 1
         fresh, _ = q._choose_now()  # the uncached choice
         assert q.peek() == fresh
+
+
+# Token ids whose bytes order differs from their numeric order under a wrong packing
+# (little-endian, words narrower than 32 bits, or the sign bit left as it is).
+WIDE_IDS = (-(2**31), -65_537, -256, -1, 0, 1, 255, 256, 65_535, 65_536, 2**24 + 1, 2**31 - 1)
+wide_prompts = st.lists(st.integers(0, len(WIDE_IDS) - 1), min_size=0, max_size=6)
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.lists(wide_prompts, min_size=1, max_size=40), st.integers(0, 4))
+def test_order_depends_only_on_token_order_not_on_id_width(ranks, k) -> None:
+    """The queue sorts packed bytes; relabelling token ids monotonically (rank -> a wide
+    id) must not change the pop order, so the packing keeps numeric order."""
+
+    def order(label) -> list[str]:
+        q: OfflineQueue[str] = OfflineQueue(max_bypass=k)
+        for i, p in enumerate(ranks):
+            q.add(f"r{i}", [label(t) for t in p], f"r{i}")
+        return q.pop_many(len(ranks))
+
+    assert order(lambda t: WIDE_IDS[t]) == order(lambda t: t)
+
+
+def test_token_ids_outside_signed_32_bits_are_refused_clearly() -> None:
+    q: OfflineQueue[str] = OfflineQueue()
+    for bad in (-(2**31) - 1, 2**31):
+        try:
+            q.add("x", (1, bad), "x")
+        except ValueError as e:
+            assert "token ids" in str(e)
+        else:
+            raise AssertionError(f"{bad} accepted")
+    assert len(q) == 0
