@@ -3,8 +3,9 @@
     python bench/offline_queue_ab.py --against HEAD~1
     python bench/offline_queue_ab.py --against HEAD~1 --queued 3000 --prefixes 8 --shared 192
 
-`scheduler_ab.py` prints per-step medians, and most steps start no offline prompt, so a
-cost paid per started prompt hides there. This times the queue alone on the scheduler's
+`scheduler_ab.py` prints per-step medians, and a cost paid per started offline prompt
+(1.6 a step at 256 running with churn) is smaller than their run-to-run spread, so it
+hides there. This times the queue alone on the scheduler's
 pattern (add the backlog, then peek and pop in turn) with both implementations in the
 same process, taking turns run by run. Prompts are ``--shared`` tokens of one of
 ``--prefixes`` random prefixes plus random tokens to 200, like the overhead harness's
