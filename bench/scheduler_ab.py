@@ -28,7 +28,9 @@ allows `REPLAY_SLACK` of them to differ (`same_schedule` says why). "tree - othe
 then what HyGen adds to the whole step on the same schedule, the cache misses its own
 passes take off vLLM's loops counted where they fall, beside "added" (HyGen's time
 outside the stock methods; for stock, the timing probe's own cost). It is also printed
-as a share of the kernel-table oracle's H100 step for the batches scheduled.
+as a share of the kernel-table oracle's H100 step for the batches scheduled, and of the
+other side's whole step (for stock, its own scheduling time: a share that carries from
+one CPU to another better than a share of the GPU step does).
 """
 
 from __future__ import annotations
@@ -223,7 +225,8 @@ def main() -> int:
               "microseconds of CPU time")  # fmt: skip
         print(f"{'running':>7} {'case':<8} {'added, tree':>11} {'added, other':>12} "
               f"{'total, tree':>11} {'total, other':>12} {'tree - other':>12} "
-              f"{'H100 step ms':>12} {'diff % of step':>14}  runs (tree - other"
+              f"{'H100 step ms':>12} {'diff % of step':>14} {'diff % of other':>15}"
+              f"  runs (tree - other"
               f"{'' if args.stock else '; added tree/other'})")  # fmt: skip
         for n in args.running:
             for case in args.cases:
@@ -259,9 +262,12 @@ def main() -> int:
                 gpu_ms = so.gpu_step_ms(batches, oracle)
                 if gpu_ms:
                     step, share = f"{gpu_ms:.2f}", f"{diff / 1e3 / gpu_ms:.2%}"
+                # the other side's whole step: a share that moves less with the CPU's
+                # speed than a share of the GPU step does (docs/benchmarks.md)
+                of_other = f"{diff / cols[3]:.1%}"
                 print(f"{n:>7} {case:<8} {cols[0]:>11.0f} {cols[1]:>12.0f} "
                       f"{cols[2]:>11.0f} {cols[3]:>12.0f} {diff:>+12.0f} "
-                      f"{step:>12} {share:>14}  {diffs}")  # fmt: skip
+                      f"{step:>12} {share:>14} {of_other:>15}  {diffs}")  # fmt: skip
                 if tokens_differ:
                     print(f"{'':>16} (the replay differed in {tokens_differ} of "
                           f"{args.repeats * args.steps} steps, in its requests in "
