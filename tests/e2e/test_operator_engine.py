@@ -53,7 +53,10 @@ def test_real_engine_servingslo_profiles_serves_and_runs_a_batchjob(cluster: Clu
     for line in lines:  # sampling on random weights may pick EOS early: 8 tokens for sure
         line["body"] |= {"ignore_eos": True}
     c.api.create(batch_job("real", "chat", lines), "batchjobs")
-    done = finished(c, "real", timeout_s=1200, stall_s=180)  # progress, not wall time
+    try:
+        done = finished(c, "real", timeout_s=1200, stall_s=180)  # progress, not wall time
+    except AssertionError as e:  # why no progress: the setting the operator pushed, retuned
+        raise AssertionError(f"{e}\nservingslo status: {c.status('servingslos', 'chat')}") from None
     assert (done["phase"], done["completed"], done["failed"]) == ("Succeeded", n, 0), done
     data = c.api.get("configmaps", NS, "real-out")["data"]
     out = [json.loads(v) for v in data.values()]
