@@ -26,17 +26,9 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from colocation import DEFAULT_LOADS, _trace, bench_predictor, offline_capacity
+from sim_workload import add_workload_args, load_workload
 
-from hygen_pod.profiling.oracle import KernelOracle
-from hygen_pod.profiling.simulator import (
-    EngineSpec,
-    SimResult,
-    Simulator,
-    offline_requests,
-    online_requests,
-)
-from hygen_pod.profiling.slices import plan_slices, split_backlogs
+from hygen_pod.profiling.simulator import EngineSpec, SimResult
 from hygen_pod.profiling.slo_search import METRICS, check_targets, within
 
 
@@ -47,52 +39,27 @@ def ratios(run: SimResult, ref: SimResult, targets: list[str]) -> list[float]:
 
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("--data", help="shared data folder (default: $HYGEN_DATA or ../shared/data)")
-    ap.add_argument("--gpu", default="h100", choices=sorted(DEFAULT_LOADS))
-    ap.add_argument("--load", type=float, default=2.0, help="online req/s")
-    ap.add_argument("--online-trace", choices=["azure", "mooncake"], default="azure")
-    ap.add_argument("--offline-set", choices=["arxiv", "mooncake"], default="arxiv")
+    add_workload_args(ap, load=2.0, profile_slices=3)
     ap.add_argument("--targets", nargs="+", choices=METRICS, default=["p99_tbt"])
     ap.add_argument("--tolerance", type=float, default=0.1)
     ap.add_argument("--budgets", nargs="+", type=float, required=True, help="budgets in ms")
-    ap.add_argument("--cap", type=int, help="online prefill cap (default: vLLM's chunking)")
-    ap.add_argument("--yield-to-prompts", action="store_true")
-    ap.add_argument("--profile-slices", type=int, default=3)
-    ap.add_argument("--window", type=float, default=180.0, help="simulated seconds per run")
-    ap.add_argument("--offline", type=int, default=4000, help="offline backlog size")
-    ap.add_argument("--jitter-cv", type=float, default=0.05)
-    ap.add_argument("--seed", type=int, default=0)
     args = ap.parse_args()
     try:
         check_targets(args.targets, args.tolerance)
         if any(b <= 0 for b in args.budgets):
             raise ValueError("--budgets: each budget must be > 0 ms")
-        if args.cap is not None and args.cap < 1:
-            raise ValueError("--cap must be >= 1 token")
-        online = _trace(None, args.online_trace, args.data)
-        pool = _trace(None, args.offline_set, args.data)
-        # slices start where the colocation bench's start, whatever its loads
-        prof_slices, eval_slice = plan_slices(
-            len(online), args.profile_slices, args.load, args.window
-        )
-        prof_pool, eval_pool = split_backlogs(pool, args.offline, args.seed)
+        wl = load_workload(args)
     except (FileNotFoundError, ValueError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
     w, cap = args.window, args.cap
-    oracle = KernelOracle(args.gpu)
-    pred = bench_predictor(oracle, args.seed)
-    engine = EngineSpec()
-    # the colocation bench's two noisy GPUs: evaluation draws (seed), profiling (seed + 1)
-    esim = Simulator(oracle.step_seconds, engine, predictor=pred, jitter_cv=args.jitter_cv,
-                     jitter_seed=args.seed)  # fmt: skip
-    psim = Simulator(oracle.step_seconds, engine, predictor=pred, jitter_cv=args.jitter_cv,
-                     jitter_seed=args.seed + 1)  # fmt: skip
-    offline = offline_requests(eval_pool, len(eval_pool), args.seed)
-    prof_offline = offline_requests(prof_pool, len(prof_pool), args.seed)
-    capacity, _ = offline_capacity(oracle, engine, offline, w)
-    evalw = online_requests(online, eval_slice.start, args.load, w) + offline
-    profs = [online_requests(online, s.start, args.load, w) + prof_offline for s in prof_slices]
+    # the colocation bench's two noisy GPUs: evaluation draws and profiling draws
+    esim = wl.simulator(EngineSpec())
+    psim = wl.simulator(EngineSpec(), profiling=True)
+    capacity = wl.capacity()
+    evalw = wl.online_at(wl.eval_slice) + wl.offline()
+    prof_offline = wl.offline(profiling=True)
+    profs = [wl.online_at(s) + prof_offline for s in wl.prof_slices]
     ref = esim.run(evalw, "online_only", window_s=w, online_prefill_cap=cap)
     prefs = [psim.run(p, "online_only", window_s=w, online_prefill_cap=cap) for p in profs]
     tol = args.tolerance
@@ -129,7 +96,7 @@ def main() -> int:
         per_slice = "; ".join(", ".join(f"{x:.3f}" for x in s) for s in prof)
         print(f"{b:9.2f} | {shown} | {run.offline_tps / capacity:6.1%} | "
               f"{'yes' if met else 'NO '} | {per_slice}", flush=True)  # fmt: skip
-    print(f"largest budget met on the evaluation slice: {largest if largest else 'none'} ms")
+    print(f"largest budget met on the evaluation slice: {f'{largest:g} ms' if largest else 'none'}")
     return 0
 
 

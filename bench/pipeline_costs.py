@@ -23,19 +23,9 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from colocation import DEFAULT_LOADS, _trace, bench_predictor, offline_capacity
+from sim_workload import add_workload_args, load_workload
 
-from hygen_pod.profiling.oracle import KernelOracle
-from hygen_pod.profiling.simulator import (
-    MEASURED_HOST_COSTS,
-    EngineSpec,
-    HostCosts,
-    SimResult,
-    Simulator,
-    offline_requests,
-    online_requests,
-)
-from hygen_pod.profiling.slices import plan_slices, split_backlogs
+from hygen_pod.profiling.simulator import MEASURED_HOST_COSTS, EngineSpec, HostCosts, SimResult
 
 HOSTS = {
     "none": HostCosts(),
@@ -55,42 +45,19 @@ def row(loop: str, host: str, policy: str, run: SimResult, capacity: float) -> s
 
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("--data", help="shared data folder (default: $HYGEN_DATA or ../shared/data)")
-    ap.add_argument("--gpu", default="h100", choices=sorted(DEFAULT_LOADS))
-    ap.add_argument("--load", type=float, default=4.0, help="online req/s")
-    ap.add_argument("--online-trace", choices=["azure", "mooncake"], default="azure")
-    ap.add_argument("--offline-set", choices=["arxiv", "mooncake"], default="arxiv")
-    ap.add_argument("--online-trace-file", help="online arrivals from this file instead")
-    ap.add_argument("--offline-trace-file", help="offline lengths from this file instead")
+    add_workload_args(ap, load=4.0, profile_slices=6)
     ap.add_argument("--budget", type=float, default=20.0, help="HyGen's budget, ms")
-    ap.add_argument("--cap", type=int, help="online prefill cap (default: vLLM's chunking)")
-    ap.add_argument("--yield-to-prompts", action="store_true")
-    ap.add_argument(
-        "--profile-slices", type=int, default=6, help="as the colocation run: places the slice"
-    )
-    ap.add_argument("--window", type=float, default=180.0, help="simulated seconds per run")
-    ap.add_argument("--offline", type=int, default=4000, help="offline backlog size")
-    ap.add_argument("--jitter-cv", type=float, default=0.05)
-    ap.add_argument("--seed", type=int, default=0)
     args = ap.parse_args()
     try:
         if args.budget <= 0:
             raise ValueError("--budget must be > 0 ms")
-        if args.cap is not None and args.cap < 1:
-            raise ValueError("--cap must be >= 1 token")
-        online = _trace(args.online_trace_file, args.online_trace, args.data)
-        pool = _trace(args.offline_trace_file, args.offline_set, args.data)
-        _, eval_slice = plan_slices(len(online), args.profile_slices, args.load, args.window)
-        _, eval_pool = split_backlogs(pool, args.offline, args.seed)
+        wl = load_workload(args)
     except (FileNotFoundError, ValueError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
-    w = args.window
-    oracle = KernelOracle(args.gpu)
-    pred = bench_predictor(oracle, args.seed)
-    offline = offline_requests(eval_pool, len(eval_pool), args.seed)
-    work = online_requests(online, eval_slice.start, args.load, w) + offline
-    capacity, _ = offline_capacity(oracle, EngineSpec(), offline, w)
+    w, eval_slice = args.window, wl.eval_slice
+    work = wl.online_at(eval_slice) + wl.offline()
+    capacity = wl.capacity()
     opts = {"online_prefill_cap": args.cap, "yield_to_prompts": args.yield_to_prompts}
     print(
         f"{args.gpu} {args.load:g} req/s, {args.online_trace} + {args.offline_set}, evaluation "
@@ -108,9 +75,7 @@ def main() -> int:
           "| off tok/s | % cap")  # fmt: skip
     for loop, queue in (("sync", 1), ("async", 2)):
         for host, costs in HOSTS.items():
-            sim = Simulator(oracle.step_seconds, EngineSpec(batch_queue=queue, host=costs),
-                            predictor=pred, jitter_cv=args.jitter_cv,
-                            jitter_seed=args.seed)  # fmt: skip
+            sim = wl.simulator(EngineSpec(batch_queue=queue, host=costs))
             if not costs.hygen_base_s:  # (HyGen's own time is charged to HyGen only)
                 alone = sim.run(work, "online_only", window_s=w, online_prefill_cap=args.cap)
                 print(row(loop, host, "online only", alone, capacity), flush=True)

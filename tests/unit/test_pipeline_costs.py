@@ -2,36 +2,14 @@
 
 from __future__ import annotations
 
-import importlib.util
 import sys
-from pathlib import Path
 
 import pytest
 
-_PATH = Path(__file__).resolve().parents[2] / "bench" / "pipeline_costs.py"
-_spec = importlib.util.spec_from_file_location("pipeline_costs_bench", _PATH)
-assert _spec is not None and _spec.loader is not None
-bench = importlib.util.module_from_spec(_spec)
-sys.modules[_spec.name] = bench
-_spec.loader.exec_module(bench)
+from tests.helpers.bench_script import load_bench
+from tests.helpers.trace_files import synthetic_trace_args
 
-
-def _traces(tmp_path: Path) -> list[str]:
-    online = tmp_path / "online.csv"
-    online.write_text(
-        "TIMESTAMP,ContextTokens,GeneratedTokens\n"
-        + "".join(
-            f"2023-11-16 18:{k // 600:02d}:{k // 10 % 60:02d}.{k % 10}000000,"
-            f"{200 + 37 * k % 900},{20 + 13 * k % 150}\n"
-            for k in range(600)
-        )
-    )
-    offline = tmp_path / "offline.csv"
-    offline.write_text(
-        "num_prefill_tokens,num_decode_tokens\n"
-        + "".join(f"{1000 + 53 * k % 3000},{100 + 7 * k % 200}\n" for k in range(100))
-    )
-    return ["--online-trace-file", str(online), "--offline-trace-file", str(offline)]
+bench = load_bench("pipeline_costs")
 
 
 def _run(monkeypatch, capsys, args: list[str]) -> tuple[int, str, str]:
@@ -44,7 +22,7 @@ def _run(monkeypatch, capsys, args: list[str]) -> tuple[int, str, str]:
 def test_hygens_own_host_time_shows_in_sync_mode_only(tmp_path, monkeypatch, capsys) -> None:
     opts = ["--window", "8", "--load", "2", "--profile-slices", "1", "--offline", "40",
             "--budget", "20"]  # fmt: skip
-    rc, out, _ = _run(monkeypatch, capsys, [*_traces(tmp_path), *opts])
+    rc, out, _ = _run(monkeypatch, capsys, [*synthetic_trace_args(tmp_path), *opts])
     assert rc == 0
     rows = {}
     for line in out.splitlines():
@@ -65,13 +43,13 @@ def test_hygens_own_host_time_shows_in_sync_mode_only(tmp_path, monkeypatch, cap
 
 
 def test_a_bad_budget_is_refused_by_name(tmp_path, monkeypatch, capsys) -> None:
-    rc, _, err = _run(monkeypatch, capsys, [*_traces(tmp_path), "--budget", "0"])
+    rc, _, err = _run(monkeypatch, capsys, [*synthetic_trace_args(tmp_path), "--budget", "0"])
     assert rc == 2 and "--budget must be > 0 ms" in err
 
 
 @pytest.mark.parametrize("missing", ["--online-trace-file", "--offline-trace-file"])
 def test_a_missing_trace_file_is_a_clear_error(tmp_path, monkeypatch, capsys, missing) -> None:
-    args = _traces(tmp_path)
+    args = synthetic_trace_args(tmp_path)
     args[args.index(missing) + 1] = str(tmp_path / "nope.csv")
     rc, _, err = _run(monkeypatch, capsys, args)
     assert rc == 2 and "nope.csv" in err
