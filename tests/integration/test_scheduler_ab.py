@@ -3,21 +3,16 @@ difference in any step's schedule is caught."""
 
 from __future__ import annotations
 
-import importlib.util
 import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 
+from tests.helpers.bench_script import load_bench
+
 pytest.importorskip("vllm")
 
-_PATH = Path(__file__).resolve().parents[2] / "bench" / "scheduler_ab.py"
-_spec = importlib.util.spec_from_file_location("scheduler_ab_bench", _PATH)
-assert _spec is not None and _spec.loader is not None
-ab = importlib.util.module_from_spec(_spec)
-sys.modules[_spec.name] = ab
-_spec.loader.exec_module(ab)
+ab = load_bench("scheduler_ab")
 
 
 @pytest.fixture(scope="module")

@@ -1,19 +1,14 @@
 """bench/colocation.py's saved cells: --resume keeps them only under the same options."""
 
 import argparse
-import importlib.util
 import re
-import sys
 from pathlib import Path
 
 import pytest
 
-_PATH = Path(__file__).resolve().parents[2] / "bench" / "colocation.py"
-_spec = importlib.util.spec_from_file_location("colocation_bench", _PATH)
-assert _spec is not None and _spec.loader is not None
-colocation = importlib.util.module_from_spec(_spec)
-sys.modules[_spec.name] = colocation  # its dataclasses look their module up
-_spec.loader.exec_module(colocation)
+from tests.helpers.bench_script import load_bench
+
+colocation = load_bench("colocation")
 
 
 def _args(**kw) -> argparse.Namespace:

@@ -3,22 +3,16 @@ pop order is caught."""
 
 from __future__ import annotations
 
-import importlib.util
 import subprocess
-import sys
 from pathlib import Path
 from types import SimpleNamespace
 
 import pytest
 
+from tests.helpers.bench_script import load_bench
+
 _ROOT = Path(__file__).resolve().parents[2]
-_spec = importlib.util.spec_from_file_location(
-    "offline_queue_ab_bench", _ROOT / "bench" / "offline_queue_ab.py"
-)
-assert _spec is not None and _spec.loader is not None
-ab = importlib.util.module_from_spec(_spec)
-sys.modules[_spec.name] = ab
-_spec.loader.exec_module(ab)
+ab = load_bench("offline_queue_ab")
 
 _SMALL = ["--against", "HEAD", "--queued", "60", "--pops", "40", "--repeats", "2"]
 
