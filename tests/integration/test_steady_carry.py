@@ -37,10 +37,10 @@ class _Req:
 
 
 def _fields(s: SteadyScan) -> tuple:
-    """What the step uses from a scan, with contexts shifted and edges as sets."""
+    """What the step uses from a scan, with edges as sets."""
     return (
         s.online_run, s.offline_run, s.plan, s.on_sum, s.on_sq, s.off_sum, s.off_sq,
-        [x + s.shift for x in s.off_ctx], set(s.online_edge), set(s.offline_edge),
+        set(s.online_edge), set(s.offline_edge),
     )  # fmt: skip
 
 

@@ -67,6 +67,10 @@ logger = logging.getLogger("hygen.scheduler")
 # requests stay visible (as preemption victims) without being scheduled.
 _NEVER = 1 << 62
 _IDLE_SLEEP_S = 0.002
+# Relative distance from the budget within which `_admit_all_decodes` sums decode costs
+# one at a time, as `Admitter._offer` does, instead of trusting the closed form (whose
+# rounding differs by ~1e-15 relative).
+_NEAR_BUDGET = 1e-9
 
 
 def _async_scheduling(args: tuple[Any, ...], kwargs: dict[str, Any]) -> bool:
@@ -95,14 +99,13 @@ class _StepPlan:
 @dataclass(slots=True)
 class OfflineDecodes:
     """The running offline requests when every one with work is a plain decode
-    (`_split_wants`): those decodes and their contexts (computed + 1) in running order,
-    the context sums, the decodes whose next token may need a new KV block (as
+    (`_split_wants`): those decodes in running order, the sums of their contexts
+    (computed + 1), the decodes whose next token may need a new KV block (as
     `steady_scan`), and the requests with nothing to compute this step (async: the last
     token in flight), which phase 2 does not offer."""
 
     reqs: list[Request] = field(default_factory=list)
     idle: list[Request] = field(default_factory=list)
-    ctx: list[int] = field(default_factory=list)
     total: int = 0
     total_sq: int = 0
     edge: list[tuple[Request, int]] = field(default_factory=list)
@@ -531,7 +534,7 @@ class HyGenScheduler(Scheduler):
 
             # Every running offline request decodes and all fit: admitted at once.
             if decodes is not None and self._admit_all_decodes(
-                admitter, decodes.ctx, 0, decodes.total, decodes.total_sq, decodes.edge
+                admitter, decodes.reqs, decodes.total, decodes.total_sq, decodes.edge
             ):
                 bulk = len(decodes.reqs)
                 plan.update((r.request_id, 1) for r in decodes.reqs)
@@ -656,8 +659,9 @@ class HyGenScheduler(Scheduler):
 
         Exactness: a decode's want, KV need and cost are the general method's formulas;
         phase 2's per-candidate budget check passes for all of them exactly when it passes
-        for the last (costs are non-negative, so the running sum never falls), and the
-        predicted sum is accumulated in the same order. The shortcut test compares both."""
+        for the last (costs are non-negative, so the running sum never falls), and near
+        the budget that sum is accumulated in the same order (`_admit_all_decodes`). The
+        shortcut test compares both."""
         if self.num_waiting_for_streaming_input:
             return None
         control = self.control
@@ -723,9 +727,7 @@ class HyGenScheduler(Scheduler):
         if admitter.closed:
             return None
         off_sum, off_sq = scan.off_sum, scan.off_sq
-        if not self._admit_all_decodes(
-            admitter, scan.off_ctx, scan.shift, off_sum, off_sq, scan.offline_edge
-        ):
+        if not self._admit_all_decodes(admitter, offline_run, off_sum, off_sq, scan.offline_edge):
             return None
         # --- Committed: every running request runs its decode.
         got = fill_offline(
@@ -847,7 +849,6 @@ class HyGenScheduler(Scheduler):
                     else:  # as `steady_scan`
                         x = comp + 1
                         dec.reqs.append(r)
-                        dec.ctx.append(x)
                         dec.total += x
                         dec.total_sq += x * x
                         if (comp + lookahead + bs) // bs > (comp + bs - 1) // bs:
@@ -884,8 +885,7 @@ class HyGenScheduler(Scheduler):
     def _admit_all_decodes(
         self,
         admitter: Admitter,
-        ctx: list[int],
-        shift: int,
+        reqs: list[Request],
         total: int,
         total_sq: int,
         edge: list[tuple[Request, int]],
@@ -893,11 +893,16 @@ class HyGenScheduler(Scheduler):
         """Admit every running offline decode at once when all of them fit the step: the
         budget check passes for each exactly when it passes for the last, as costs are
         non-negative and summed in the general method's order; tokens, slots and new KV
-        blocks in total. The decodes' contexts are ``ctx`` (each plus ``shift``, for a
-        carried scan), in running order, with their sums (``total``, ``total_sq``) and
-        those at a block boundary (``edge``: request, computed tokens). Used by the
-        steady-state step and the general method; else changes nothing and says so."""
-        n = len(ctx)
+        blocks in total. The decodes are ``reqs``, in running order, with the sums of their
+        contexts (computed + 1: ``total``, ``total_sq``) and those at a block boundary
+        (``edge``: request, computed tokens). Used by the steady-state step and the general
+        method; else changes nothing and says so.
+
+        The predicted time is the decodes' costs in closed form from the sums, which
+        differs from `Admitter._offer`'s running sum only by rounding (relative ~1e-15):
+        within `_NEAR_BUDGET` of the budget the running sum decides, over the contexts read
+        from the requests, so the decision is always `_offer`'s."""
+        n = len(reqs)
         if not n or admitter.closed or n > admitter.tokens or n > admitter.slots:
             return False
         # New blocks for a decode: cdiv(ctx, bs) - held; only those short of `need` (with
@@ -911,19 +916,22 @@ class HyGenScheduler(Scheduler):
         predicted = admitter.predicted
         budget_s = admitter.limits.budget_s
         if admitter.predictor is not None:
-            # `Admitter._offer`'s sum, one decode at a time in the same order (so the
-            # same float), without building the list of costs.
             w_nd, w_sd, w_sd2, w_icpt = admitter.predictor.decode_weights
-            k = shift
-            rest = iter(ctx)
-            if admitter.shape.empty:
-                x = next(rest) + k
-                predicted += w_nd + w_sd * x + w_sd2 * x * x + w_icpt
-            for x in rest:
-                x += k
-                predicted += w_nd + w_sd * x + w_sd2 * x * x
-            if budget_s is not None and predicted > budget_s:
-                return False
+            icpt = w_icpt if admitter.shape.empty else 0.0
+            closed = predicted + (n * w_nd + w_sd * total + w_sd2 * total_sq + icpt)
+            if budget_s is not None and closed > budget_s * (1 - _NEAR_BUDGET):
+                # `Admitter._offer`'s sum, one decode at a time in the same order (so the
+                # same float; the first carries the intercept): rare, so the contexts are
+                # read from the requests here
+                extra = icpt
+                for r in reqs:
+                    x = r.num_computed_tokens + 1
+                    predicted += (w_nd + w_sd * x + w_sd2 * x * x) + extra
+                    extra = 0.0
+                if predicted > budget_s:
+                    return False
+            else:
+                predicted = closed
         admitter.add_admitted_decodes(n, total, total_sq, new_blocks, predicted)
         return True
 

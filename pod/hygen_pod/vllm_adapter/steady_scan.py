@@ -34,8 +34,6 @@ class SteadyScan:
     on_sq: int
     off_sum: int
     off_sq: int
-    off_ctx: list[int]  # offline decode contexts (less ``shift``), in running order
-    shift: int  # add to each of ``off_ctx``
     online_edge: list[tuple[Request, int]]  # (request, computed) at a block boundary
     offline_edge: list[tuple[Request, int]]
     # Async: requests with only their last token in flight compute nothing this step (the
@@ -66,7 +64,6 @@ def steady_scan(
     offline_run: list[Request] = []
     offline_idle: list[Request] = []
     ids: list[str] = []
-    off_ctx: list[int] = []
     decoding: list[Request] = []
     computed: list[int] = []
     lefts: list[int] = []
@@ -103,7 +100,6 @@ def steady_scan(
         edge = (c + lookahead + bs) // bs > (c + bs - 1) // bs
         if rid in offline_ids:
             offline_run.append(r)
-            off_ctx.append(x)
             off_sum += x
             off_sq += x * x
             if edge:
@@ -116,7 +112,7 @@ def steady_scan(
                 online_edge.append((r, c))
     return SteadyScan(
         online_run, offline_run, dict.fromkeys(ids, 1), on_sum, on_sq, off_sum, off_sq,
-        off_ctx, 0, online_edge, offline_edge, online_idle, offline_idle,
+        online_edge, offline_edge, online_idle, offline_idle,
         decoding, computed, lefts, max_c,
     )  # fmt: skip
 
@@ -140,7 +136,6 @@ class SteadyCarry:
     offline_ids: set[str]
     online_run: list[Request]  # decoding and idle, in running order
     offline_run: list[Request]  # decoding only
-    off_ctx: list[int]  # contexts as of ``base`` (may be < 1 for a late joiner)
     plan: dict[str, int]
     n_on: int  # online requests decoding
     on_sum: int  # sums as of ``base``
@@ -189,7 +184,7 @@ class SteadyCarry:
         last_computed = max_model_len - 2
         return cls(
             bs, lookahead, last_computed, offline_ids, scan.online_run, scan.offline_run,
-            scan.off_ctx, dict(scan.plan), len(scan.online_run) - scan.online_idle,
+            dict(scan.plan), len(scan.online_run) - scan.online_idle,
             scan.on_sum, scan.on_sq, scan.off_sum, scan.off_sq, step, step,
             step + last_computed - scan.max_computed - 1, [], computed,
             set(scan.offline_run), by_residue, by_left, _edge_residues(bs, lookahead), idle,
@@ -240,7 +235,7 @@ class SteadyCarry:
             self.online_run, self.offline_run, self.plan.copy(),
             self.on_sum + n_on * d, self.on_sq + 2 * d * self.on_sum + n_on * d * d,
             self.off_sum + n_off * d, self.off_sq + 2 * d * self.off_sum + n_off * d * d,
-            self.off_ctx, d, online_edge, offline_edge, online_idle, offline_idle,
+            online_edge, offline_edge, online_idle, offline_idle,
         )  # fmt: skip
 
     def ran(self, step: int, running: list[Request], scan: SteadyScan) -> bool:
@@ -309,7 +304,6 @@ class SteadyCarry:
                 self.idle[r] = False
         self.online_run += joined.online_run
         self.offline_run += joined.offline_run
-        self.off_ctx += [x - d for x in joined.off_ctx]
         self.offline.update(joined.offline_run)
         self.plan.update(joined.plan)
         self.until = min(self.until, self.base + d + self.last_computed - joined.max_computed - 1)
@@ -330,15 +324,11 @@ class SteadyCarry:
         return joined.online_idle, joined.offline_idle
 
     def _remove(self, gone: set[Request], offline: bool) -> None:
-        """Take ``gone`` out of the offline decodes (and their contexts) or of
-        ``online_run``, in place. By identity: a list's own search would call vLLM's
-        ``Request`` comparison (a Python method) for every other request."""
+        """Take ``gone`` out of the offline decodes or of ``online_run``, in place (a
+        returned scan holds these lists). By identity: a list's own search would call
+        vLLM's ``Request`` comparison (a Python method) for every other request."""
         lst = self.offline_run if offline else self.online_run
-        at = [i for i, q in enumerate(lst) if q in gone]
-        for i in reversed(at):
-            del lst[i]
-            if offline:
-                del self.off_ctx[i]
+        lst[:] = [q for q in lst if q not in gone]
 
     def _drop_gone(self, running: list[Request], freed: Sequence[Request]) -> bool:
         """Take out the requests in ``freed`` that were in the carried running list; False
