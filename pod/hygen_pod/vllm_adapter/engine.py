@@ -137,11 +137,11 @@ class Engine:
             )
             self.engine.add_request(r.rid, {"prompt_token_ids": r.prompt_token_ids}, sp)
 
-        backlog = [r for r in requests if r.offline and r.arrival_s <= 0]
-        pending = sorted(
-            (r for r in requests if not (r.offline and r.arrival_s <= 0)),
-            key=lambda r: r.arrival_s,
-        )
+        backlog: list[ReplayRequest] = []
+        pending: list[ReplayRequest] = []
+        for r in requests:
+            (backlog if r.offline and r.arrival_s <= 0 else pending).append(r)
+        pending.sort(key=lambda r: r.arrival_s)
         res = ReplayResult(wall_s=0.0, offline_ids={r.rid for r in requests if r.offline})
         seen: dict[str, int] = {}
         for r in backlog:
