@@ -56,8 +56,9 @@ def main() -> int:
     # the colocation bench's two noisy GPUs: evaluation draws and profiling draws
     esim = wl.simulator(EngineSpec())
     psim = wl.simulator(EngineSpec(), profiling=True)
-    capacity = wl.capacity()
-    evalw = wl.online_at(wl.eval_slice) + wl.offline()
+    offline = wl.offline()
+    capacity = wl.capacity(offline)
+    evalw = wl.online_at(wl.eval_slice) + offline
     prof_offline = wl.offline(profiling=True)
     profs = [wl.online_at(s) + prof_offline for s in wl.prof_slices]
     ref = esim.run(evalw, "online_only", window_s=w, online_prefill_cap=cap)

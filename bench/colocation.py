@@ -35,6 +35,10 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from sim_traces import plan_traces
+
 from hygen_pod.contract.jsonio import read_json, write_atomic
 from hygen_pod.policy.predictor import LatencyPredictor
 from hygen_pod.profiling.online_lag import online_load
@@ -49,7 +53,6 @@ from hygen_pod.profiling.simulator import (
     offline_requests,
     online_requests,
 )
-from hygen_pod.profiling.slices import plan_slices, split_backlogs
 from hygen_pod.profiling.slo_search import (
     METRICS,
     all_within,
@@ -57,13 +60,6 @@ from hygen_pod.profiling.slo_search import (
     largest_setting,
     within,
     within_on_slices,
-)
-from hygen_pod.profiling.traces import (
-    TraceRequest,
-    arxiv_summarization,
-    azure_conversation,
-    mooncake_conversation,
-    read_trace_file,
 )
 
 DEFAULT_LOADS = {"a100": [1.0, 2.0, 3.0], "h100": [2.0, 4.0, 6.0], "h200": [2.0, 4.0, 6.0]}
@@ -236,26 +232,21 @@ def main() -> int:
         args.targets = args.targets or ["p99_tbt"]
     max_load = max(args.loads or [q for g in args.gpus for q in DEFAULT_LOADS[g]])
     try:
-        online_trace = _trace(args.online_trace_file, args.online_trace, args.data)
-        offline_pool = _trace(args.offline_trace_file, args.offline_set, args.data)
-        prof_slices, eval_slice = plan_slices(
-            len(online_trace), args.profile_slices, max_load, args.window
-        )
-        prof_pool, eval_pool = split_backlogs(offline_pool, args.offline, args.seed)
+        plan = plan_traces(
+            online_file=args.online_trace_file, online_name=args.online_trace,
+            offline_file=args.offline_trace_file, offline_name=args.offline_set,
+            data=args.data, profile_slices=args.profile_slices, load=max_load,
+            window_s=args.window, backlog=args.offline, seed=args.seed,
+        )  # fmt: skip
     except (FileNotFoundError, ValueError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
     # profiling and evaluation never share an online request or an offline one
-    prof_offline = offline_requests(prof_pool, len(prof_pool), args.seed)
-    offline = offline_requests(eval_pool, len(eval_pool), args.seed)
+    online_trace, prof_slices, eval_slice = plan.online, plan.prof_slices, plan.eval_slice
+    prof_offline = offline_requests(plan.prof_pool, len(plan.prof_pool), args.seed)
+    offline = offline_requests(plan.eval_pool, len(plan.eval_pool), args.seed)
     mean_offline_tokens = sum(s.prompt + s.output for s in offline) / len(offline)
-    print(
-        f"online trace {len(online_trace)} requests: profiling slices "
-        + ", ".join(f"[{s.start}, {s.end})" for s in prof_slices)
-        + f", evaluation [{eval_slice.start}, {eval_slice.end}); offline backlogs of "
-        f"{args.offline} (profiling) and {args.offline} (evaluation), disjoint",
-        file=sys.stderr,
-    )
+    print(plan.describe(), file=sys.stderr)
     target_sets = [args.targets] if args.targets else [[m] for m in METRICS]
     out = Path(args.out)
     try:
@@ -400,18 +391,6 @@ def _saved_rows(out: Path, args: argparse.Namespace) -> list[dict]:
             {k: v if k in TEXT_FIELDS else float(v) for k, v in row.items()}
             for row in csv.DictReader(f)
         ]
-
-
-def _trace(path: str | None, name: str, data: str | None) -> list[TraceRequest]:
-    """A trace from ``path`` if given, else the named shared trace."""
-    if path:
-        return read_trace_file(path)
-    named = {
-        "azure": azure_conversation,
-        "arxiv": arxiv_summarization,
-        "mooncake": mooncake_conversation,
-    }
-    return named[name](data)
 
 
 @dataclass

@@ -27,7 +27,8 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from colocation import DEFAULT_LOADS, _trace, bench_predictor
+from colocation import DEFAULT_LOADS, bench_predictor
+from sim_traces import read_trace
 
 from hygen_pod.policy.latency import RequestTiming
 from hygen_pod.profiling.online_lag import online_load
@@ -61,7 +62,7 @@ def main() -> int:
         "check flags it; P = profiling, E = evaluation"
     )
     for name in args.traces:
-        trace = _trace(None, name, args.data)
+        trace = read_trace(None, name, args.data)
         for gpu in args.gpus:
             oracle = KernelOracle(gpu)
             pred = bench_predictor(oracle, args.seed)

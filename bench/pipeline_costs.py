@@ -56,8 +56,9 @@ def main() -> int:
         print(f"error: {e}", file=sys.stderr)
         return 2
     w, eval_slice = args.window, wl.eval_slice
-    work = wl.online_at(eval_slice) + wl.offline()
-    capacity = wl.capacity()
+    offline = wl.offline()
+    work = wl.online_at(eval_slice) + offline
+    capacity = wl.capacity(offline)
     opts = {"online_prefill_cap": args.cap, "yield_to_prompts": args.yield_to_prompts}
     print(
         f"{args.gpu} {args.load:g} req/s, {args.online_trace} + {args.offline_set}, evaluation "

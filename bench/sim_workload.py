@@ -11,7 +11,8 @@ from __future__ import annotations
 import argparse
 from dataclasses import dataclass
 
-from colocation import DEFAULT_LOADS, _trace, bench_predictor, offline_capacity
+from colocation import DEFAULT_LOADS, bench_predictor, offline_capacity
+from sim_traces import plan_traces
 
 from hygen_pod.policy.predictor import LatencyPredictor
 from hygen_pod.profiling.oracle import KernelOracle
@@ -22,7 +23,7 @@ from hygen_pod.profiling.simulator import (
     offline_requests,
     online_requests,
 )
-from hygen_pod.profiling.slices import Slice, plan_slices, split_backlogs
+from hygen_pod.profiling.slices import Slice
 from hygen_pod.profiling.traces import TraceRequest
 
 
@@ -77,9 +78,10 @@ class Workload:
         """The online requests of slice ``s`` at the load, over the window."""
         return online_requests(self.online, s.start, self.args.load, self.args.window)
 
-    def capacity(self) -> float:
-        """Offline-only capacity of the evaluation backlog (device only), tok/s."""
-        return offline_capacity(self.oracle, EngineSpec(), self.offline(), self.args.window)[0]
+    def capacity(self, offline: list[RequestSpec]) -> float:
+        """Offline-only capacity of ``offline`` (the evaluation backlog, as `offline()`
+        built it) on the device alone, tok/s."""
+        return offline_capacity(self.oracle, EngineSpec(), offline, self.args.window)[0]
 
 
 def load_workload(args: argparse.Namespace) -> Workload:
@@ -91,13 +93,15 @@ def load_workload(args: argparse.Namespace) -> Workload:
         raise ValueError("--profile-slices must be >= 1")
     if not 0 <= args.jitter_cv < 1:
         raise ValueError("--jitter-cv must be in [0, 1)")
-    online = _trace(args.online_trace_file, args.online_trace, args.data)
-    pool = _trace(args.offline_trace_file, args.offline_set, args.data)
     # slices start where the colocation bench's start, whatever its loads
-    prof_slices, eval_slice = plan_slices(len(online), args.profile_slices, args.load, args.window)
-    prof_pool, eval_pool = split_backlogs(pool, args.offline, args.seed)
+    plan = plan_traces(
+        online_file=args.online_trace_file, online_name=args.online_trace,
+        offline_file=args.offline_trace_file, offline_name=args.offline_set,
+        data=args.data, profile_slices=args.profile_slices, load=args.load,
+        window_s=args.window, backlog=args.offline, seed=args.seed,
+    )  # fmt: skip
     oracle = KernelOracle(args.gpu)
     return Workload(
-        args, online, prof_slices, eval_slice, prof_pool, eval_pool, oracle,
-        bench_predictor(oracle, args.seed),
+        args, plan.online, plan.prof_slices, plan.eval_slice, plan.prof_pool, plan.eval_pool,
+        oracle, bench_predictor(oracle, args.seed),
     )  # fmt: skip
