@@ -73,4 +73,4 @@ def test_bad_input_is_refused_by_name(tmp_path, monkeypatch, capsys, bad, messag
 def test_a_trace_too_short_for_the_slices_is_a_clear_error(tmp_path, monkeypatch, capsys) -> None:
     args = [*synthetic_trace_args(tmp_path), "--budgets", "5", "--window", "600"]
     rc, _, err = _run(monkeypatch, capsys, args)
-    assert (rc == 2 and "error:" in err and "online.csv" not in err) or "short" in err
+    assert rc == 2 and "error: trace too short" in err and "it has 600" in err
