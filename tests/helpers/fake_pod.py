@@ -16,6 +16,7 @@ from prometheus_client import CollectorRegistry
 from hygen_pod.dev.pod_process import free_port
 from hygen_pod.server.listeners import listeners, serve_all
 from hygen_pod.server.pod_app import Pod, PodSettings, attach, running
+from hygen_pod.server.start_gate import reached_engine
 
 
 class FakeEngine:
@@ -32,6 +33,10 @@ class FakeEngine:
 
     async def __call__(self, url: str, body: dict[str, Any]) -> tuple[int, dict[str, Any]]:
         self.calls.append(body)
+        # In the engine at once (the pod's generate wrapper says so after vLLM's tokenizer);
+        # a held request stays there. Unlike vLLM, an unknown model is refused only after
+        # the delay: tests hold requests with any body.
+        reached_engine()
         if self.hold_after is not None and len(self.calls) > self.hold_after:
             await asyncio.Event().wait()  # never returns: cancelled on shutdown
         await asyncio.sleep(self.delay_s)

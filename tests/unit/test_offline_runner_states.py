@@ -27,6 +27,7 @@ from hygen_pod.contract.api import OfflineSubmit
 from hygen_pod.server import pod_app
 from hygen_pod.server.offline_store import Conflict, NotFound
 from hygen_pod.server.pod_app import Pod, PodSettings
+from hygen_pod.server.start_gate import reached_engine
 
 EP = "/v1/completions"
 IDS = st.sampled_from(["a1", "a2", "b1"])
@@ -43,6 +44,7 @@ class HeldEngine:
 
     async def __call__(self, url: str, body: dict[str, Any]) -> tuple[int, dict[str, Any]]:
         rid = body["request_id"]
+        reached_engine()  # in the engine at once, as the pod's generate wrapper reports
         self.calls[rid] = self.calls.get(rid, 0) + 1
         self.running[rid] = self.running.get(rid, 0) + 1
         fut = asyncio.get_running_loop().create_future()

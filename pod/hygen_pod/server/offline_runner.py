@@ -2,9 +2,10 @@
 
 The runner keeps up to `max_inflight` offline requests inside the engine, so the
 HyGen scheduler's own offline queue (prefix-trie order, latency budget) decides
-what runs when; the runner only feeds it. Results go to the store with a
-compare-and-set, so a result is written once; requests running when the
-process dies are still queued in the store and run again after a restart.
+what runs when; the runner only feeds it, `max_starting` at a time through vLLM's
+front end (`start_gate.py`: online requests share its tokenizer queue). Results go
+to the store with a compare-and-set, so a result is written once; requests running
+when the process dies are still queued in the store and run again after a restart.
 Results finishing together are committed together (group commit: one transaction
 and one fsync for all that arrived while the previous commit ran), and a request
 counts as finished only once its result is committed.
@@ -22,6 +23,7 @@ from typing import Any, TypeVar
 
 from hygen_pod.contract.settings import CLASS_KEY
 from hygen_pod.server.offline_store import OfflineStore, Queued
+from hygen_pod.server.start_gate import StartGate
 
 logger = logging.getLogger("hygen.offline")
 
@@ -46,12 +48,15 @@ class OfflineRunner:
         execute: Executor,
         *,
         max_inflight: int = 256,
+        max_starting: int = 2,
         poll_s: float = 0.5,
         on_result: Callable[[str], None] | None = None,
     ) -> None:
         self.store = store
         self.execute = execute
         self.max_inflight = max_inflight
+        # Requests past the store but not yet in the engine (tokenizer queue, engine add).
+        self.start_gate = StartGate(max_starting)
         self.poll_s = poll_s
         self.on_result = on_result
         self.clock: Callable[[], float] = time.time  # wall clock, for completion windows
@@ -114,7 +119,8 @@ class OfflineRunner:
 
     async def _run(self, q: Queued) -> None:
         try:
-            code, resp = await self.execute(q.url, mark_offline(q.id, q.body))
+            async with self.start_gate.entering():
+                code, resp = await self.execute(q.url, mark_offline(q.id, q.body))
         except asyncio.CancelledError:
             raise
         except Exception as e:  # an engine-side failure of this request only

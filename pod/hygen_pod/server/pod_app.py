@@ -96,6 +96,9 @@ class PodSettings(BaseModel):
     slo_targets_ms: dict[Metric, float] = Field(default_factory=dict)
     window_s: float = Field(60.0, gt=0, description="sliding window of live SLO metrics")
     max_inflight: int = Field(256, gt=0, description="offline requests inside the engine")
+    max_starting: int = Field(
+        2, gt=0, description="offline requests on their way into the engine at once"
+    )
     max_queued: int = Field(10_000, gt=0, description="queued single offline requests before 429")
     drain_timeout_s: float = Field(30.0, ge=0, description="SIGTERM: wait this long for work")
     admin_port: int | None = Field(
@@ -183,6 +186,7 @@ class Pod:
             self.store,
             execute,
             max_inflight=settings.max_inflight,
+            max_starting=settings.max_starting,
             on_result=lambda outcome: self.metrics.offline_results.labels(outcome).inc(),
         )
         self.control = settings.initial_control

@@ -26,6 +26,7 @@ from hygen_pod.server.access import read_key_file
 from hygen_pod.server.listeners import listeners, serve_all
 from hygen_pod.server.pod_app import Pod, PodSettings, attach, running, validation_message
 from hygen_pod.server.slo_window import SLOWindow
+from hygen_pod.server.start_gate import reached_engine
 
 logger = logging.getLogger("hygen.server")
 SCHEDULER_CLS = "hygen_pod.vllm_adapter.scheduler.HyGenScheduler"
@@ -130,6 +131,13 @@ def build_parser():
         help="offline requests handed to the engine at once",
     )
     g.add_argument(
+        "--offline-max-starting",
+        type=int,
+        default=2,
+        help="offline requests on their way into the engine at once (vLLM's tokenizer "
+        "queue, which online requests share: they wait behind at most this many)",
+    )
+    g.add_argument(
         "--offline-max-queued",
         type=int,
         default=10_000,
@@ -197,6 +205,7 @@ def pod_settings(args: Namespace) -> PodSettings:
         slo_targets_ms=_slo_targets(args.slo),
         window_s=args.slo_window_s,
         max_inflight=args.offline_max_inflight,
+        max_starting=args.offline_max_starting,
         max_queued=args.offline_max_queued,
         drain_timeout_s=args.drain_timeout_s,
         admin_port=args.admin_port,
@@ -240,6 +249,7 @@ def meter(engine_client: Any, window: SLOWindow) -> None:
     inner = engine_client.generate
 
     async def generate(prompt: Any, sampling_params: Any, request_id: str, *a: Any, **kw: Any):
+        reached_engine()  # rendered and tokenized: the next offline request may start
         if not isinstance(sampling_params, SamplingParams):
             async for out in inner(prompt, sampling_params, request_id, *a, **kw):
                 yield out

@@ -1,0 +1,158 @@
+"""Online TTFT when a batch arrives: a real pod (vLLM CPU engine, tiny model), online
+streaming requests at a steady rate, and a batch of long-prompt lines submitted mid-way.
+
+    python bench/batch_arrival.py                       # --starting 256 8 2 1, 2 repeats
+    python bench/batch_arrival.py --starting 256 2 --repeats 3 --lines 512
+
+The pod runs HyGen* at 0 req/s, so no offline token is generated: what is measured is
+only the offline requests' way into the engine (vLLM's renderer and its one tokenizer
+thread, which online requests share, then the engine-core add). Each `--starting` value
+is the pod's `--offline-max-starting` (256 = every request the runner holds starts at
+once, as before the start gate); all values run in turn in each repeat, each on a fresh
+pod. Printed per run: client-side TTFT of the online requests sent in the seconds before
+the batch and in the window after it (mean, P90, worst), the summed excess over the
+before-median, and how many offline requests the scheduler holds at the end (all of them
+must have reached the engine). Last, each setting's excess against 256's, as a ratio.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import io
+import json
+import random
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import httpx
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from hygen_pod.dev.tiny_model import build_tiny_llama  # noqa: E402
+from tests.helpers.pod_process import tiny_pod  # noqa: E402
+
+BEFORE_S = 4.0  # online only, then the batch
+AFTER_S = 6.0  # the window judged after the batch is submitted
+ONLINE_RPS = 20.0
+
+
+def _batch(lines: int, words: int, seed: int) -> bytes:
+    """Batch input lines whose prompts are random words: the tiny model's byte-level BPE
+    makes ~5 tokens of 6 characters, so 700 words are ~3,700 tokens (4.5 KB)."""
+    rng = random.Random(seed)
+    vocab = ["".join(rng.choice("abcdefghijklmnopqrstuvwxyz") for _ in range(rng.randint(2, 9)))
+             for _ in range(4000)]  # fmt: skip
+    out = []
+    for k in range(lines):
+        text = " ".join(rng.choice(vocab) for _ in range(words))
+        line = {"custom_id": f"b{k}", "method": "POST", "url": "/v1/completions",
+                "body": {"model": "tiny", "prompt": text, "max_tokens": 8}}  # fmt: skip
+        out.append(json.dumps(line))
+    return "\n".join(out).encode()
+
+
+async def _drive(url: str, body: bytes) -> list[tuple[float, float]]:
+    """(send time relative to the batch's submission, TTFT) of every online request."""
+    sent: list[tuple[float, float]] = []
+    submitted_at = [float("inf")]
+
+    async def online(http: httpx.AsyncClient) -> None:
+        t0 = time.monotonic()
+        req = {"model": "tiny", "prompt": "hello " * 20, "max_tokens": 4, "stream": True,
+               "ignore_eos": True}  # fmt: skip
+        async with http.stream("POST", url + "/v1/completions", json=req, timeout=60) as r:
+            r.raise_for_status()
+            first = None
+            async for line in r.aiter_lines():
+                if first is None and line.startswith("data: ") and '"text"' in line:
+                    first = time.monotonic() - t0
+        if first is None:
+            raise RuntimeError("an online request streamed no token")
+        sent.append((t0, first))
+
+    async with httpx.AsyncClient() as http:
+        tasks, k, start = [], 0, time.monotonic()
+        submit_at = start + BEFORE_S
+        while time.monotonic() < submit_at + AFTER_S:
+            if submitted_at[0] == float("inf") and time.monotonic() >= submit_at:
+                f = await http.post(url + "/v1/files", data={"purpose": "batch"},
+                                    files={"file": ("b.jsonl", io.BytesIO(body))})  # fmt: skip
+                f.raise_for_status()
+                b = await http.post(url + "/v1/batches", json={
+                    "input_file_id": f.json()["id"], "endpoint": "/v1/completions"})  # fmt: skip
+                b.raise_for_status()
+                submitted_at[0] = time.monotonic()
+            tasks.append(asyncio.create_task(online(http)))
+            k += 1
+            await asyncio.sleep(max(0.0, start + k / ONLINE_RPS - time.monotonic()))
+        await asyncio.gather(*tasks)
+    return [(t0 - submitted_at[0], ttft) for t0, ttft in sent]
+
+
+def run(model: Path, work: Path, starting: int, body: bytes) -> dict[str, float]:
+    work.mkdir(parents=True)
+    pod = tiny_pod(model, work / "state", "--offline-qps", "0",
+                   "--offline-max-starting", str(starting))  # fmt: skip
+    # 4,096 positions (the tiny model's) for long prompts, and the KV cache to match
+    pod.args[pod.args.index("--max-model-len") + 1] = "4096"
+    i = pod.args.index("--kv-cache-memory-bytes")
+    pod.args[i + 1] = str(int(pod.args[i + 1]) * 8)
+    pod.start()
+    try:
+        ttfts = asyncio.run(_drive(pod.url, body))
+        status = json.loads((work / "state" / "scheduler-status.json").read_text())
+    finally:
+        pod.terminate()
+    before = sorted(t for s, t in ttfts if -BEFORE_S + 1 <= s < 0)
+    after = sorted(t for s, t in ttfts if s >= 0)
+    base = statistics.median(before)
+    return {
+        "before_p50": base,
+        "mean": statistics.mean(after),
+        "p90": after[int(0.9 * len(after))],
+        "worst": after[-1],
+        "excess": sum(max(0.0, t - base) for t in after),
+        "held": status["offline_waiting"],
+        "n": len(after),
+    }
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--starting", nargs="+", type=int, default=[256, 8, 2, 1],
+                    help="values of --offline-max-starting to compare (256: no gate)")  # fmt: skip
+    ap.add_argument("--repeats", type=int, default=2)
+    ap.add_argument("--lines", type=int, default=256, help="batch lines (the runner holds 256)")
+    ap.add_argument("--words", type=int, default=700, help="words per offline prompt")
+    args = ap.parse_args()
+    if any(s < 1 for s in args.starting) or args.repeats < 1 or args.lines < 1:
+        ap.error("--starting, --repeats and --lines must be >= 1")
+    body = _batch(args.lines, args.words, seed=0)
+    excess: dict[int, list[float]] = {s: [] for s in args.starting}
+    print(f"{args.lines} lines of {args.words} words; online {ONLINE_RPS:g} req/s; TTFT ms "
+          f"after the batch ({AFTER_S:g} s) against the {BEFORE_S - 1:g} s before")  # fmt: skip
+    print("starting | run | before p50 | mean | P90 | worst | excess s | held at the end")
+    with tempfile.TemporaryDirectory() as tmp:
+        model = Path(tmp) / "tiny"
+        build_tiny_llama(model)
+        for rep in range(args.repeats):
+            for s in args.starting:
+                r = run(model, Path(tmp) / f"run-{s}-{rep}", s, body)
+                excess[s].append(r["excess"])
+                ms = " | ".join(f"{r[k] * 1e3:.1f}" for k in ("before_p50", "mean", "p90", "worst"))
+                print(f"{s:8d} | {rep + 1:3d} | {ms} | {r['excess']:.2f} | "
+                      f"{r['held']:.0f} of {args.lines}", flush=True)  # fmt: skip
+    ref = max(args.starting)
+    for s in args.starting:
+        ratio = statistics.mean(excess[s]) / max(1e-9, statistics.mean(excess[ref]))
+        print(f"starting {s}: excess TTFT {ratio:.2f}x starting {ref}'s")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
