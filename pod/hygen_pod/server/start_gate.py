@@ -32,7 +32,7 @@ class StartGate:
             raise ValueError(f"a start gate needs limit >= 1, got {limit}")
         self.limit = limit
         self._places = asyncio.Semaphore(limit)
-        self.starting = 0  # requests holding a place now (for tests and metrics)
+        self.starting = 0  # requests holding a place now
 
     @contextlib.asynccontextmanager
     async def entering(self) -> AsyncIterator[None]:
