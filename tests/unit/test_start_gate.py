@@ -8,6 +8,7 @@ import asyncio
 import io
 import json
 import time
+from types import SimpleNamespace
 from typing import Any
 
 import pytest
@@ -132,3 +133,42 @@ def test_the_runner_starts_a_batch_two_at_a_time_but_keeps_many_inside(tmp_path)
         assert b.request_counts is not None and b.request_counts.completed == n
     assert eng.peak_tokenizing == 2
     assert eng.peak_generating > 2  # the gate paces the way in, not the work inside
+
+
+def test_the_pods_generate_wrapper_gives_the_place_back_before_any_output() -> None:
+    """The real hook: `meter`'s wrapper of vLLM's ``engine_client.generate`` releases the
+    place when the engine is asked for the request, before its first output."""
+    pytest.importorskip("vllm")
+    from vllm.sampling_params import SamplingParams
+
+    from hygen_pod.server.slo_window import SLOWindow
+    from hygen_pod.vllm_adapter.server import meter
+
+    async def main() -> None:
+        gate = StartGate(1)
+        asked, go = asyncio.Event(), asyncio.Event()
+
+        class Client:
+            async def generate(self, prompt: Any, params: Any, request_id: str):  # type: ignore[no-untyped-def]
+                asked.set()
+                await go.wait()
+                yield SimpleNamespace(outputs=[SimpleNamespace(token_ids=[7])], finished=True)
+
+        client = Client()
+        meter(client, SLOWindow())
+
+        async def offline(params: Any) -> None:
+            async with gate.entering():
+                async for _ in client.generate("p", params, "r"):
+                    pass
+
+        for params in (SamplingParams(max_tokens=1), None):
+            asked.clear()
+            go.clear()
+            task = asyncio.create_task(offline(params))
+            await asyncio.wait_for(asked.wait(), 5)
+            assert gate.starting == 0  # in the engine, nothing generated yet
+            go.set()
+            await task
+
+    asyncio.run(main())
