@@ -118,7 +118,6 @@ def run(model: Path, work: Path, starting: int, body: bytes) -> dict[str, float]
         "worst": after[-1],
         "excess": sum(max(0.0, t - base) for t in after),
         "held": status["offline_waiting"],
-        "n": len(after),
     }
 
 

@@ -37,7 +37,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from sim_traces import plan_traces
+from sim_traces import plan_for
 
 from hygen_pod.contract.jsonio import read_json, write_atomic
 from hygen_pod.policy.predictor import LatencyPredictor
@@ -232,12 +232,7 @@ def main() -> int:
         args.targets = args.targets or ["p99_tbt"]
     max_load = max(args.loads or [q for g in args.gpus for q in DEFAULT_LOADS[g]])
     try:
-        plan = plan_traces(
-            online_file=args.online_trace_file, online_name=args.online_trace,
-            offline_file=args.offline_trace_file, offline_name=args.offline_set,
-            data=args.data, profile_slices=args.profile_slices, load=max_load,
-            window_s=args.window, backlog=args.offline, seed=args.seed,
-        )  # fmt: skip
+        plan = plan_for(args, max_load)
     except (FileNotFoundError, ValueError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2

@@ -7,6 +7,7 @@ One place for it, so `colocation.py` and the scripts that rerun its settings
 
 from __future__ import annotations
 
+import argparse
 from dataclasses import dataclass
 
 from hygen_pod.profiling.slices import Slice, plan_slices, split_backlogs
@@ -77,3 +78,14 @@ def plan_traces(
     prof_slices, eval_slice = plan_slices(len(online), profile_slices, load, window_s)
     prof_pool, eval_pool = split_backlogs(pool, backlog, seed)
     return TracePlan(online, prof_slices, eval_slice, prof_pool, eval_pool)
+
+
+def plan_for(args: argparse.Namespace, load: float) -> TracePlan:
+    """`plan_traces` from the benches' own options (`colocation.py`, and
+    `sim_workload.add_workload_args`, which names them the same)."""
+    return plan_traces(
+        online_file=args.online_trace_file, online_name=args.online_trace,
+        offline_file=args.offline_trace_file, offline_name=args.offline_set,
+        data=args.data, profile_slices=args.profile_slices, load=load,
+        window_s=args.window, backlog=args.offline, seed=args.seed,
+    )  # fmt: skip

@@ -12,7 +12,7 @@ import argparse
 from dataclasses import dataclass
 
 from colocation import DEFAULT_LOADS, bench_predictor, offline_capacity
-from sim_traces import plan_traces
+from sim_traces import plan_for
 
 from hygen_pod.policy.predictor import LatencyPredictor
 from hygen_pod.profiling.oracle import KernelOracle
@@ -94,12 +94,7 @@ def load_workload(args: argparse.Namespace) -> Workload:
     if not 0 <= args.jitter_cv < 1:
         raise ValueError("--jitter-cv must be in [0, 1)")
     # slices start where the colocation bench's start, whatever its loads
-    plan = plan_traces(
-        online_file=args.online_trace_file, online_name=args.online_trace,
-        offline_file=args.offline_trace_file, offline_name=args.offline_set,
-        data=args.data, profile_slices=args.profile_slices, load=args.load,
-        window_s=args.window, backlog=args.offline, seed=args.seed,
-    )  # fmt: skip
+    plan = plan_for(args, args.load)
     oracle = KernelOracle(args.gpu)
     return Workload(
         args, plan.online, plan.prof_slices, plan.eval_slice, plan.prof_pool, plan.eval_pool,

@@ -30,7 +30,6 @@ class StartGate:
     def __init__(self, limit: int) -> None:
         if limit < 1:
             raise ValueError(f"a start gate needs limit >= 1, got {limit}")
-        self.limit = limit
         self._places = asyncio.Semaphore(limit)
         self.starting = 0  # requests holding a place now
 
