@@ -163,6 +163,30 @@ def test_serve_needs_a_model_and_names_a_missing_one(tmp_path, capsys) -> None:
         assert says in err and err.count("\n") == 1, err
 
 
+@pytest.mark.parametrize(
+    ("args", "says"),
+    [
+        (["--offline-max-starting", "0"], "--offline-max-starting: Input should be greater than 0"),
+        (["--offline-max-inflight", "0"], "--offline-max-inflight: Input should be greater than 0"),
+        (["--offline-qps", "-1"], "--offline-qps: Input should be greater than or equal to 0"),
+        (["--admin-port", "70000"], "--admin-port: Input should be less than 65536"),
+    ],
+)
+def test_serve_refuses_a_bad_pod_option_in_one_line_naming_it(tmp_path, capsys, args, says) -> None:
+    """Pod settings are checked before any engine starts; the error names the option the
+    user typed, not the settings field, and nothing is written to the state dir."""
+    pytest.importorskip("vllm")
+    model = tmp_path / "model"
+    model.mkdir()
+    (model / "config.json").write_text("{}")
+    state = tmp_path / "state"
+    base = ["serve", "--model", str(model), "--state-dir", str(state), "--budget-ms", "5"]
+    assert main([*base, *args]) == 2
+    err = capsys.readouterr().err
+    assert err == f"error: {says}\n", err
+    assert not state.exists()
+
+
 def test_serve_help_shows_the_pod_options_with_descriptions_first() -> None:
     pytest.importorskip("vllm")
     from hygen_pod.vllm_adapter.server import build_parser

@@ -178,7 +178,36 @@ def api_keys(args: Namespace) -> list[str]:
     return keys
 
 
+# The serve option each PodSettings / OfflineControl field comes from, so a bad value is
+# refused in one line naming what the user typed.
+_FLAG_OF = {
+    "qps": "--offline-qps",
+    "budget_ms": "--budget-ms",
+    "slo_targets_ms": "--slo",
+    "window_s": "--slo-window-s",
+    "max_inflight": "--offline-max-inflight",
+    "max_starting": "--offline-max-starting",
+    "max_queued": "--offline-max-queued",
+    "drain_timeout_s": "--drain-timeout-s",
+    "admin_port": "--admin-port",
+    "batch_gateway": "--batch-gateway",
+}
+
+
 def pod_settings(args: Namespace) -> PodSettings:
+    """The pod's settings from the serve options; ValueError naming the option for a bad
+    value (one line, not pydantic's page)."""
+    from pydantic import ValidationError
+
+    try:
+        return _pod_settings(args)
+    except ValidationError as e:
+        err = e.errors()[0]
+        field = str(err["loc"][0]) if err["loc"] else ""
+        raise ValueError(f"{_FLAG_OF.get(field, field)}: {err['msg']}") from None
+
+
+def _pod_settings(args: Namespace) -> PodSettings:
     token = os.environ.get("HYGEN_CONTROL_TOKEN")
     if args.control_token_file:
         token = Path(args.control_token_file).read_text().strip()
