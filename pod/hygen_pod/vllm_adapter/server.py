@@ -203,8 +203,11 @@ def pod_settings(args: Namespace) -> PodSettings:
         return _pod_settings(args)
     except ValidationError as e:
         err = e.errors()[0]
-        field = str(err["loc"][0]) if err["loc"] else ""
-        raise ValueError(f"{_FLAG_OF.get(field, field)}: {err['msg']}") from None
+        loc = [str(x) for x in err["loc"]]
+        where = _FLAG_OF.get(loc[0], loc[0]) if loc else ""
+        if len(loc) > 1:  # a key inside the option's value (--slo p50=5): name it too
+            where += f" ({'.'.join(loc)})"
+        raise ValueError(f"{where}: {err['msg']}") from None
 
 
 def _pod_settings(args: Namespace) -> PodSettings:
