@@ -3,16 +3,21 @@ streaming requests at a steady rate, and a batch of long-prompt lines submitted 
 
     python bench/batch_arrival.py                       # --starting 256 8 2 1, 2 repeats
     python bench/batch_arrival.py --starting 256 2 --repeats 3 --lines 512
+    python bench/batch_arrival.py --starting 256 2 --offline-qps 1000  # and the batch's time
 
-The pod runs HyGen* at 0 req/s, so no offline token is generated: what is measured is
-only the offline requests' way into the engine (vLLM's renderer and its one tokenizer
+By default the pod runs HyGen* at 0 req/s, so no offline token is generated: what is
+measured is only the offline requests' way into the engine (vLLM's renderer and its one tokenizer
 thread, which online requests share, then the engine-core add). Each `--starting` value
 is the pod's `--offline-max-starting` (256 = every request the runner holds starts at
 once, as before the start gate); all values run in turn in each repeat, each on a fresh
 pod. Printed per run: client-side TTFT of the online requests sent in the seconds before
 the batch and in the window after it (mean, P90, worst), the summed excess over the
-before-median, and how many offline requests the scheduler holds at the end (all of them
-must have reached the engine). Last, each setting's excess against 256's, as a ratio.
+before-median, how many offline requests the scheduler holds at the end (all of them
+must have reached the engine), and the mean online TTFT over the whole run as the client
+saw it and as the pod's own metric (`hygen_ttft_seconds`, what the SLO window and the
+operator see) counted it. With `--offline-qps Q` > 0 the offline work runs too, and each
+run also waits for the batch to complete and prints how long it took from submission:
+what the gate costs offline throughput. Last, each setting's excess against 256's.
 """
 
 from __future__ import annotations
@@ -56,8 +61,9 @@ def _batch(lines: int, words: int, seed: int) -> bytes:
     return "\n".join(out).encode()
 
 
-async def _drive(url: str, body: bytes) -> list[tuple[float, float]]:
-    """(send time relative to the batch's submission, TTFT) of every online request."""
+async def _drive(url: str, body: bytes, finish: bool) -> tuple[list[tuple[float, float]], float]:
+    """(send time relative to the batch's submission, TTFT) of every online request, and
+    (``finish``) the seconds from submission until the batch completed, else NaN."""
     sent: list[tuple[float, float]] = []
     submitted_at = [float("inf")]
 
@@ -86,17 +92,29 @@ async def _drive(url: str, body: bytes) -> list[tuple[float, float]]:
                 b = await http.post(url + "/v1/batches", json={
                     "input_file_id": f.json()["id"], "endpoint": "/v1/completions"})  # fmt: skip
                 b.raise_for_status()
+                batch_id = b.json()["id"]
                 submitted_at[0] = time.monotonic()
             tasks.append(asyncio.create_task(online(http)))
             k += 1
             await asyncio.sleep(max(0.0, start + k / ONLINE_RPS - time.monotonic()))
         await asyncio.gather(*tasks)
-    return [(t0 - submitted_at[0], ttft) for t0, ttft in sent]
+        took = float("nan")
+        while finish:
+            got = (await http.get(f"{url}/v1/batches/{batch_id}")).json()
+            if got["status"] == "completed":
+                took = time.monotonic() - submitted_at[0]
+                break
+            if got["status"] in ("failed", "expired", "cancelled"):
+                raise RuntimeError(f"batch {got['status']}: {got.get('request_counts')}")
+            if time.monotonic() - submitted_at[0] > 900:
+                raise RuntimeError(f"batch not done after 900 s: {got.get('request_counts')}")
+            await asyncio.sleep(0.2)
+    return [(t0 - submitted_at[0], ttft) for t0, ttft in sent], took
 
 
-def run(model: Path, work: Path, starting: int, body: bytes) -> dict[str, float]:
+def run(model: Path, work: Path, starting: int, body: bytes, qps: float) -> dict[str, float]:
     work.mkdir(parents=True)
-    pod = tiny_pod(model, work / "state", "--offline-qps", "0",
+    pod = tiny_pod(model, work / "state", "--offline-qps", f"{qps:g}",
                    "--offline-max-starting", str(starting))  # fmt: skip
     # 4,096 positions (the tiny model's) for long prompts, and the KV cache to match
     pod.args[pod.args.index("--max-model-len") + 1] = "4096"
@@ -104,8 +122,9 @@ def run(model: Path, work: Path, starting: int, body: bytes) -> dict[str, float]
     pod.args[i + 1] = str(int(pod.args[i + 1]) * 8)
     pod.start()
     try:
-        ttfts = asyncio.run(_drive(pod.url, body))
+        ttfts, took = asyncio.run(_drive(pod.url, body, finish=qps > 0))
         status = json.loads((work / "state" / "scheduler-status.json").read_text())
+        pod_mean = _pod_mean_ttft(httpx.get(pod.url + "/metrics", timeout=10).text)
     finally:
         pod.terminate()
     before = sorted(t for s, t in ttfts if -BEFORE_S + 1 <= s < 0)
@@ -118,7 +137,20 @@ def run(model: Path, work: Path, starting: int, body: bytes) -> dict[str, float]
         "worst": after[-1],
         "excess": sum(max(0.0, t - base) for t in after),
         "held": status["offline_waiting"],
+        "client_mean": statistics.mean(t for _, t in ttfts),
+        "pod_mean": pod_mean,
+        "batch_s": took,
     }
+
+
+def _pod_mean_ttft(metrics: str) -> float:
+    """The pod's own mean online TTFT (s), from its Prometheus histogram."""
+    got = {}
+    for line in metrics.splitlines():
+        for part in ("sum", "count"):
+            if line.startswith(f'hygen_ttft_seconds_{part}{{class="online"}}'):
+                got[part] = float(line.rsplit(" ", 1)[1])
+    return got["sum"] / got["count"]
 
 
 def main() -> int:
@@ -128,24 +160,30 @@ def main() -> int:
     ap.add_argument("--repeats", type=int, default=2)
     ap.add_argument("--lines", type=int, default=256, help="batch lines (the runner holds 256)")
     ap.add_argument("--words", type=int, default=700, help="words per offline prompt")
+    ap.add_argument("--offline-qps", type=float, default=0.0,
+                    help="the pod's HyGen* rate; > 0 also times the batch")  # fmt: skip
     args = ap.parse_args()
     if any(s < 1 for s in args.starting) or args.repeats < 1 or args.lines < 1:
         ap.error("--starting, --repeats and --lines must be >= 1")
+    if args.offline_qps < 0:
+        ap.error("--offline-qps must be >= 0")
     body = _batch(args.lines, args.words, seed=0)
     excess: dict[int, list[float]] = {s: [] for s in args.starting}
     print(f"{args.lines} lines of {args.words} words; online {ONLINE_RPS:g} req/s; TTFT ms "
           f"after the batch ({AFTER_S:g} s) against the {BEFORE_S - 1:g} s before")  # fmt: skip
-    print("starting | run | before p50 | mean | P90 | worst | excess s | held at the end")
+    print("starting | run | before p50 | mean | P90 | worst | excess s | held at the end "
+          "| whole run: client mean | pod's metric mean | batch s")  # fmt: skip
     with tempfile.TemporaryDirectory() as tmp:
         model = Path(tmp) / "tiny"
         build_tiny_llama(model)
         for rep in range(args.repeats):
             for s in args.starting:
-                r = run(model, Path(tmp) / f"run-{s}-{rep}", s, body)
+                r = run(model, Path(tmp) / f"run-{s}-{rep}", s, body, args.offline_qps)
                 excess[s].append(r["excess"])
                 ms = " | ".join(f"{r[k] * 1e3:.1f}" for k in ("before_p50", "mean", "p90", "worst"))
                 print(f"{s:8d} | {rep + 1:3d} | {ms} | {r['excess']:.2f} | "
-                      f"{r['held']:.0f} of {args.lines}", flush=True)  # fmt: skip
+                      f"{r['held']:.0f} of {args.lines} | {r['client_mean'] * 1e3:.1f} | "
+                      f"{r['pod_mean'] * 1e3:.1f} | {r['batch_s']:.1f}", flush=True)  # fmt: skip
     ref = max(args.starting)
     for s in args.starting:
         ratio = statistics.mean(excess[s]) / max(1e-9, statistics.mean(excess[ref]))

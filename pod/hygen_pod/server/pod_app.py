@@ -66,6 +66,7 @@ from hygen_pod.contract.control import OfflineControl, write_control
 from hygen_pod.contract.jsonio import read_json
 from hygen_pod.contract.scheduler_status import read_status
 from hygen_pod.server.access import OWNER_KEY, AccessMiddleware, ApiKeys
+from hygen_pod.server.arrival import ArrivalClock
 from hygen_pod.server.offline_runner import Executor, OfflineRunner
 from hygen_pod.server.offline_store import BadDigest, Conflict, NotFound, OfflineStore
 from hygen_pod.server.pod_metrics import PodMetrics
@@ -647,6 +648,7 @@ def attach(app: FastAPI, pod: Pod) -> None:
 
     # vLLM's app may have built its middleware stack already; rebuild it with these handlers.
     app.middleware_stack = None
+    app.add_middleware(ArrivalClock)  # inside the access check: refused requests untimed
     app.add_middleware(
         AccessMiddleware,
         operator_token=pod.token,

@@ -23,6 +23,7 @@ from typing import Any
 from hygen_pod.contract.control import OfflineControl, write_control
 from hygen_pod.contract.settings import request_class
 from hygen_pod.server.access import read_key_file
+from hygen_pod.server.arrival import body_received
 from hygen_pod.server.listeners import listeners, serve_all
 from hygen_pod.server.pod_app import Pod, PodSettings, attach, running, validation_message
 from hygen_pod.server.slo_window import SLOWindow
@@ -292,7 +293,11 @@ def meter(engine_client: Any, window: SLOWindow) -> None:
             sampling_params = sampling_params.clone()
             sampling_params.output_kind = RequestOutputKind.CUMULATIVE
         delta = sampling_params.output_kind == RequestOutputKind.DELTA
-        start = last = time.monotonic()
+        last = time.monotonic()
+        # An online request's TTFT counts from when its body was in (a client's view: the
+        # front end's rendering and tokenizer queue included); offline, from here.
+        received = body_received() if cls == "online" else None
+        start = last if received is None else min(received, last)
         seen = 0
         async for out in inner(prompt, sampling_params, request_id, *a, **kw):
             now = time.monotonic()
