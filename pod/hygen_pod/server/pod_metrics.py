@@ -30,7 +30,7 @@ class PodMetrics(Collector):
         self._live = live
         self.ttft = Histogram(
             "hygen_ttft_seconds",
-            "time to first token, by request class",
+            "time to first token, by request class (online: from when the request body was in)",
             ["class"],
             buckets=_TTFT_BUCKETS,
             registry=registry,
