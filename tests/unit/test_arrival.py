@@ -18,7 +18,7 @@ from hygen_pod.server.arrival import ArrivalClock, body_received
 from tests.helpers.fake_pod import FakeEngine, FakePodServer
 
 QUEUED_S = 0.3  # the handler's wait before the engine (vLLM's tokenizer thread)
-UPLOAD_GAP_S = 0.4  # a client's pause between two body chunks
+UPLOAD_GAP_S = 1.0  # a client's pause between two body chunks
 
 
 class _Ttfts:
@@ -101,7 +101,8 @@ def test_online_ttft_counts_the_front_end_wait_and_not_the_upload(tmp_path: Path
     assert fast >= QUEUED_S, "the front-end wait is part of online TTFT"
     assert QUEUED_S <= slow < QUEUED_S + UPLOAD_GAP_S / 2, "a slow upload is not"
     # offline requests reach the engine from the runner, not a client: timed from there
-    assert window.ttft["offline"] == [pytest.approx(0.0, abs=QUEUED_S / 2)]
+    (offline,) = window.ttft["offline"]
+    assert offline < QUEUED_S
 
 
 def test_the_clock_stops_at_the_last_body_chunk_and_outside_requests_there_is_none() -> None:
