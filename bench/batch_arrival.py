@@ -26,6 +26,7 @@ import argparse
 import asyncio
 import io
 import json
+import math
 import random
 import statistics
 import sys
@@ -34,6 +35,7 @@ import time
 from pathlib import Path
 
 import httpx
+from prometheus_client.parser import text_string_to_metric_families
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
@@ -146,12 +148,10 @@ def run(model: Path, work: Path, starting: int, body: bytes, qps: float) -> dict
 
 def _pod_mean_ttft(metrics: str) -> float:
     """The pod's own mean online TTFT (s), from its Prometheus histogram."""
-    got = {}
-    for line in metrics.splitlines():
-        for part in ("sum", "count"):
-            if line.startswith(f'hygen_ttft_seconds_{part}{{class="online"}}'):
-                got[part] = float(line.rsplit(" ", 1)[1])
-    return got["sum"] / got["count"]
+    got = {s.name: s.value for f in text_string_to_metric_families(metrics)
+           if f.name == "hygen_ttft_seconds" for s in f.samples
+           if s.labels.get("class") == "online"}  # fmt: skip
+    return got["hygen_ttft_seconds_sum"] / got["hygen_ttft_seconds_count"]
 
 
 def main() -> int:
@@ -181,7 +181,7 @@ def main() -> int:
             for s in args.starting:
                 r = run(model, Path(tmp) / f"run-{s}-{rep}", s, body, args.offline_qps)
                 excess[s].append(r["excess"])
-                held = "-" if r["held"] != r["held"] else f"{r['held']:.0f} of {args.lines}"
+                held = "-" if math.isnan(r["held"]) else f"{r['held']:.0f} of {args.lines}"
                 ms = " | ".join(f"{r[k] * 1e3:.1f}" for k in ("before_p50", "mean", "p90", "worst"))
                 print(f"{s:8d} | {rep + 1:3d} | {ms} | {r['excess']:.2f} | "
                       f"{held} | {r['client_mean'] * 1e3:.1f} | "

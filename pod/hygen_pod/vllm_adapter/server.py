@@ -297,7 +297,7 @@ def meter(engine_client: Any, window: SLOWindow) -> None:
         # An online request's TTFT counts from when its body was in (a client's view: the
         # front end's rendering and tokenizer queue included); offline, from here.
         received = body_received() if cls == "online" else None
-        start = last if received is None else min(received, last)
+        start = last if received is None else received
         seen = 0
         async for out in inner(prompt, sampling_params, request_id, *a, **kw):
             now = time.monotonic()
