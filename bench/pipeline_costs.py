@@ -7,11 +7,12 @@ on the colocation bench's evaluation slice (same slice plan, backlog, predictor 
 draws as `colocation.py` with the same options), under vLLM's two engine loops (sync; async
 scheduling, the GPU default, batch queue 2) and three host-time models: none (the device
 step alone), stock vLLM's scheduling only, and stock's plus HyGen's own
-(`MEASURED_HOST_COSTS`, fitted to `scheduler_overhead.py` on the dev VM: an upper bound
-for a GPU server's CPU). The last two rows of each loop differ only in HyGen's own CPU
-time per step, so their difference is what HyGen's extra scheduling work costs online
-users and offline throughput (online work alone is charged stock's time only). All ten
-runs are in this process, on the same workload and noise draws.
+(`MEASURED_HOST_COSTS`, fitted to `scheduler_overhead.py` on the dev VM, an AMD EPYC
+like a GPU host's CPU: of the order of a host's time, not a bound for it). The last two
+rows of each loop differ only in HyGen's own CPU time per step, so their difference is
+what HyGen's extra scheduling work costs online users and offline throughput (online work
+alone is charged stock's time only). All ten runs are in this process, on the same
+workload and noise draws.
 """
 
 from __future__ import annotations

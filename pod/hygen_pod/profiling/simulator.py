@@ -107,7 +107,9 @@ class HostCosts:
 # N requests really running): stock schedule()+update() ~0.2 ms + 35 us per running
 # request; HyGen with an offline backlog adds ~90 us + 4.0 us per request (136 / 374 /
 # 1,117 us at 16 / 64 / 256, with the per-step shortcuts and the one-pass steady-state
-# scan; least squares). A GPU server's CPU is faster: an upper bound. With the scan
+# scan; least squares). Not a bound for a GPU server: the dev VM (2 vCPUs of an AMD EPYC,
+# Zen 4) is of a GPU host's generation, and stock's own step at 256 took 3.7-13.3 ms from
+# one dev VM to the next (docs/benchmarks.md, "Scheduler overhead"). With the scan
 # carried across steps HyGen adds 124 / 323 / 784 us (the honest probe); the fit is kept,
 # a steady-state figure that busy steps (the general method) exceed, and the documented
 # co-location tables were run with it.
