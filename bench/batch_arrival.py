@@ -112,9 +112,9 @@ async def _drive(
         return str(b.json()["id"])
 
     # Online requests go through aiohttp (as vLLM's own `vllm bench serve` client does) on
-    # their own schedule, and the batch is submitted beside them: httpx's connection pool
-    # scans its connections on every request, which held this loop for hundreds of ms
-    # with a hundred streams open (a sampling profile of the client showed it).
+    # their own schedule, and the batch is submitted beside them. With httpx this loop
+    # stalled for 0.1-0.6 s in 5 of 7 runs (aiohttp: 2 of 18), and those stalls showed up
+    # as client TTFTs the pod never had (docs/pod.md, "Metrics").
     timeout = aiohttp.ClientTimeout(total=60)
     async with (
         httpx.AsyncClient(timeout=60) as http,
