@@ -1,8 +1,12 @@
 """Run `hygen-pod serve` as a child process: start, wait for /ready, drain or crash it.
 
-Used by the demo's pod stage and by the engine tests. The pod gets its own
-session, so `kill9` takes the API server and the engine core down together, as
-a container crash would.
+Used by the demo's pod stage, the benches and the engine tests. The pod gets its own
+process group, so `kill9` takes the API server and the engine core down together, as
+a container crash would. It stays in the caller's session: with the kernel's
+autogroup scheduling (on by default in many distributions) a new session is a new
+scheduling group, and on a 2-core machine a pod in its own group kept its clients
+waiting for a core for up to 2-3 s, and at times its own API server too
+(docs/pod.md, "Measuring on a small machine").
 """
 
 from __future__ import annotations
@@ -65,7 +69,7 @@ class PodProcess:
         ]  # fmt: skip
         self._log = self.log_path.open("a")
         self.proc = subprocess.Popen(
-            cmd, stdout=self._log, stderr=subprocess.STDOUT, env=self.env, start_new_session=True
+            cmd, stdout=self._log, stderr=subprocess.STDOUT, env=self.env, process_group=0
         )
         deadline = time.monotonic() + timeout_s
         while True:
