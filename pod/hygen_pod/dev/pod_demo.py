@@ -5,6 +5,13 @@ the predictor and budget the demo found, replays the Azure slice as streaming
 online requests alone, then again while an offline batch runs through the
 OpenAI Batch API, and reports client-measured TTFT/TBT against an SLO target,
 offline tokens/s in the online window, and the batch's result count.
+
+The replay streams through aiohttp (the client of vLLM's own ``vllm bench serve``) and
+watches its own event loop: on a small machine the client shares the cores with the
+pod, and a client that is not scheduled reads its streams late. The bench found such
+stalls of 0.1-0.6 s with an httpx client and far fewer with aiohttp (docs/pod.md,
+"Metrics"); the table prints each replay's worst loop lag, so a latency that is the
+client's own stall can be told from the pod's.
 """
 
 from __future__ import annotations
@@ -20,6 +27,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+import aiohttp
 import httpx
 from tqdm import tqdm
 
@@ -34,6 +42,12 @@ class PodRun:
     online: LatencySummary
     offline_tps: float
     batch: str = "-"
+    client_lag_s: float = 0.0  # the replay's worst event-loop lag (`_replay`)
+
+
+# The client's loop is checked every LAG_TICK_S; a worst lag over LAG_NOTE_S is called out.
+LAG_TICK_S = 0.005
+LAG_NOTE_S = 0.05
 
 
 def demo_pod(workdir: Path, model: Path, kv_bytes: int, *extra: str) -> PodProcess:
@@ -51,7 +65,9 @@ def demo_pod(workdir: Path, model: Path, kv_bytes: int, *extra: str) -> PodProce
     return PodProcess(args, state, workdir / "pod.log")
 
 
-async def _one(client: httpx.AsyncClient, r: ReplayRequest, t0: float) -> RequestTiming:
+async def _one(
+    session: aiohttp.ClientSession, url: str, r: ReplayRequest, t0: float
+) -> RequestTiming:
     await asyncio.sleep(max(0.0, t0 + r.arrival_s - time.perf_counter()))
     timing = RequestTiming(arrival=time.perf_counter())
     body = {
@@ -62,27 +78,44 @@ async def _one(client: httpx.AsyncClient, r: ReplayRequest, t0: float) -> Reques
         "ignore_eos": True,
         "stream": True,
     }
-    async with client.stream("POST", "/v1/completions", json=body) as resp:
+    async with session.post(url + "/v1/completions", json=body) as resp:
         resp.raise_for_status()
-        async for line in resp.aiter_lines():
-            if line.startswith("data: {"):
+        async for line in resp.content:  # one SSE line at a time
+            if line.startswith(b"data: {"):
                 timing.token_times.append(time.perf_counter())
     return timing
+
+
+async def _loop_lag(worst: list[float]) -> None:
+    """Keep in ``worst[0]`` the longest this process's event loop was late for a tick."""
+    while True:
+        t = time.perf_counter()
+        await asyncio.sleep(LAG_TICK_S)
+        worst[0] = max(worst[0], time.perf_counter() - t - LAG_TICK_S)
 
 
 def _bar(label: str, total: int) -> tqdm:
     return tqdm(total=total, desc=label, unit="req", leave=False, file=sys.stderr)
 
 
-async def _replay(url: str, online: Sequence[ReplayRequest], label: str) -> list[RequestTiming]:
+async def _replay(
+    url: str, online: Sequence[ReplayRequest], label: str
+) -> tuple[list[RequestTiming], float]:
+    """Every request's timing, and the client's worst event-loop lag while they ran."""
+    lag = [0.0]
+    ticker = asyncio.create_task(_loop_lag(lag))
     t0 = time.perf_counter()
-    with _bar(label, len(online)) as bar:
-        async with httpx.AsyncClient(base_url=url, timeout=300) as client:
-            tasks = [asyncio.create_task(_one(client, r, t0)) for r in online]
-            for fut in asyncio.as_completed(tasks):
-                await fut
-                bar.update(1)
-            return [t.result() for t in tasks]
+    try:
+        with _bar(label, len(online)) as bar:
+            timeout = aiohttp.ClientTimeout(total=300)
+            async with aiohttp.ClientSession(timeout=timeout) as session:
+                tasks = [asyncio.create_task(_one(session, url, r, t0)) for r in online]
+                for fut in asyncio.as_completed(tasks):
+                    await fut
+                    bar.update(1)
+                return [t.result() for t in tasks], lag[0]
+    finally:
+        ticker.cancel()
 
 
 def _offline_tokens(url: str) -> float:
@@ -121,15 +154,15 @@ def run_pod_stage(
     from openai import OpenAI
 
     rows = []
-    timings = asyncio.run(_replay(server.url, online, "pod: online"))
-    rows.append(PodRun("pod: online only", summarize(timings), 0.0))
+    timings, lag = asyncio.run(_replay(server.url, online, "pod: online"))
+    rows.append(PodRun("pod: online only", summarize(timings), 0.0, client_lag_s=lag))
     client = OpenAI(base_url=server.url + "/v1", api_key="unused")
     f = client.files.create(file=("batch.jsonl", io.BytesIO(_batch_file(offline))), purpose="batch")
     batch = client.batches.create(
         input_file_id=f.id, endpoint="/v1/completions", completion_window="24h"
     )
     before, t0 = _offline_tokens(server.url), time.perf_counter()
-    timings = asyncio.run(_replay(server.url, online, "pod: online + batch"))
+    timings, lag = asyncio.run(_replay(server.url, online, "pod: online + batch"))
     window = time.perf_counter() - t0
     offline_tps = (_offline_tokens(server.url) - before) / window
     with _bar("pod: batch", len(offline)) as bar:
@@ -144,6 +177,7 @@ def run_pod_stage(
             summarize(timings),
             offline_tps,
             f"{b.status}, {results}/{len(offline)} results",
+            client_lag_s=lag,
         )
     )
     return rows
@@ -152,7 +186,7 @@ def run_pod_stage(
 def format_pod_table(rows: list[PodRun], target_ms: float, budget_ms: float) -> str:
     head = (
         f"{'through the pod (HTTP)':<22} {'TTFT mean':>9} {'TTFT p99':>9} {'TBT mean':>9} "
-        f"{'TBT p99':>9} {'SLO p99 TBT':>12} {'offline tok/s':>13}  batch"
+        f"{'TBT p99':>9} {'SLO p99 TBT':>12} {'offline tok/s':>13} {'client lag':>10}  batch"
     )
     lines = [
         f"pod: hygen-pod serve, budget {budget_ms:.1f} ms, "
@@ -166,6 +200,13 @@ def format_pod_table(rows: list[PodRun], target_ms: float, budget_ms: float) -> 
         lines.append(
             f"{r.name:<22} {o.mean_ttft * 1e3:>7.0f}ms {o.p99_ttft * 1e3:>7.0f}ms "
             f"{o.mean_tbt * 1e3:>7.1f}ms {o.p99_tbt * 1e3:>7.1f}ms {met:>12} "
-            f"{r.offline_tps:>13.0f}  {r.batch}"
+            f"{r.offline_tps:>13.0f} {r.client_lag_s * 1e3:>8.0f}ms  {r.batch}"
+        )
+    stalled = [r.name for r in rows if r.client_lag_s > LAG_NOTE_S]
+    if stalled:
+        lines.append(
+            f"note: the client itself stalled over {LAG_NOTE_S * 1e3:.0f} ms in "
+            f"{', '.join(stalled)} (client lag: its worst event-loop delay; the client "
+            "shares the machine's cores with the pod): latencies near it are the client's"
         )
     return "\n".join(lines)
