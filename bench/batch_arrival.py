@@ -43,12 +43,12 @@ from prometheus_client.parser import text_string_to_metric_families
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from hygen_pod.dev.pod_demo import loop_lag  # noqa: E402
 from hygen_pod.dev.tiny_model import build_tiny_llama  # noqa: E402
 from tests.helpers.pod_process import tiny_pod  # noqa: E402
 
 BEFORE_S = 4.0  # online only, then the batch
 AFTER_S = 6.0  # the window judged after the batch is submitted
-LAG_TICK_S = 0.005
 ONLINE_RPS = 20.0
 
 
@@ -67,15 +67,6 @@ def _batch(lines: int, words: int, seed: int) -> bytes:
     return "\n".join(out).encode()
 
 
-async def _loop_lag(worst: list[float]) -> None:
-    """Keep in ``worst[0]`` the longest this process's event loop was late for a 5 ms
-    tick: a client starved of CPU reads its streams late, and its TTFTs say so."""
-    while True:
-        t = time.monotonic()
-        await asyncio.sleep(LAG_TICK_S)
-        worst[0] = max(worst[0], time.monotonic() - t - LAG_TICK_S)
-
-
 async def _drive(
     url: str, body: bytes, finish: bool
 ) -> tuple[list[tuple[float, float]], float, float]:
@@ -85,7 +76,7 @@ async def _drive(
     sent: list[tuple[float, float]] = []
     submitted_at = [float("inf")]
     lag = [0.0]
-    ticker = asyncio.create_task(_loop_lag(lag))
+    ticker = asyncio.create_task(loop_lag(lag))
 
     async def online(session: aiohttp.ClientSession) -> None:
         t0 = time.monotonic()

@@ -7,11 +7,11 @@ OpenAI Batch API, and reports client-measured TTFT/TBT against an SLO target,
 offline tokens/s in the online window, and the batch's result count.
 
 The replay streams through aiohttp (the client of vLLM's own ``vllm bench serve``) and
-watches its own event loop: on a small machine the client shares the cores with the
-pod, and a client that is not scheduled reads its streams late. The bench found such
-stalls of 0.1-0.6 s with an httpx client and far fewer with aiohttp (docs/pod.md,
-"Metrics"); the table prints each replay's worst loop lag, so a latency that is the
-client's own stall can be told from the pod's.
+watches its own event loop (`loop_lag`): on a small machine the client shares the cores
+with the pod, and a client that is not scheduled reads its streams late. Stalls of
+0.1-1.9 s were seen that way, most of them from the pod running in a scheduling group of
+its own (docs/pod.md, "Measuring on a small machine"); the table prints each replay's
+worst loop lag, so a latency that is the client's own stall can be told from the pod's.
 """
 
 from __future__ import annotations
@@ -45,7 +45,8 @@ class PodRun:
     client_lag_s: float = 0.0  # the replay's worst event-loop lag (`_replay`)
 
 
-# The client's loop is checked every LAG_TICK_S; a worst lag over LAG_NOTE_S is called out.
+# The client's loop is checked every LAG_TICK_S (`loop_lag`); a worst lag over LAG_NOTE_S
+# is called out.
 LAG_TICK_S = 0.005
 LAG_NOTE_S = 0.05
 
@@ -86,8 +87,10 @@ async def _one(
     return timing
 
 
-async def _loop_lag(worst: list[float]) -> None:
-    """Keep in ``worst[0]`` the longest this process's event loop was late for a tick."""
+async def loop_lag(worst: list[float]) -> None:
+    """Keep in ``worst[0]`` the longest this process's event loop was late for a tick of
+    LAG_TICK_S, until cancelled: a client starved of CPU reads its streams late, and its
+    latencies say so (also `bench/batch_arrival.py`'s client)."""
     while True:
         t = time.perf_counter()
         await asyncio.sleep(LAG_TICK_S)
@@ -103,7 +106,7 @@ async def _replay(
 ) -> tuple[list[RequestTiming], float]:
     """Every request's timing, and the client's worst event-loop lag while they ran."""
     lag = [0.0]
-    ticker = asyncio.create_task(_loop_lag(lag))
+    ticker = asyncio.create_task(loop_lag(lag))
     t0 = time.perf_counter()
     try:
         with _bar(label, len(online)) as bar:
