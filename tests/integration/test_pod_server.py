@@ -5,11 +5,13 @@ from __future__ import annotations
 
 import io
 import json
+import os
 import re
 import subprocess
 import sys
 import time
 import urllib.request
+from pathlib import Path
 
 import httpx
 import openai
@@ -209,6 +211,13 @@ def test_kill9_mid_batch_then_restart_gives_exactly_one_result_each(tiny_model, 
     # Offline starts are paced (HyGen* at 4 per second), so the batch takes several seconds on
     # any machine and the crash lands mid-batch; the restarted pod runs unpaced.
     first = tiny_pod(tiny_model, state, "--offline-max-inflight", "4", "--offline-qps", "4").start()
+    assert first.proc is not None
+    pgid = first.proc.pid
+    # Its own process group (kill9 takes it whole), in our session: a session of its own is
+    # a scheduling group of its own under autogroup (docs/pod.md, "Measuring on a small
+    # machine").
+    assert os.getpgid(pgid) == pgid and os.getsid(pgid) == os.getsid(0)
+    assert len(_group(pgid)) >= 2, "the engine core runs in a process of its own"
     try:
         c = _client(first)
         f = c.files.create(
@@ -222,6 +231,10 @@ def test_kill9_mid_batch_then_restart_gives_exactly_one_result_each(tiny_model, 
             time.sleep(0.1)
     finally:
         first.kill9()
+    deadline = time.monotonic() + 30
+    while (left := _group(pgid)) and time.monotonic() < deadline:
+        time.sleep(0.2)  # killed processes are reaped by their parents
+    assert not left, f"processes of the crashed pod still alive: {left}"
     assert done < n, "the batch finished before the crash; nothing was tested"
     second = tiny_pod(tiny_model, state).start()
     try:
@@ -234,6 +247,21 @@ def test_kill9_mid_batch_then_restart_gives_exactly_one_result_each(tiny_model, 
     assert len(ids) == n and set(ids) == {f"c{i}" for i in range(n)}
     assert all(o["response"]["body"]["usage"]["completion_tokens"] == max_tokens for o in out)
     assert b.error_file_id is None and b.request_counts.completed == n
+
+
+def _group(pgid: int) -> list[int]:
+    """Live (not zombie) processes in process group ``pgid``."""
+    out = []
+    for d in Path("/proc").iterdir():
+        if not d.name.isdigit():
+            continue
+        try:
+            fields = (d / "stat").read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        if int(fields[2]) == pgid and fields[0] != "Z":
+            out.append(int(d.name))
+    return out
 
 
 def _serve(*args: str) -> subprocess.CompletedProcess:
