@@ -17,6 +17,7 @@ from collections import Counter
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import httpx
 
@@ -67,8 +68,14 @@ async def _online(http: httpx.AsyncClient, url: str, ph: Phase, timeout_s: float
         ph.errors += 1
 
 
+def _ok(resp: httpx.Response) -> Any:
+    """The reply's JSON; an error reply raises with its status and URL (not a KeyError
+    on a missing field later)."""
+    return resp.raise_for_status().json()
+
+
 def _completed(http: httpx.Client, url: str, bid: str) -> tuple[str, int]:
-    b = http.get(f"{url}/v1/batches/{bid}").json()
+    b = _ok(http.get(f"{url}/v1/batches/{bid}"))
     c = b["request_counts"]
     return b["status"], c["completed"] + c["failed"]
 
@@ -129,9 +136,9 @@ def online_burst(
                              "max_tokens": max_tokens, "ignore_eos": True}})
         for i in range(lines)
     ).encode()  # fmt: skip
-    f = http.post("/v1/files", files={"file": ("bulk.jsonl", io.BytesIO(body))},
-                  data={"purpose": "batch"}).json()  # fmt: skip
-    bid = http.post("/v1/batches", json={"input_file_id": f["id"], "endpoint": EP}).json()["id"]
+    f = _ok(http.post("/v1/files", files={"file": ("bulk.jsonl", io.BytesIO(body))},
+                      data={"purpose": "batch"}))  # fmt: skip
+    bid = _ok(http.post("/v1/batches", json={"input_file_id": f["id"], "endpoint": EP}))["id"]
     start = time.monotonic()
 
     def phase(name: str, rate: float, until: Callable[[float], bool], watch=None) -> Phase:
@@ -151,7 +158,7 @@ def online_burst(
     async def watch_batch(client: httpx.AsyncClient) -> None:
         while True:
             t = time.monotonic()
-            got = (await client.get(f"{url}/v1/batches/{bid}", timeout=60)).json()
+            got = _ok(await client.get(f"{url}/v1/batches/{bid}", timeout=60))
             polls.append(time.monotonic() - t)
             if got["status"] in ("completed", "failed"):
                 ended[0] = True
@@ -161,12 +168,12 @@ def online_burst(
             await asyncio.sleep(0.25)
 
     phase("steady until the batch ends", rps, lambda t: t >= 2 and ended[0], watch_batch)
-    b = http.get(f"/v1/batches/{bid}").json()
+    b = _ok(http.get(f"/v1/batches/{bid}"))
     records = [json.loads(x) for x in http.get(f"/v1/files/{b['output_file_id']}/content")
-               .text.splitlines()]  # fmt: skip
+               .raise_for_status().text.splitlines()]  # fmt: skip
     if b.get("error_file_id"):
         records += [json.loads(x) for x in http.get(f"/v1/files/{b['error_file_id']}/content")
-                    .text.splitlines()]  # fmt: skip
+                    .raise_for_status().text.splitlines()]  # fmt: skip
     seen = Counter(r["custom_id"] for r in records)
     co = phases[1:]
     out = Outcome(

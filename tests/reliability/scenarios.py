@@ -347,9 +347,9 @@ def anonymous_client(c: Cluster, rng: random.Random, n: int = 300) -> Outcome:
     lines = "\n".join(json.dumps(x) for x in batch_lines(20)).encode()
     with httpx.Client(timeout=10, headers=user) as http:
         fid = http.post(f"{v}/v1/files", files={"file": ("in.jsonl", lines)},
-                        data={"purpose": "batch"}).json()["id"]  # fmt: skip
+                        data={"purpose": "batch"}).raise_for_status().json()["id"]  # fmt: skip
         req = {"input_file_id": fid, "endpoint": "/v1/completions", "completion_window": "24h"}
-        bid = http.post(f"{v}/v1/batches", json=req).json()["id"]
+        bid = http.post(f"{v}/v1/batches", json=req).raise_for_status().json()["id"]
     tried: Counter[str] = Counter()
     broke: Counter[str] = Counter()
     creds = [{}, {"Authorization": "Bearer wrong"}, {"Authorization": f"Bearer {keys['attacker']}"}]
@@ -414,7 +414,7 @@ def anonymous_client(c: Cluster, rng: random.Random, n: int = 300) -> Outcome:
     broke["inject"] += len(wrong)
     with httpx.Client(timeout=10, headers=user) as http:
         deadline = time.monotonic() + 30
-        while (b := http.get(f"{v}/v1/batches/{bid}").json())["status"] not in (
+        while (b := http.get(f"{v}/v1/batches/{bid}").raise_for_status().json())["status"] not in (
             "completed", "cancelled", "failed", "expired"
         ):  # fmt: skip
             assert time.monotonic() < deadline, b
