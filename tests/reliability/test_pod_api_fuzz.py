@@ -103,7 +103,7 @@ def test_the_pod_still_serves_after_the_fuzzing(pod: FakePodServer) -> None:
     )  # fmt: skip
     assert r.status_code in (200, 202, 429), r.text
     if r.status_code == 429:  # the fuzzer filled the queue: drain it, then try again
-        for q in http.get("/v1/batches", headers=KEY).json()["data"]:
+        for q in http.get("/v1/batches", headers=KEY).raise_for_status().json()["data"]:
             http.post(f"/v1/batches/{q['id']}/cancel", headers=KEY)
         time.sleep(1)
         r = http.post(
@@ -113,7 +113,9 @@ def test_the_pod_still_serves_after_the_fuzzing(pod: FakePodServer) -> None:
         )  # fmt: skip
         assert r.status_code in (200, 202), r.text
     deadline = time.monotonic() + 20
-    while (res := http.get("/v1/offline/requests/after-fuzz").json())["state"] == "queued":
+    res = http.get("/v1/offline/requests/after-fuzz").raise_for_status().json()
+    while res["state"] == "queued":
         assert time.monotonic() < deadline, res
         time.sleep(0.05)
+        res = http.get("/v1/offline/requests/after-fuzz").raise_for_status().json()
     assert res["state"] == "done" and res["status_code"] == 200
