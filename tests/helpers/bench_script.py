@@ -11,8 +11,9 @@ BENCH = Path(__file__).resolve().parents[2] / "bench"
 
 
 def load_bench(name: str) -> ModuleType:
-    """``bench/<name>.py``, run once and registered as ``<name>_bench``."""
-    module_name = f"{name}_bench"
+    """``bench/<name>.py`` (``name`` may name a subfolder: ``gpu_calibration/time_steps``),
+    run once and registered as ``<name>_bench``, with ``/`` as ``_``."""
+    module_name = f"{name.replace('/', '_')}_bench"
     if module_name in sys.modules:
         return sys.modules[module_name]
     spec = importlib.util.spec_from_file_location(module_name, BENCH / f"{name}.py")

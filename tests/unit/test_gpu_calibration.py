@@ -7,13 +7,11 @@ a reference of the same contract (bottom-right causal, grouped-query heads)."""
 
 from __future__ import annotations
 
-import importlib.util
-import sys
 from types import ModuleType
 
 import pytest
 
-from tests.helpers.bench_script import BENCH
+from tests.helpers.bench_script import load_bench
 
 torch = pytest.importorskip("torch")
 
@@ -21,23 +19,9 @@ torch = pytest.importorskip("torch")
 SHAPE = {"prefills": [[5, 3], [4, 0]], "decodes": [7, 2]}
 
 
-def _load() -> ModuleType:
-    name = "gpu_calibration_time_steps_bench"
-    if name not in sys.modules:
-        spec = importlib.util.spec_from_file_location(
-            name, BENCH / "gpu_calibration" / "time_steps.py"
-        )
-        assert spec is not None and spec.loader is not None
-        module = importlib.util.module_from_spec(spec)
-        sys.modules[name] = module
-        spec.loader.exec_module(module)
-    return sys.modules[name]
-
-
 def reference_flash(q, k, v, cu_q, cu_k, max_q, max_k, causal=True):
     """Varlen attention as the GPU call computes it: each request's queries are the last
     of its keys (bottom-right causal), query heads share key heads in groups."""
-    ts = _load()
     out = torch.empty_like(q)
     group = q.shape[1] // k.shape[1]
     for i in range(len(cu_q) - 1):
@@ -45,7 +29,7 @@ def reference_flash(q, k, v, cu_q, cu_k, max_q, max_k, causal=True):
         ks = k[cu_k[i] : cu_k[i + 1]].float().repeat_interleave(group, dim=1)
         vs = v[cu_k[i] : cu_k[i + 1]].float().repeat_interleave(group, dim=1)
         nq, nk = qs.shape[0], ks.shape[0]
-        s = torch.einsum("qhd,khd->hqk", qs, ks) * ts.HEAD_DIM**-0.5
+        s = torch.einsum("qhd,khd->hqk", qs, ks) * q.shape[-1] ** -0.5
         a = torch.arange(nq)[:, None]
         b = torch.arange(nk)[None, :]
         p = s.masked_fill(b > a + nk - nq, -1e30).softmax(-1)
@@ -55,7 +39,7 @@ def reference_flash(q, k, v, cu_q, cu_k, max_q, max_k, causal=True):
 
 @pytest.fixture
 def ts(monkeypatch) -> ModuleType:
-    module = _load()
+    module = load_bench("gpu_calibration/time_steps")
     # HEAD_DIM stays 128: the rotary embedding splits each head in halves of 64
     for name, value in {"HIDDEN": 256, "INTER": 512, "LAYERS": 2, "HEADS": 4,
                         "KV_HEADS": 2, "VOCAB": 512}.items():  # fmt: skip
