@@ -31,6 +31,15 @@ outside the stock methods; for stock, the timing probe's own cost). It is also p
 as a share of the kernel-table oracle's H100 step for the batches scheduled, and of the
 other side's whole step (for stock, its own scheduling time: a share that carries from
 one CPU to another better than a share of the GPU step does).
+
+    python bench/scheduler_ab.py --stock --running 256 --cases churn --host-speed
+
+``--host-speed`` also times, in short bursts through each run (so in the same minutes of
+this VM), vLLM's own micro-benchmark of the stock ``update_from_output`` at 256 decodes
+(bench/host_speed.py), and prints how many times slower than the host of its published
+figure this machine ran it, "tree - other" divided by that (an estimate of the
+difference on that host), and how much faster than this machine a host must run vLLM's
+code for the difference to stay under `TARGET_SHARE` of the GPU step.
 """
 
 from __future__ import annotations
@@ -53,6 +62,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "bench"))
 
+import host_speed  # noqa: E402
 import scheduler_overhead as so  # noqa: E402
 
 from hygen_pod.contract.control import OfflineControl  # noqa: E402
@@ -62,6 +72,10 @@ from tests.helpers.sched_harness import build  # noqa: E402
 
 CASES = ("churn", "backlog", "online")
 STOCK = "stock"  # a variant's name: stock vLLM replaying HyGen's offline starts
+# --host-speed: a burst of the host-speed probe every SPEED_EVERY measured steps,
+# SPEED_BURST steps long, the first SPEED_WARM of them not timed
+SPEED_EVERY, SPEED_BURST, SPEED_WARM = 25, 13, 3
+TARGET_SHARE = 0.02  # issue 15's target: HyGen adds under 2% of the GPU step
 REPLAY_SLACK = 0.1  # the share of measured steps the replay may schedule otherwise
 
 
@@ -133,11 +147,14 @@ def run_case(
     variants: list[tuple],
     starts: dict | None = None,
     batches: list | None = None,
+    probe: host_speed.Probe | None = None,
 ) -> list[dict]:
     """Both schedulers on ``case`` with ``n`` running, one step each in turn; each
     variant's name and its `scheduler_overhead.Stepper`, all outputs back. A variant named
     `STOCK` is a stock scheduler replaying ``starts`` (`offline_starts`); the first HyGen
-    variant's measured batches go to ``batches`` (`scheduler_overhead.step_batch`)."""
+    variant's measured batches go to ``batches`` (`scheduler_overhead.step_batch`). A
+    ``probe`` (`host_speed.Probe`) runs a burst every `SPEED_EVERY` measured steps, so
+    its figure comes from the same minutes of the machine as the runs'."""
     warm = so.warmup_steps(n, case)
     kw = {"async_scheduling": async_on, "max_seqs": n, "num_blocks": so.kv_blocks(n, steps),
           "max_tokens": so.STEP_TOKENS}  # fmt: skip
@@ -175,6 +192,8 @@ def run_case(
             for k in range(warm + steps):
                 for v in runs if k % 2 else runs[::-1]:
                     v["run"].step(k)
+                if probe is not None and k >= warm and (k - warm) % SPEED_EVERY == 0:
+                    probe.burst(SPEED_BURST, SPEED_WARM)
             for v in runs:  # the last steps' outputs, still in flight
                 while v["run"].queue:
                     v["run"].update()
@@ -183,7 +202,7 @@ def run_case(
     return runs
 
 
-def main() -> int:
+def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     side = ap.add_mutually_exclusive_group(required=True)
     side.add_argument("--against", help="git revision to compare with")
@@ -197,7 +216,14 @@ def main() -> int:
         "--repeats", type=int, default=4, help="runs per case, half of them built in each order"
     )
     ap.add_argument("--sync", action="store_true", help="vLLM's synchronous Scheduler")
-    args = ap.parse_args()
+    ap.add_argument(
+        "--host-speed",
+        action="store_true",
+        help="in short bursts through each run, time vLLM's own update_from_output "
+        "micro-benchmark at 256 (bench/host_speed.py) and scale the difference to the "
+        "published host's speed",
+    )
+    args = ap.parse_args(argv)
     async_on = not args.sync
     stock = so._ProbedAsync if async_on else so._ProbedSync
     ours = so.ProbedHyGenAsync if async_on else so.ProbedHyGenSync
@@ -205,6 +231,11 @@ def main() -> int:
     weights = (["intercept", "num_decodes"], [0.001, 1e-6])
     tree = ("tree", ours, OfflineControl(**budget), LatencyPredictor(*weights))
     with tempfile.TemporaryDirectory() as tmp:
+        probe = None
+        if args.host_speed:
+            speed_model = Path(tmp) / "speed-tiny"
+            so.build_tiny_llama(speed_model)
+            probe = host_speed.Probe(speed_model, host_speed.BATCH)
         if args.stock:
             other = STOCK
             variants = [tree, (STOCK, stock, None, None)]
@@ -231,6 +262,7 @@ def main() -> int:
         for n in args.running:
             for case in args.cases:
                 per_run = []
+                speed_ms: list[float] = []  # this machine's host_speed figure, per run
                 tokens_differ = reqs_differ = 0
                 batches: list = []
                 starts = offline_starts(case, n, args.steps, async_on, tree) if args.stock else None
@@ -238,8 +270,11 @@ def main() -> int:
                     # odd runs build the other scheduler first: the one built first ran
                     # ~100 us slower at 256 against an identical revision
                     order = variants if i % 2 == 0 else variants[::-1]
+                    timed = len(probe.times) if probe is not None else 0
                     runs = run_case(case, n, args.steps, async_on, order, starts,
-                                    batches if i == 0 else None)  # fmt: skip
+                                    batches if i == 0 else None, probe)  # fmt: skip
+                    if probe is not None:  # this run's probe steps
+                        speed_ms.append(statistics.median(probe.times[timed:]) * 1e3)
                     got = {v["name"]: v["run"] for v in runs}
                     a, b = got["tree"], got[other]
                     why, tokens, reqs = same_schedule(a.outs, b.outs, exact=not args.stock)
@@ -268,11 +303,33 @@ def main() -> int:
                 print(f"{n:>7} {case:<8} {cols[0]:>11.0f} {cols[1]:>12.0f} "
                       f"{cols[2]:>11.0f} {cols[3]:>12.0f} {diff:>+12.0f} "
                       f"{step:>12} {share:>14} {of_other:>15}  {diffs}")  # fmt: skip
+                if speed_ms:
+                    print(host_speed_line(speed_ms, diff, gpu_ms))
                 if tokens_differ:
                     print(f"{'':>16} (the replay differed in {tokens_differ} of "
                           f"{args.repeats * args.steps} steps, in its requests in "
                           f"{reqs_differ})")  # fmt: skip
     return 0
+
+
+def host_speed_line(speed_ms: list[float], diff_us: float, gpu_ms: float | None) -> str:
+    """The row's difference scaled to the published host (`host_speed`): the median over
+    the row's runs of this machine's time for vLLM's own micro-benchmark (each run's
+    median over its probe steps), against the figure published for it."""
+    ms = statistics.median(speed_ms)
+    ratio = ms / host_speed.PUBLISHED[host_speed.BATCH]
+    scaled = diff_us / ratio
+    share = ""
+    if gpu_ms:  # and how much faster than this machine a host must be for the target
+        need = diff_us / (TARGET_SHARE * gpu_ms * 1e3)
+        share = (f", {scaled / 1e3 / gpu_ms:.2%} of the step; under {TARGET_SHARE:.0%} of "
+                 f"the step on any host at least {max(need, 0):.2f}x as fast as this "
+                 "machine")  # fmt: skip
+    return (f"{'':>16} host speed: vLLM's update_from_output at {host_speed.BATCH} took "
+            f"{ms:.3f} ms here (runs: {' '.join(f'{x:.3f}' for x in speed_ms)}) against "
+            f"{host_speed.PUBLISHED[host_speed.BATCH]} published ({host_speed.PUBLISHED_SOURCE}): "
+            f"{ratio:.2f}x slower; tree - other on that host ~{scaled:+.0f} us{share} "
+            "(an estimate)")  # fmt: skip
 
 
 def same_schedule(a: list, b: list, exact: bool) -> tuple[str, int, int]:
