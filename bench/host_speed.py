@@ -34,26 +34,21 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-import torch  # noqa: E402
-from vllm.config import CacheConfig, ModelConfig, SchedulerConfig, VllmConfig  # noqa: E402
 from vllm.sampling_params import SamplingParams  # noqa: E402
 from vllm.utils.hashing import sha256  # noqa: E402
-from vllm.v1.core import kv_cache_utils  # noqa: E402
-from vllm.v1.core.kv_cache_utils import get_request_block_hasher, init_none_hash  # noqa: E402
+from vllm.v1.core.kv_cache_utils import get_request_block_hasher  # noqa: E402
 from vllm.v1.core.sched.scheduler import Scheduler  # noqa: E402
-from vllm.v1.kv_cache_interface import FullAttentionSpec, KVCacheConfig, KVCacheGroupSpec  # noqa: E402
 from vllm.v1.outputs import ModelRunnerOutput  # noqa: E402
 from vllm.v1.request import Request  # noqa: E402
-from vllm.v1.structured_output import StructuredOutputManager  # noqa: E402
 
 from hygen_pod.dev.tiny_model import build_tiny_llama  # noqa: E402
+from tests.helpers.sched_harness import BLOCK, build  # noqa: E402
 
 # Published medians (ms) of the stock update_from_output, by batch: vLLM PR 46112's
 # baseline (merge-base 55c98e370), RTX 5090 host.
 PUBLISHED = {128: 0.142, 256: 0.287}
 PUBLISHED_SOURCE = "vLLM PR 46112 (baseline), RTX 5090 host"
 BATCH = 256  # the batch `scheduler_ab.py --host-speed` times
-BLOCK = 16
 PROMPT = 32
 STEP_TOKENS = 8192
 EOS = 50256  # the procedure's eos id (the requests ignore it)
@@ -62,44 +57,14 @@ EOS = 50256  # the procedure's eos id (the requests ignore it)
 def scheduler(model: Path, batch: int) -> Scheduler:
     """A stock synchronous scheduler configured as the upstream procedure's."""
     tokens = max(batch * PROMPT, STEP_TOKENS)
-    vc = VllmConfig(
-        scheduler_config=SchedulerConfig(
-            max_num_seqs=batch,
-            max_num_batched_tokens=tokens,
-            max_model_len=tokens,
-            enable_chunked_prefill=True,
-            is_encoder_decoder=False,
-        ),
-        model_config=ModelConfig(
-            model=str(model), dtype="float32", seed=42, skip_tokenizer_init=True
-        ),
-        cache_config=CacheConfig(block_size=BLOCK, enable_prefix_caching=False),
-    )
-    vc.scheduler_config.async_scheduling = False
-    blocks = 10_000
-    kv = KVCacheConfig(
-        num_blocks=blocks,
-        kv_cache_tensors=[],
-        kv_cache_groups=[KVCacheGroupSpec(
-            ["layer"], FullAttentionSpec(BLOCK, num_kv_heads=1, head_size=1, dtype=torch.float32)
-        )],
-    )  # fmt: skip
-    vc.cache_config.num_gpu_blocks = blocks
-    return Scheduler(
-        vllm_config=vc,
-        kv_cache_config=kv,
-        structured_output_manager=StructuredOutputManager(vc),
-        block_size=BLOCK,
-        log_stats=True,
-    )
+    return build(Scheduler, model, async_scheduling=False, num_blocks=10_000, max_seqs=batch,
+                 max_tokens=tokens, max_model_len=tokens, prefix_caching=False,
+                 log_stats=True)  # fmt: skip
 
 
 def _requests(batch: int, max_tokens: int) -> list[Request]:
-    # The root of the hash chain, once a process (the overhead harness sets its own:
-    # changing it would change the other schedulers' prefix-cache keys; its cost is one
-    # stored value either way)
-    if not hasattr(kv_cache_utils, "NONE_HASH"):
-        init_none_hash(sha256)
+    # the hash chain's root is the harness's (set when it is imported); the cost per
+    # block is sha256's, as upstream
     hasher = get_request_block_hasher(BLOCK, sha256)
     params = SamplingParams(max_tokens=max_tokens, ignore_eos=True)
     params.update_from_generation_config({}, EOS)

@@ -43,17 +43,20 @@ def build(
     max_seqs: int = 256,
     max_tokens: int = 512,
     hygen: dict[str, Any] | None = None,
+    max_model_len: int = 4096,
+    prefix_caching: bool = True,
+    log_stats: bool = False,
 ) -> Scheduler:
     """A scheduler of class ``cls`` as the engine core builds it."""
     sc = SchedulerConfig(
         max_num_seqs=max_seqs,
         max_num_batched_tokens=max_tokens,
-        max_model_len=4096,
+        max_model_len=max_model_len,
         enable_chunked_prefill=True,
         is_encoder_decoder=False,
     )
     mc = ModelConfig(model=str(model), dtype="float32", seed=0, skip_tokenizer_init=True)
-    cc = CacheConfig(block_size=BLOCK, enable_prefix_caching=True)
+    cc = CacheConfig(block_size=BLOCK, enable_prefix_caching=prefix_caching)
     vc = VllmConfig(
         scheduler_config=sc,
         model_config=mc,
@@ -74,6 +77,7 @@ def build(
         kv_cache_config=kv,
         structured_output_manager=StructuredOutputManager(vc),
         block_size=BLOCK,
+        log_stats=log_stats,
     )
 
 
